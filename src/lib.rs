@@ -1,0 +1,34 @@
+//! postern: an SMTP-aware authenticating relay. Devices submit mail with local
+//! accounts; postern checks and rewrites senders, and relays to a provider with
+//! the provider's credentials (or stores it in an outbox).
+//!
+//! Crate map:
+//! - `config`   — the TOML schema, `"8MiB"`/`"30s"` parsing, whole-config validation
+//! - `error`    — start-up errors
+//! - `server`   — listeners, accept loop, connection cap, drain on shutdown
+//! - `session`  — the client-side SMTP state machine, one file per phase
+//! - `smtp`     — the protocol, sans I/O: commands, replies, line and DATA framing, SASL
+//! - `auth`     — local users, password hashes, trusted networks
+//! - `policy`   — allowed senders
+//! - `upstream` — the provider client and the outbox
+//! - `tls`      — rustls configs and PEM loading
+//! - `net`      — one stream type for plain TCP and TLS
+//! - `metrics`  — Prometheus metrics and the /metrics endpoint
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod net;
+pub mod policy;
+pub mod server;
+pub mod session;
+pub mod smtp;
+pub mod tls;
+pub mod upstream;
+
+pub use config::Config;
+pub use error::Error;
+pub use server::Server;

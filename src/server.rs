@@ -1,0 +1,230 @@
+//! Listeners, the accept loop, the global connection cap, and the drain on
+//! shutdown: stop accepting, tell idle sessions `421 4.3.0`, let transactions in
+//! flight finish until `shutdown_grace`, then cut what is left.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus::Registry;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use crate::auth::Users;
+use crate::config::Config;
+use crate::error::Error;
+use crate::metrics::{self, Metrics};
+use crate::net::Stream;
+use crate::session::{ListenerInfo, Session, Shared};
+use crate::upstream::Upstream;
+
+/// A server whose sockets are bound, ready to `run`.
+pub struct Server {
+    shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    listeners: Vec<(ListenerInfo, TcpListener, SocketAddr)>,
+    metrics: Option<(TcpListener, SocketAddr)>,
+    registry: Registry,
+}
+
+impl Server {
+    /// Loads users and upstream secrets, builds TLS, and binds every socket.
+    ///
+    /// # Errors
+    /// A missing secret, a bad certificate, or an address that cannot be bound.
+    pub async fn bind(config: Config) -> Result<Server, Error> {
+        let config = Arc::new(config);
+        let (registry, metrics) = Metrics::new_registry()?;
+        let users = Arc::new(Users::from_config(&config).map_err(Error::Setup)?);
+        let upstreams = Upstream::all_from_config(&config, &metrics).map_err(Error::Setup)?;
+        let tls = match &config.tls {
+            Some(t) => Some(TlsAcceptor::from(crate::tls::server_config(
+                t.cert.get_ref(),
+                t.key.get_ref(),
+            )?)),
+            None => None,
+        };
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let addr = *l.addr.get_ref();
+            let sock = TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Bind {
+                    what: format!("listener {}", l.name.get_ref()),
+                    addr,
+                    source,
+                })?;
+            let local = sock.local_addr().map_err(|source| Error::Bind {
+                what: format!("listener {}", l.name.get_ref()),
+                addr,
+                source,
+            })?;
+            let info = ListenerInfo {
+                name: Arc::from(l.name.get_ref().as_str()),
+                tls: *l.tls.get_ref(),
+                auth: l.auth,
+                plaintext_auth: l.plaintext_auth_allowed(),
+            };
+            listeners.push((info, sock, local));
+        }
+        let metrics_sock = match &config.metrics {
+            Some(m) => {
+                let sock = TcpListener::bind(m.addr)
+                    .await
+                    .map_err(|source| Error::Bind {
+                        what: "metrics".to_owned(),
+                        addr: m.addr,
+                        source,
+                    })?;
+                let local = sock.local_addr().map_err(|source| Error::Bind {
+                    what: "metrics".to_owned(),
+                    addr: m.addr,
+                    source,
+                })?;
+                Some((sock, local))
+            }
+            None => None,
+        };
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            config,
+            users,
+            upstreams,
+            metrics,
+            tls,
+            shutdown: shutdown_rx,
+        });
+        Ok(Server {
+            shared,
+            shutdown_tx,
+            listeners,
+            metrics: metrics_sock,
+            registry,
+        })
+    }
+
+    /// The bound address of a listener (useful with port 0).
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(info, _, _)| &*info.name == name)
+            .map(|(_, _, a)| *a)
+    }
+
+    /// The bound address of the metrics endpoint.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, a)| *a)
+    }
+
+    /// Serves until `shutdown` completes, then drains.
+    ///
+    /// # Errors
+    /// None today once bound; the type leaves room for fatal accept errors.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let Server {
+            shared,
+            shutdown_tx,
+            listeners,
+            metrics: metrics_sock,
+            registry,
+        } = self;
+        let ready = Arc::new(AtomicBool::new(false));
+        let mut background = JoinSet::new();
+        if let Some((sock, addr)) = metrics_sock {
+            tracing::info!(%addr, "metrics endpoint listening");
+            background.spawn(metrics::serve(sock, registry, ready.clone()));
+        }
+        for up in &shared.upstreams {
+            let up = up.clone();
+            background.spawn(async move {
+                match up.probe().await {
+                    Ok(()) => tracing::info!(upstream = %up.name, "upstream reachable; capabilities learned"),
+                    Err(e) => tracing::warn!(upstream = %up.name, error = %e, "upstream probe failed; will retry on first use"),
+                }
+            });
+        }
+        let (accepted_tx, mut accepted) =
+            mpsc::channel::<(ListenerInfo, TcpStream, SocketAddr)>(64);
+        for (info, sock, addr) in listeners {
+            tracing::info!(listener = %info.name, %addr, tls = ?info.tls, "listening");
+            let tx = accepted_tx.clone();
+            background.spawn(async move {
+                loop {
+                    match sock.accept().await {
+                        Ok((tcp, peer)) => {
+                            if tx.send((info.clone(), tcp, peer)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            // Out of descriptors and the like: pause rather than spin.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            });
+        }
+        drop(accepted_tx);
+        ready.store(true, Ordering::Release);
+
+        let max = shared.config.limits.max_connections as usize;
+        let mut sessions = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some((info, tcp, peer)) = accepted.recv() => {
+                    let _ = tcp.set_nodelay(true);
+                    if sessions.len() >= max {
+                        shared.metrics.connections_rejected.with_label_values(&[&info.name, "max_connections"]).inc();
+                        tokio::spawn(refuse(tcp));
+                        continue;
+                    }
+                    shared.metrics.connections_opened.with_label_values(&[&info.name]).inc();
+                    let span = tracing::info_span!("conn", listener = %info.name, %peer);
+                    let shared = shared.clone();
+                    sessions.spawn(async move {
+                        let active = shared.metrics.connections_active.with_label_values(&[&info.name]);
+                        active.inc();
+                        Session::serve(shared, info, Stream::Plain(tcp), peer).await;
+                        active.dec();
+                    }.instrument(span));
+                }
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            }
+        }
+
+        // Stop accepting; tell every session; give transactions in flight their grace.
+        let grace = shared.config.server.shutdown_grace.0;
+        tracing::info!(open = sessions.len(), ?grace, "shutting down");
+        ready.store(false, Ordering::Release);
+        background.abort_all();
+        let _ = shutdown_tx.send(true);
+        let drained = tokio::time::timeout(grace, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                cut = sessions.len(),
+                "shutdown grace expired; closing remaining connections"
+            );
+            sessions.abort_all();
+        }
+        Ok(())
+    }
+}
+
+/// Over the connection cap: say so and close.
+async fn refuse(mut tcp: TcpStream) {
+    let _ = tcp
+        .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
+        .await;
+    let _ = tcp.shutdown().await;
+}

@@ -1,0 +1,338 @@
+//! The SMTP client toward a provider: connect, TLS (implicit or STARTTLS, never
+//! a plaintext fallback), EHLO, AUTH with the provider's credentials, then
+//! commands whose replies are read in order, so that a caller may pipeline
+//! (RFC 2920) by queueing several commands before reading their replies.
+//!
+//! A `Client` owns one authenticated connection and nothing of any client
+//! session, so a pool can hold it between sessions (a later step).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use super::{Capabilities, Upstream, UpstreamError};
+use crate::config::TlsMode;
+use crate::net::Stream;
+use crate::smtp::line::{self, Scan};
+use crate::smtp::reply::{Reply, ReplyParser};
+use crate::smtp::sasl;
+
+/// Connecting, TLS, greeting, EHLO and AUTH together must finish within this.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Wait for a reply to MAIL, RCPT, DATA, RSET (RFC 5321 §4.5.3.2 gives 5 min).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+/// Wait for the reply to the final dot (RFC 5321 §4.5.3.2.6: 10 min).
+pub const DATA_END_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest upstream reply line read: the RFC says 512; leave room for chatty providers.
+const MAX_UPSTREAM_LINE: usize = 4096;
+/// Body bytes buffered before a write to the upstream.
+pub const WRITE_CHUNK: usize = 64 * 1024;
+
+/// One authenticated connection to an upstream.
+pub struct Client {
+    upstream: Arc<Upstream>,
+    stream: Stream,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    caps: Capabilities,
+    _active: ActiveGuard,
+}
+
+/// Counts the connection in `upstream_connections_active` while it lives.
+struct ActiveGuard(prometheus::IntGauge);
+
+impl ActiveGuard {
+    fn new(upstream: &Upstream) -> ActiveGuard {
+        let g = upstream
+            .metrics
+            .upstream_connections_active
+            .with_label_values(&[&upstream.name]);
+        g.inc();
+        ActiveGuard(g)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Client {
+    /// Opens a connection: TCP, TLS per `tls`, greeting, EHLO, AUTH.
+    ///
+    /// # Errors
+    /// `UpstreamError` with the stage that failed; nothing of the password is in it.
+    pub async fn connect(upstream: Arc<Upstream>) -> Result<Client, UpstreamError> {
+        let metrics = upstream.metrics.clone();
+        let name = upstream.name.clone();
+        match timeout(CONNECT_TIMEOUT, Client::connect_inner(upstream)).await {
+            Ok(Ok(c)) => {
+                metrics
+                    .upstream_connections_opened
+                    .with_label_values(&[&name])
+                    .inc();
+                Ok(c)
+            }
+            Ok(Err(e)) => {
+                metrics
+                    .upstream_connections_failed
+                    .with_label_values(&[&name, e.stage()])
+                    .inc();
+                Err(e)
+            }
+            Err(_) => {
+                metrics
+                    .upstream_connections_failed
+                    .with_label_values(&[&name, "timeout"])
+                    .inc();
+                Err(UpstreamError::Timeout("connect"))
+            }
+        }
+    }
+
+    async fn connect_inner(upstream: Arc<Upstream>) -> Result<Client, UpstreamError> {
+        let tcp = TcpStream::connect(upstream.addr.as_str())
+            .await
+            .map_err(UpstreamError::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        let mode = upstream.tls_mode;
+        let stream = if mode == TlsMode::Implicit {
+            Stream::Tls(Box::new(upstream.tls_handshake(tcp).await?))
+        } else {
+            Stream::Plain(tcp)
+        };
+        let mut c = Client {
+            _active: ActiveGuard::new(&upstream),
+            upstream,
+            stream,
+            rbuf: Vec::with_capacity(4096),
+            wbuf: Vec::with_capacity(4096),
+            caps: Capabilities::default(),
+        };
+        let greeting = c.read_reply_within(COMMAND_TIMEOUT).await?;
+        if greeting.code != 220 {
+            return Err(UpstreamError::Rejected("greeting", greeting));
+        }
+        c.ehlo().await?;
+        if mode == TlsMode::Starttls {
+            if !c.caps.starttls {
+                // No opportunistic fallback: a man in the middle can strip STARTTLS.
+                return Err(UpstreamError::Protocol("upstream does not offer STARTTLS"));
+            }
+            let reply = c.command("STARTTLS", "STARTTLS").await?;
+            if reply.code != 220 {
+                return Err(UpstreamError::Rejected("starttls", reply));
+            }
+            if !c.rbuf.is_empty() {
+                // Response injection: bytes after the 220 came in clear text.
+                return Err(UpstreamError::Protocol(
+                    "upstream sent data after its STARTTLS 220 (response injection)",
+                ));
+            }
+            let Stream::Plain(tcp) = c.stream else {
+                return Err(UpstreamError::Protocol("STARTTLS inside TLS"));
+            };
+            c.stream = Stream::Tls(Box::new(c.upstream.tls_handshake(tcp).await?));
+            // RFC 3207 §4.2: forget what was learned before TLS.
+            c.caps = Capabilities::default();
+            c.ehlo().await?;
+        }
+        c.authenticate().await?;
+        c.upstream.learn(&c.caps);
+        Ok(c)
+    }
+
+    async fn ehlo(&mut self) -> Result<(), UpstreamError> {
+        let line = format!("EHLO {}", self.upstream.helo_name);
+        let reply = self.command(&line, "EHLO").await?;
+        if reply.code == 250 {
+            self.caps = Capabilities::from_ehlo(&reply);
+            return Ok(());
+        }
+        let line = format!("HELO {}", self.upstream.helo_name);
+        let reply = self.command(&line, "HELO").await?;
+        if reply.code != 250 {
+            return Err(UpstreamError::Rejected("ehlo", reply));
+        }
+        self.caps = Capabilities::default();
+        Ok(())
+    }
+
+    async fn authenticate(&mut self) -> Result<(), UpstreamError> {
+        let Some((user, password)) = self.upstream.credentials.clone() else {
+            return Ok(());
+        };
+        let reply = if self.caps.auth_plain {
+            let line = format!("AUTH PLAIN {}", sasl::encode_plain(&user, &password));
+            self.command(&line, "AUTH").await?
+        } else if self.caps.auth_login {
+            let r = self.command("AUTH LOGIN", "AUTH").await?;
+            if r.code != 334 {
+                return Err(UpstreamError::Rejected("auth", r));
+            }
+            let r = self.command(&sasl::encode(&user), "AUTH").await?;
+            if r.code != 334 {
+                return Err(UpstreamError::Rejected("auth", r));
+            }
+            self.command(&sasl::encode(&password), "AUTH").await?
+        } else {
+            return Err(UpstreamError::Protocol(
+                "upstream offers neither AUTH PLAIN nor AUTH LOGIN",
+            ));
+        };
+        if reply.code != 235 {
+            return Err(UpstreamError::Rejected("auth", reply));
+        }
+        Ok(())
+    }
+
+    /// What the upstream advertised (after TLS).
+    pub fn caps(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.upstream
+    }
+
+    /// Queues a command line (CRLF added); nothing is sent until `flush`.
+    pub fn queue(&mut self, line: &str) {
+        self.wbuf.extend_from_slice(line.as_bytes());
+        self.wbuf.extend_from_slice(b"\r\n");
+    }
+
+    /// Queues raw message bytes, writing when a chunk is full.
+    ///
+    /// # Errors
+    /// I/O errors toward the upstream.
+    pub async fn write_data(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
+        self.wbuf.extend_from_slice(bytes);
+        if self.wbuf.len() >= WRITE_CHUNK {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// The body buffer, for callers that dot-stuff straight into it; call
+    /// `write_data(&[])` afterwards to send a full chunk.
+    pub fn data_buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.wbuf
+    }
+
+    /// Sends everything queued.
+    ///
+    /// # Errors
+    /// I/O errors toward the upstream.
+    pub async fn flush(&mut self) -> Result<(), UpstreamError> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let r = timeout(COMMAND_TIMEOUT, async {
+            self.stream.write_all(&self.wbuf).await?;
+            self.stream.flush().await
+        })
+        .await;
+        self.wbuf.clear();
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(UpstreamError::Io(e)),
+            Err(_) => Err(UpstreamError::Timeout("write")),
+        }
+    }
+
+    /// Sends one command and reads its reply, timing it under `label`.
+    ///
+    /// # Errors
+    /// I/O, timeout or a malformed reply.
+    pub async fn command(
+        &mut self,
+        line: &str,
+        label: &'static str,
+    ) -> Result<Reply, UpstreamError> {
+        self.queue(line);
+        self.flush().await?;
+        self.read_reply(label, Instant::now(), COMMAND_TIMEOUT)
+            .await
+    }
+
+    /// Reads the next reply and counts it under `label`; `sent` is when its command went out.
+    ///
+    /// # Errors
+    /// I/O, timeout or a malformed reply.
+    pub async fn read_reply(
+        &mut self,
+        label: &'static str,
+        sent: Instant,
+        limit: Duration,
+    ) -> Result<Reply, UpstreamError> {
+        let reply = self.read_reply_within(limit).await?;
+        let m = &self.upstream.metrics;
+        let name = &*self.upstream.name;
+        m.upstream_command_duration
+            .with_label_values(&[name, label])
+            .observe(sent.elapsed().as_secs_f64());
+        let class = match reply.class() {
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        };
+        m.upstream_replies
+            .with_label_values(&[name, label, class])
+            .inc();
+        Ok(reply)
+    }
+
+    async fn read_reply_within(&mut self, limit: Duration) -> Result<Reply, UpstreamError> {
+        match timeout(limit, self.read_reply_inner()).await {
+            Ok(r) => r,
+            Err(_) => Err(UpstreamError::Timeout("reply")),
+        }
+    }
+
+    async fn read_reply_inner(&mut self) -> Result<Reply, UpstreamError> {
+        let mut parser = ReplyParser::new();
+        loop {
+            match line::scan(&self.rbuf, MAX_UPSTREAM_LINE) {
+                Scan::Line { len, consumed } => {
+                    let parsed = parser.push(&self.rbuf[..len]);
+                    self.rbuf.drain(..consumed);
+                    match parsed {
+                        Ok(Some(reply)) => return Ok(reply),
+                        Ok(None) => continue,
+                        Err(e) => return Err(UpstreamError::BadReply(e.to_string())),
+                    }
+                }
+                Scan::BareLf { .. } => {
+                    return Err(UpstreamError::BadReply("bare LF in reply".to_owned()));
+                }
+                Scan::TooLong => {
+                    return Err(UpstreamError::BadReply("reply line too long".to_owned()));
+                }
+                Scan::Incomplete => {
+                    let n = self
+                        .stream
+                        .read_buf(&mut self.rbuf)
+                        .await
+                        .map_err(UpstreamError::Io)?;
+                    if n == 0 {
+                        return Err(UpstreamError::Closed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Says QUIT and closes, ignoring errors (the connection is done either way).
+    pub async fn quit(mut self) {
+        self.queue("QUIT");
+        if self.flush().await.is_ok() {
+            let _ = timeout(Duration::from_secs(5), self.read_reply_inner()).await;
+        }
+        let _ = self.stream.shutdown().await;
+    }
+}

@@ -1,0 +1,281 @@
+//! Where accepted mail goes: an SMTP provider (`client`) or the local outbox
+//! (`outbox`). `Upstream` is the runtime view of one `[[upstream]]`: resolved
+//! credentials, the TLS client config, and the capabilities learned from it.
+
+pub mod client;
+pub mod outbox;
+
+use std::sync::{Arc, RwLock};
+
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::ClientConfig;
+
+use crate::config::{Config, TlsMode, UpstreamConfig, UpstreamKind};
+use crate::metrics::Metrics;
+use crate::smtp::reply::Reply;
+
+/// What an upstream's EHLO reply offered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    pub pipelining: bool,
+    pub size: Option<u64>,
+    pub eightbitmime: bool,
+    pub smtputf8: bool,
+    pub dsn: bool,
+    pub starttls: bool,
+    pub enhanced_status_codes: bool,
+    pub auth_plain: bool,
+    pub auth_login: bool,
+}
+
+impl Capabilities {
+    /// Reads the keywords of a 250 EHLO reply (the first line is the greeting).
+    pub fn from_ehlo(reply: &Reply) -> Capabilities {
+        let mut caps = Capabilities::default();
+        for line in reply.lines.iter().skip(1) {
+            let mut words = line.split_ascii_whitespace();
+            let Some(keyword) = words.next() else {
+                continue;
+            };
+            match keyword.to_ascii_uppercase().as_str() {
+                "PIPELINING" => caps.pipelining = true,
+                "SIZE" => caps.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
+                "8BITMIME" => caps.eightbitmime = true,
+                "SMTPUTF8" => caps.smtputf8 = true,
+                "DSN" => caps.dsn = true,
+                "STARTTLS" => caps.starttls = true,
+                "ENHANCEDSTATUSCODES" => caps.enhanced_status_codes = true,
+                "AUTH" => {
+                    for mech in words {
+                        match mech.to_ascii_uppercase().as_str() {
+                            "PLAIN" => caps.auth_plain = true,
+                            "LOGIN" => caps.auth_login = true,
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        caps
+    }
+
+    /// What the outbox can take: everything is stored as received.
+    pub fn outbox() -> Capabilities {
+        Capabilities {
+            pipelining: true,
+            size: None,
+            eightbitmime: true,
+            smtputf8: true,
+            ..Capabilities::default()
+        }
+    }
+}
+
+/// Why talking to an upstream failed. Never carries a password.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("timed out ({0})")]
+    Timeout(&'static str),
+    #[error("connection closed by the upstream")]
+    Closed,
+    #[error("I/O error: {0}")]
+    Io(std::io::Error),
+    #[error("unreadable reply: {0}")]
+    BadReply(String),
+    #[error("{0}")]
+    Protocol(&'static str),
+    /// The upstream refused a set-up step (greeting, EHLO, STARTTLS, AUTH).
+    #[error("{0} refused: {1}")]
+    Rejected(&'static str, Reply),
+    #[error("outbox: {0}")]
+    Outbox(std::io::Error),
+}
+
+impl UpstreamError {
+    /// A fixed word for the metrics label.
+    pub fn stage(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect(_) => "connect",
+            UpstreamError::Tls(_) => "tls",
+            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::Closed | UpstreamError::Io(_) => "io",
+            UpstreamError::BadReply(_) | UpstreamError::Protocol(_) => "protocol",
+            UpstreamError::Rejected("auth", _) => "auth",
+            UpstreamError::Rejected(..) => "rejected",
+            UpstreamError::Outbox(_) => "outbox",
+        }
+    }
+
+    /// The reply a client gets when an upstream cannot be reached or set up.
+    /// Never 535: the client's own credentials were fine.
+    pub fn setup_reply(&self, upstream: &str) -> Reply {
+        match self {
+            UpstreamError::Rejected("auth", _) => Reply::new(
+                451,
+                "4.3.0",
+                format!("upstream {upstream} refused the relay's credentials; try again later"),
+            ),
+            UpstreamError::Tls(_) | UpstreamError::Protocol(_) => Reply::new(
+                451,
+                "4.7.5",
+                format!("upstream {upstream}: secure connection failed; try again later"),
+            ),
+            _ => Reply::new(
+                451,
+                "4.4.1",
+                format!("upstream {upstream} unavailable; try again later"),
+            ),
+        }
+    }
+}
+
+/// One configured upstream, ready to use.
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub kind: UpstreamKind,
+    pub addr: String,
+    pub host: String,
+    pub tls_mode: TlsMode,
+    tls: Option<Arc<ClientConfig>>,
+    /// (username, password) for AUTH; never logged.
+    credentials: Option<(String, String)>,
+    /// EHLO name postern gives.
+    pub helo_name: String,
+    pub max_recipients: Option<u32>,
+    pub max_message_size: Option<u64>,
+    pub outbox: Option<outbox::Outbox>,
+    learned: RwLock<Option<Capabilities>>,
+    pub metrics: Metrics,
+}
+
+impl Upstream {
+    /// Builds every upstream of a config, reading secrets now.
+    ///
+    /// # Errors
+    /// A message naming the upstream and what is missing (an unset environment variable, a bad CA file).
+    pub fn all_from_config(
+        config: &Config,
+        metrics: &Metrics,
+    ) -> Result<Vec<Arc<Upstream>>, String> {
+        config
+            .upstreams
+            .iter()
+            .map(|u| Upstream::from_config(config, u, metrics).map(Arc::new))
+            .collect()
+    }
+
+    fn from_config(
+        config: &Config,
+        u: &UpstreamConfig,
+        metrics: &Metrics,
+    ) -> Result<Upstream, String> {
+        let name = u.name();
+        let credentials = match (&u.username, u.secret()) {
+            (Some(user), Some(secret)) => Some((
+                user.get_ref().clone(),
+                secret
+                    .resolve()
+                    .map_err(|e| format!("upstream {name:?}: {e}"))?,
+            )),
+            _ => None,
+        };
+        let tls_mode = u.tls_mode();
+        let tls = match (u.kind.get_ref(), tls_mode) {
+            (UpstreamKind::Smtp, TlsMode::Starttls | TlsMode::Implicit) => Some(
+                crate::tls::client_config(
+                    u.ca_file.as_ref().map(|p| p.get_ref().as_path()),
+                    u.tls_verify.unwrap_or(true),
+                )
+                .map_err(|e| format!("upstream {name:?}: {e}"))?,
+            ),
+            _ => None,
+        };
+        let outbox = match (u.kind.get_ref(), &u.dir) {
+            (UpstreamKind::Outbox, Some(dir)) => Some(
+                outbox::Outbox::open(dir.get_ref())
+                    .map_err(|e| format!("upstream {name:?}: {e}"))?,
+            ),
+            _ => None,
+        };
+        let learned = (*u.kind.get_ref() == UpstreamKind::Outbox).then(Capabilities::outbox);
+        Ok(Upstream {
+            name: Arc::from(name),
+            kind: *u.kind.get_ref(),
+            addr: u
+                .addr
+                .as_ref()
+                .map(|a| a.get_ref().clone())
+                .unwrap_or_default(),
+            host: u.host().unwrap_or_default(),
+            tls_mode,
+            tls,
+            credentials,
+            helo_name: config.server.hostname.clone(),
+            max_recipients: u.max_recipients,
+            max_message_size: u.max_message_size.map(|s| s.0),
+            outbox,
+            learned: RwLock::new(learned),
+            metrics: metrics.clone(),
+        })
+    }
+
+    /// TLS handshake toward the upstream, verifying its certificate against `host`.
+    async fn tls_handshake(
+        &self,
+        tcp: TcpStream,
+    ) -> Result<tokio_rustls::TlsStream<TcpStream>, UpstreamError> {
+        let cfg = self.tls.clone().ok_or(UpstreamError::Protocol(
+            "no TLS configuration for this upstream",
+        ))?;
+        let server_name = rustls_pki_types::ServerName::try_from(self.host.clone())
+            .map_err(|_| UpstreamError::Protocol("upstream host is not a valid TLS server name"))?;
+        let tls = TlsConnector::from(cfg)
+            .connect(server_name, tcp)
+            .await
+            .map_err(UpstreamError::Tls)?;
+        Ok(tokio_rustls::TlsStream::Client(tls))
+    }
+
+    /// Records what the upstream offered, for the EHLO postern gives its clients.
+    pub fn learn(&self, caps: &Capabilities) {
+        if let Ok(mut l) = self.learned.write() {
+            *l = Some(caps.clone());
+        }
+    }
+
+    /// What the upstream is known to offer, if it was reached yet.
+    pub fn capabilities(&self) -> Option<Capabilities> {
+        self.learned.read().ok().and_then(|l| l.clone())
+    }
+
+    /// The largest message this upstream takes, given postern's own `limit`:
+    /// its configured `max_message_size` and the SIZE it advertised cap it.
+    pub fn effective_max_size(&self, limit: u64) -> u64 {
+        let advertised = self.capabilities().and_then(|c| c.size).filter(|&n| n > 0);
+        [Some(limit), self.max_message_size, advertised]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(limit)
+    }
+
+    /// Connects once (EHLO, AUTH), learns the capabilities and says QUIT.
+    /// Used at start-up so the first client's EHLO is already right.
+    ///
+    /// # Errors
+    /// What `Client::connect` reports.
+    pub async fn probe(self: &Arc<Self>) -> Result<(), UpstreamError> {
+        if self.kind == UpstreamKind::Outbox {
+            return Ok(());
+        }
+        let c = client::Client::connect(self.clone()).await?;
+        c.quit().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,6 @@
+//! Shared test-support code. Each integration-test binary includes this with
+//! `mod support;` and may use only part of it.
+#![allow(dead_code)]
+
+pub mod certs;
+pub mod upstream;
