@@ -3,4 +3,5 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod postern;
 pub mod upstream;
