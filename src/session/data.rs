@@ -133,35 +133,42 @@ impl Session {
         let mut rx = Receiver::new(txn.max_size);
         let mut fault: Option<Fault> = None;
         let started = Instant::now();
+        // `rbuf` is taken out while a batch of lines is handled, and cut once per
+        // batch: draining it line by line would move the buffer for every line.
+        let mut buf = std::mem::take(&mut self.rbuf);
+        let mut pos = 0;
         let size = loop {
-            match rx.step(&self.rbuf) {
+            match rx.step(&buf[pos..]) {
                 Step::Need => {
-                    if !self.fill().await? {
+                    buf.drain(..pos);
+                    pos = 0;
+                    self.rbuf = std::mem::take(&mut buf);
+                    if !self.fill(false).await? {
                         self.abort_sink(sink);
                         return Ok(Next::Close);
                     }
+                    buf = std::mem::take(&mut self.rbuf);
                 }
-                Step::Skip { consumed } => {
-                    self.rbuf.drain(..consumed);
-                }
+                Step::Skip { consumed } => pos += consumed,
                 Step::Content {
                     start,
                     len,
                     consumed,
                 } => {
                     if fault.is_none() {
-                        let line = self.rbuf[start..start + len].to_vec();
+                        let line = &buf[pos + start..pos + start + len];
                         if let Err(f) = self
-                            .deliver_line(&mut sink, &mut headers, rewrite.as_deref(), &line)
+                            .deliver_line(&mut sink, &mut headers, rewrite.as_deref(), line)
                             .await
                         {
                             fault = Some(f);
                         }
                     }
-                    self.rbuf.drain(..consumed);
+                    pos += consumed;
                 }
                 Step::End { consumed, result } => {
-                    self.rbuf.drain(..consumed);
+                    buf.drain(..pos + consumed);
+                    self.rbuf = buf;
                     match result {
                         Ok(size) => break size,
                         Err(e) => {

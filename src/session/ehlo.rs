@@ -61,6 +61,7 @@ impl Session {
             self.rbuf.clear();
         }
         self.push(Reply::new(220, "2.0.0", "Ready to start TLS"));
+        self.discarding = false;
         self.reset_transaction();
         self.helo = None;
         self.user = None;

@@ -118,7 +118,7 @@ impl Session {
         Next::Continue
     }
 
-    pub(super) fn rcpt(&mut self, rcpt: RcptTo) -> Next {
+    pub(super) async fn rcpt(&mut self, rcpt: RcptTo) -> Next {
         let Some(txn) = self.txn.as_mut() else {
             self.push(Reply::new(503, "5.5.1", "Need MAIL before RCPT"));
             return self.count_error();
@@ -171,11 +171,13 @@ impl Session {
     async fn ensure_client(&mut self, upstream: &Arc<Upstream>) -> Result<(), Reply> {
         if let Some(c) = &self.client
             && Arc::ptr_eq(c.upstream(), upstream)
+            && !c.is_stale()
         {
             return Ok(());
         }
         if let Some(old) = self.client.take() {
-            old.quit().await;
+            // Say goodbye without making this client wait for it.
+            tokio::spawn(old.quit());
         }
         match Client::connect(upstream.clone()).await {
             Ok(c) => {

@@ -221,7 +221,7 @@ impl Session {
             // Input exhausted: answer everything, then wait for more.
             self.drain_slots().await;
             self.write_out().await?;
-            if !self.fill().await? {
+            if !self.fill(true).await? {
                 return self.close().await;
             }
         }
@@ -246,8 +246,9 @@ impl Session {
             let next = match line::scan(&self.rbuf, max) {
                 Scan::Incomplete => return Ok(Next::Continue),
                 Scan::TooLong => {
+                    // Drop what was scanned; the rest of the line goes at the next LF.
                     self.discarding = true;
-                    self.rbuf.clear();
+                    self.rbuf.drain(..max);
                     match self.sasl.take() {
                         Some(state) => {
                             self.push(Reply::new(
@@ -312,7 +313,7 @@ impl Session {
             Command::StartTls => self.starttls(),
             Command::Auth { mechanism, initial } => self.auth(&mechanism, initial).await,
             Command::Mail(mail) => self.mail(mail).await,
-            Command::Rcpt(rcpt) => self.rcpt(rcpt),
+            Command::Rcpt(rcpt) => self.rcpt(rcpt).await,
             Command::Data => self.data().await,
             Command::Rset => {
                 self.reset_transaction();
@@ -377,11 +378,13 @@ impl Session {
     }
 
     /// Reads more input into the buffer. `Ok(false)` on EOF or a closing timeout/shutdown
-    /// (the 421 is already written).
-    async fn fill(&mut self) -> std::io::Result<bool> {
+    /// (the 421 is already written). A shutdown interrupts the wait only when
+    /// `interruptible` and no transaction is open: a message in flight may finish,
+    /// bounded by the server's grace deadline.
+    async fn fill(&mut self, interruptible: bool) -> std::io::Result<bool> {
         let mut shutdown = self.shared.shutdown.clone();
         let idle = self.idle_timeout;
-        let in_txn = self.txn.is_some();
+        let in_txn = !interruptible || self.txn.is_some();
         let Some(stream) = self.stream.as_mut() else {
             return Ok(false);
         };

@@ -38,6 +38,8 @@ pub struct Client {
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     caps: Capabilities,
+    /// When a command last went out: the provider cuts idle connections.
+    last_used: Instant,
     _active: ActiveGuard,
 }
 
@@ -112,6 +114,7 @@ impl Client {
             rbuf: Vec::with_capacity(4096),
             wbuf: Vec::with_capacity(4096),
             caps: Capabilities::default(),
+            last_used: Instant::now(),
         };
         let greeting = c.read_reply_within(COMMAND_TIMEOUT).await?;
         if greeting.code != 220 {
@@ -195,6 +198,12 @@ impl Client {
         &self.caps
     }
 
+    /// Whether the connection has been quiet for longer than the upstream's
+    /// `idle_timeout`, so the provider may already have cut it.
+    pub fn is_stale(&self) -> bool {
+        self.last_used.elapsed() >= self.upstream.idle_timeout
+    }
+
     pub fn upstream(&self) -> &Arc<Upstream> {
         &self.upstream
     }
@@ -237,6 +246,7 @@ impl Client {
         })
         .await;
         self.wbuf.clear();
+        self.last_used = Instant::now();
         match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(UpstreamError::Io(e)),

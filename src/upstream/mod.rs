@@ -149,6 +149,8 @@ pub struct Upstream {
     pub helo_name: String,
     pub max_recipients: Option<u32>,
     pub max_message_size: Option<u64>,
+    /// A kept connection quiet this long is replaced rather than reused.
+    pub idle_timeout: std::time::Duration,
     pub outbox: Option<outbox::Outbox>,
     learned: RwLock<Option<Capabilities>>,
     pub metrics: Metrics,
@@ -219,6 +221,9 @@ impl Upstream {
             helo_name: config.server.hostname.clone(),
             max_recipients: u.max_recipients,
             max_message_size: u.max_message_size.map(|s| s.0),
+            idle_timeout: u
+                .idle_timeout
+                .map_or(crate::config::DEFAULT_UPSTREAM_IDLE_TIMEOUT, |s| s.0),
             outbox,
             learned: RwLock::new(learned),
             metrics: metrics.clone(),
