@@ -183,6 +183,35 @@ impl Metrics {
         })
     }
 
+    /// Every exported metric name, with the `postern_` prefix (histograms without
+    /// their `_bucket`/`_sum`/`_count` suffixes).
+    pub fn names(&self) -> Vec<String> {
+        use prometheus::core::Collector;
+        let collectors: [&dyn Collector; 16] = [
+            &self.connections_opened,
+            &self.connections_active,
+            &self.connections_rejected,
+            &self.tls_handshakes,
+            &self.auth_attempts,
+            &self.messages,
+            &self.recipients,
+            &self.message_bytes,
+            &self.upstream_connections_opened,
+            &self.upstream_connections_failed,
+            &self.upstream_connections_active,
+            &self.upstream_replies,
+            &self.upstream_command_duration,
+            &self.relay_duration,
+            &self.limit_hits,
+            &self.config_reloads,
+        ];
+        collectors
+            .iter()
+            .flat_map(|c| c.desc())
+            .map(|d| format!("postern_{}", d.fq_name))
+            .collect()
+    }
+
     /// A fresh registry with the `postern_` prefix and the metrics in it.
     ///
     /// # Errors
