@@ -34,6 +34,10 @@ impl Capabilities {
     pub fn from_ehlo(reply: &Reply) -> Capabilities {
         let mut caps = Capabilities::default();
         for line in reply.lines.iter().skip(1) {
+            // Old servers say "AUTH=PLAIN LOGIN".
+            let line = line
+                .replacen("AUTH=", "AUTH ", 1)
+                .replacen("auth=", "auth ", 1);
             let mut words = line.split_ascii_whitespace();
             let Some(keyword) = words.next() else {
                 continue;
@@ -282,5 +286,58 @@ impl Upstream {
         let c = client::Client::connect(self.clone()).await?;
         c.quit().await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ehlo_keywords_table() {
+        let reply =
+            |lines: &[&str]| Reply::multi(250, lines.iter().map(|l| l.to_string()).collect());
+        let rows: Vec<(Reply, Capabilities)> = vec![
+            (reply(&["mx greets you"]), Capabilities::default()),
+            (
+                reply(&[
+                    "mx",
+                    "PIPELINING",
+                    "SIZE 10485760",
+                    "8BITMIME",
+                    "SMTPUTF8",
+                    "DSN",
+                    "ENHANCEDSTATUSCODES",
+                    "AUTH PLAIN LOGIN",
+                    "STARTTLS",
+                ]),
+                Capabilities {
+                    pipelining: true,
+                    size: Some(10_485_760),
+                    eightbitmime: true,
+                    smtputf8: true,
+                    dsn: true,
+                    starttls: true,
+                    enhanced_status_codes: true,
+                    auth_plain: true,
+                    auth_login: true,
+                },
+            ),
+            (
+                reply(&["mx", "auth=login", "size"]),
+                Capabilities {
+                    auth_login: true,
+                    size: Some(0),
+                    ..Default::default()
+                },
+            ),
+            (
+                reply(&["mx", "AUTH CRAM-MD5 XOAUTH2", "X-UNKNOWN"]),
+                Capabilities::default(),
+            ),
+        ];
+        for (r, want) in rows {
+            assert_eq!(Capabilities::from_ehlo(&r), want, "{r}");
+        }
     }
 }
