@@ -371,6 +371,23 @@ impl Secret {
     }
 }
 
+/// An inline `password = "..."`; `Debug` prints `<redacted>`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct InlinePassword(pub Spanned<String>);
+
+impl InlinePassword {
+    pub fn span(&self) -> Range<usize> {
+        self.0.span()
+    }
+}
+
+impl fmt::Debug for InlinePassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// `[[upstream]]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -384,7 +401,8 @@ pub struct UpstreamConfig {
     /// Extra trust anchors (PEM) instead of the webpki roots.
     pub ca_file: Option<Spanned<PathBuf>>,
     pub username: Option<Spanned<String>>,
-    pub password: Option<Spanned<String>>,
+    /// Inline password (demos only): never shown by `Debug`.
+    pub password: Option<InlinePassword>,
     pub password_env: Option<Spanned<String>>,
     pub password_file: Option<Spanned<PathBuf>>,
     pub max_connections: Option<u32>,
@@ -406,7 +424,7 @@ impl UpstreamConfig {
     /// The configured secret, if any (validation guarantees at most one source).
     pub fn secret(&self) -> Option<Secret> {
         if let Some(p) = &self.password {
-            return Some(Secret::Inline(p.get_ref().clone()));
+            return Some(Secret::Inline(p.0.get_ref().clone()));
         }
         if let Some(v) = &self.password_env {
             return Some(Secret::Env(v.get_ref().clone()));
@@ -474,8 +492,7 @@ struct RawConfig {
     listener: Vec<ListenerConfig>,
     tls: Option<TlsConfig>,
     metrics: Option<MetricsConfig>,
-    #[serde(default)]
-    limits: LimitsConfig,
+    limits: Option<Spanned<LimitsConfig>>,
     #[serde(default)]
     upstream: Vec<UpstreamConfig>,
     #[serde(default)]
@@ -524,12 +541,21 @@ impl Config {
             listeners: raw.listener,
             tls: raw.tls,
             metrics: raw.metrics,
-            limits: raw.limits.over(&Limits::default()),
+            limits: raw
+                .limits
+                .as_ref()
+                .map_or_else(Limits::default, |l| l.get_ref().over(&Limits::default())),
             upstreams: raw.upstream,
             users: raw.user,
             warnings: Vec::new(),
         };
-        Validator { text, config }.run()
+        let limits_span = raw.limits.as_ref().map_or(0..0, |l| l.span());
+        Validator {
+            text,
+            config,
+            limits_span,
+        }
+        .run()
     }
 
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
@@ -553,6 +579,8 @@ impl Config {
 struct Validator<'a> {
     text: &'a str,
     config: Config,
+    /// Where `[limits]` is, for messages about it.
+    limits_span: Range<usize>,
 }
 
 impl Validator<'_> {
@@ -613,6 +641,16 @@ impl Validator<'_> {
                     format!("{} is used by two listeners", l.addr.get_ref()),
                 ));
             }
+            if let Some(m) = &c.metrics
+                && m.addr == *l.addr.get_ref()
+                && m.addr.port() != 0
+            {
+                return Err(self.err(
+                    &l.addr.span(),
+                    "listener.addr",
+                    format!("{} is also the [metrics] addr", m.addr),
+                ));
+            }
             if *l.tls.get_ref() != TlsMode::None && c.tls.is_none() {
                 return Err(self.err(
                     &l.tls.span(),
@@ -645,10 +683,13 @@ impl Validator<'_> {
         let Some(tls) = &self.config.tls else {
             return Ok(());
         };
-        if let Err(e) = crate::tls::load_cert_and_key(tls.cert.get_ref(), tls.key.get_ref()) {
-            return Err(self.err(&tls.cert.span(), "tls.cert", e.to_string()));
+        match crate::tls::load_cert_and_key(tls.cert.get_ref(), tls.key.get_ref()) {
+            Ok(_) => Ok(()),
+            Err(e @ crate::tls::TlsError::Key { .. }) => {
+                Err(self.err(&tls.key.span(), "tls.key", e.to_string()))
+            }
+            Err(e) => Err(self.err(&tls.cert.span(), "tls.cert", e.to_string())),
         }
-        Ok(())
     }
 
     fn upstreams(&mut self) -> Result<(), ConfigError> {
@@ -675,6 +716,18 @@ impl Validator<'_> {
                 u.password_file.as_ref().map(|p| p.span()),
             ];
             let given: Vec<_> = sources.iter().flatten().collect();
+            if u.max_recipients == Some(0) {
+                return Err(self.err(&span, "upstream.max_recipients", "must be at least 1"));
+            }
+            if let Some(ByteSize(n)) = u.max_message_size
+                && n < 64 * 1024
+            {
+                return Err(self.err(
+                    &span,
+                    "upstream.max_message_size",
+                    format!("{n} bytes is below the 64 KiB every SMTP server must accept"),
+                ));
+            }
             match *u.kind.get_ref() {
                 UpstreamKind::Outbox => {
                     let smtp_only: [(&str, bool); 13] = [
@@ -768,6 +821,18 @@ impl Validator<'_> {
                             &span,
                             "upstream.max_connections",
                             "must be at least 1",
+                        ));
+                    }
+                    let zero_durations =
+                        [("pool_wait", u.pool_wait), ("idle_timeout", u.idle_timeout)];
+                    if let Some((key, _)) = zero_durations
+                        .iter()
+                        .find(|(_, d)| d.is_some_and(|d| d.0.is_zero()))
+                    {
+                        return Err(self.err(
+                            &span,
+                            format!("upstream.{key}"),
+                            "must be longer than 0s",
                         ));
                     }
                     if let Some(ca) = &u.ca_file
@@ -903,8 +968,7 @@ impl Validator<'_> {
             ),
         };
         if let Err((key, msg)) = check_limits(&raw) {
-            let at = self.text.find("[limits]").unwrap_or(0);
-            return Err(self.err(&(at..at), format!("limits.{key}"), msg));
+            return Err(self.err(&self.limits_span, format!("limits.{key}"), msg));
         }
         Ok(())
     }

@@ -71,6 +71,12 @@ impl Session {
                 }
             };
         }
+        // Every RCPT already answered and none accepted: no DATA upstream at all.
+        let pending = self.slots.iter().any(|s| matches!(s, Slot::Upstream(_)));
+        if !pending && self.txn.as_ref().is_some_and(|t| t.accepted.is_empty()) {
+            self.push(Reply::new(554, "5.5.1", "No valid recipients"));
+            return Next::Continue;
+        }
         // MAIL, RCPTs and DATA go upstream together; the replies come back in order.
         match self.client.as_mut() {
             Some(c) => c.queue("DATA"),

@@ -12,7 +12,7 @@ use crate::policy;
 use crate::smtp::command::{Body, MailFrom, RcptTo, Ret};
 use crate::smtp::reply::Reply;
 use crate::upstream::client::{COMMAND_TIMEOUT, Client};
-use crate::upstream::{Capabilities, Upstream};
+use crate::upstream::{Capabilities, Upstream, UpstreamError};
 
 impl Session {
     pub(super) async fn mail(&mut self, mail: MailFrom) -> Next {
@@ -154,6 +154,7 @@ impl Session {
         client.queue(&line);
         self.slots
             .push_back(Slot::Upstream(Expect::Rcpt(rcpt.path)));
+        self.flush_upstream_unless_pipelining().await;
         Next::Continue
     }
 
@@ -191,6 +192,21 @@ impl Session {
         }
     }
 
+    /// Opens a new connection to the same upstream and sends it the batch the
+    /// dead one never answered.
+    async fn replay(&mut self) -> Result<(), UpstreamError> {
+        let Some(mut old) = self.client.take() else {
+            return Err(UpstreamError::Closed);
+        };
+        let batch = old.take_last_batch();
+        let mut fresh = Client::connect(old.upstream().clone()).await?;
+        drop(old);
+        fresh.queue_raw(&batch);
+        let r = fresh.flush_commands().await;
+        self.client = Some(fresh);
+        r
+    }
+
     /// Without upstream PIPELINING, every command waits for its reply.
     pub(super) async fn flush_upstream_unless_pipelining(&mut self) {
         if self.client.as_ref().is_some_and(|c| !c.caps().pipelining) {
@@ -204,11 +220,14 @@ impl Session {
         if !self.slots.iter().any(|s| matches!(s, Slot::Upstream(_))) {
             return None;
         }
-        let sent = Instant::now();
+        let mut sent = Instant::now();
         let mut failed = match self.client.as_mut() {
-            Some(c) => c.flush().await.err().map(|e| e.to_string()),
+            Some(c) => c.flush_commands().await.err().map(|e| e.to_string()),
             None => Some("no upstream connection".to_owned()),
         };
+        // A reused connection the provider closed while idle fails before its first
+        // reply; then nothing of this batch was taken, and it goes again on a new one.
+        let mut may_replay = self.client.as_ref().is_some_and(Client::was_used);
         let mut data_reply = None;
         let mut resolved = std::collections::VecDeque::with_capacity(self.slots.len());
         while let Some(slot) = self.slots.pop_front() {
@@ -227,7 +246,25 @@ impl Session {
                         Expect::Data => "DATA",
                         Expect::Silent => "RSET",
                     };
-                    match c.read_reply(label, sent, COMMAND_TIMEOUT).await {
+                    let mut r = c.read_reply(label, sent, COMMAND_TIMEOUT).await;
+                    if may_replay && matches!(r, Err(UpstreamError::Closed | UpstreamError::Io(_)))
+                    {
+                        tracing::info!(
+                            "kept upstream connection was closed; replaying on a new one"
+                        );
+                        r = match self.replay().await {
+                            Ok(()) => {
+                                sent = Instant::now();
+                                match self.client.as_mut() {
+                                    Some(c) => c.read_reply(label, sent, COMMAND_TIMEOUT).await,
+                                    None => Err(UpstreamError::Closed),
+                                }
+                            }
+                            Err(e) => Err(e),
+                        };
+                    }
+                    may_replay = false;
+                    match r {
                         Ok(r) => Some(r),
                         Err(e) => {
                             failed = Some(e.to_string());

@@ -40,6 +40,11 @@ pub struct Client {
     caps: Capabilities,
     /// When a command last went out: the provider cuts idle connections.
     last_used: Instant,
+    /// Replies read since set-up: 0 means no transaction has used it yet.
+    replies: u64,
+    /// The commands of the last `flush_commands`, kept so they can be replayed on a
+    /// fresh connection if this one turns out dead before answering any of them.
+    last_batch: Vec<u8>,
     _active: ActiveGuard,
 }
 
@@ -115,6 +120,8 @@ impl Client {
             wbuf: Vec::with_capacity(4096),
             caps: Capabilities::default(),
             last_used: Instant::now(),
+            replies: 0,
+            last_batch: Vec::new(),
         };
         let greeting = c.read_reply_within(COMMAND_TIMEOUT).await?;
         if greeting.code != 220 {
@@ -146,6 +153,7 @@ impl Client {
         }
         c.authenticate().await?;
         c.upstream.learn(&c.caps);
+        c.replies = 0;
         Ok(c)
     }
 
@@ -254,6 +262,32 @@ impl Client {
         }
     }
 
+    /// Sends queued commands (not message data), remembering them for `replay`.
+    ///
+    /// # Errors
+    /// I/O errors toward the upstream.
+    pub async fn flush_commands(&mut self) -> Result<(), UpstreamError> {
+        self.last_batch.clear();
+        self.last_batch.extend_from_slice(&self.wbuf);
+        self.flush().await
+    }
+
+    /// Whether this connection served a transaction before (a reused one may have
+    /// been cut by the provider while idle).
+    pub fn was_used(&self) -> bool {
+        self.replies > 0
+    }
+
+    /// Takes the commands of the last `flush_commands`, for another connection.
+    pub fn take_last_batch(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.last_batch)
+    }
+
+    /// Queues raw command bytes (a batch taken from a dead connection).
+    pub fn queue_raw(&mut self, bytes: &[u8]) {
+        self.wbuf.extend_from_slice(bytes);
+    }
+
     /// Sends one command and reads its reply, timing it under `label`.
     ///
     /// # Errors
@@ -280,6 +314,7 @@ impl Client {
         limit: Duration,
     ) -> Result<Reply, UpstreamError> {
         let reply = self.read_reply_within(limit).await?;
+        self.replies += 1;
         let m = &self.upstream.metrics;
         let name = &*self.upstream.name;
         m.upstream_command_duration
