@@ -8,7 +8,6 @@
 //! Knobs: POSTERN_BENCH_MESSAGES (default 2000 small, 200 medium, 10 large).
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod support;
 
 use std::net::SocketAddr;

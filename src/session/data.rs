@@ -45,6 +45,10 @@ impl Session {
             self.push(Reply::new(503, "5.5.1", "Need MAIL before DATA"));
             return self.count_error();
         };
+        if txn.rcpt_commands == 0 {
+            self.push(Reply::new(503, "5.5.1", "Need RCPT before DATA"));
+            return self.count_error();
+        }
         if txn.forwarded == 0 {
             self.push(Reply::new(554, "5.5.1", "No valid recipients"));
             return Next::Continue;

@@ -79,6 +79,7 @@ impl Session {
             client_from: mail.path.clone(),
             sender,
             mail,
+            rcpt_commands: 0,
             forwarded: 0,
             accepted: Vec::new(),
             max_size,
@@ -123,6 +124,7 @@ impl Session {
             self.push(Reply::new(503, "5.5.1", "Need MAIL before RCPT"));
             return self.count_error();
         };
+        txn.rcpt_commands += 1;
         if !rcpt.path.is_ascii() && !txn.mail.params.smtputf8 {
             self.push(Reply::new(
                 553,

@@ -118,6 +118,8 @@ struct Txn {
     /// The sender sent upstream (after `rewrite_sender`).
     sender: String,
     mail: MailFrom,
+    /// RCPT commands received in this transaction, refused ones included.
+    rcpt_commands: u32,
     /// RCPTs postern passed on (upstream replies pending or accepted).
     forwarded: u32,
     /// RCPTs the upstream accepted.
