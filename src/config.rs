@@ -603,6 +603,24 @@ impl Validator<'_> {
         }
     }
 
+    /// A `name` must be non-empty and differ from every `earlier` one of its kind.
+    fn unique_name<'n>(
+        &self,
+        kind: &str,
+        name: &Spanned<String>,
+        mut earlier: impl Iterator<Item = &'n str>,
+    ) -> Result<(), ConfigError> {
+        let key = format!("{kind}.name");
+        if name.get_ref().is_empty() {
+            return Err(self.err(&name.span(), key, "must not be empty"));
+        }
+        if earlier.any(|o| o == name.get_ref()) {
+            let msg = format!("duplicate {kind} name {:?}", name.get_ref());
+            return Err(self.err(&name.span(), key, msg));
+        }
+        Ok(())
+    }
+
     fn run(mut self) -> Result<Config, ConfigError> {
         self.listeners()?;
         self.tls()?;
@@ -618,19 +636,8 @@ impl Validator<'_> {
             return Err(self.err(&(0..0), "listener", "at least one [[listener]] is required"));
         }
         for (i, l) in c.listeners.iter().enumerate() {
-            let dup_name = c.listeners[..i]
-                .iter()
-                .any(|o| o.name.get_ref() == l.name.get_ref());
-            if dup_name {
-                return Err(self.err(
-                    &l.name.span(),
-                    "listener.name",
-                    format!("duplicate listener name {:?}", l.name.get_ref()),
-                ));
-            }
-            if l.name.get_ref().is_empty() {
-                return Err(self.err(&l.name.span(), "listener.name", "must not be empty"));
-            }
+            let earlier = c.listeners[..i].iter().map(|o| o.name.get_ref().as_str());
+            self.unique_name("listener", &l.name, earlier)?;
             let dup_addr = c.listeners[..i]
                 .iter()
                 .any(|o| o.addr.get_ref() == l.addr.get_ref() && l.addr.get_ref().port() != 0);
@@ -700,16 +707,11 @@ impl Validator<'_> {
         let mut warnings = Vec::new();
         for (i, u) in c.upstreams.iter().enumerate() {
             let span = u.name.span();
-            if u.name().is_empty() {
-                return Err(self.err(&span, "upstream.name", "must not be empty"));
-            }
-            if c.upstreams[..i].iter().any(|o| o.name() == u.name()) {
-                return Err(self.err(
-                    &span,
-                    "upstream.name",
-                    format!("duplicate upstream name {:?}", u.name()),
-                ));
-            }
+            self.unique_name(
+                "upstream",
+                &u.name,
+                c.upstreams[..i].iter().map(UpstreamConfig::name),
+            )?;
             let sources = [
                 u.password.as_ref().map(|p| p.span()),
                 u.password_env.as_ref().map(|p| p.span()),
@@ -864,16 +866,7 @@ impl Validator<'_> {
         let mut warnings = Vec::new();
         for (i, u) in c.users.iter().enumerate() {
             let span = u.name.span();
-            if u.name().is_empty() {
-                return Err(self.err(&span, "user.name", "must not be empty"));
-            }
-            if c.users[..i].iter().any(|o| o.name() == u.name()) {
-                return Err(self.err(
-                    &span,
-                    "user.name",
-                    format!("duplicate user name {:?}", u.name()),
-                ));
-            }
+            self.unique_name("user", &u.name, c.users[..i].iter().map(UserConfig::name))?;
             match &u.upstream {
                 Some(up) if c.upstream(up.get_ref()).is_none() => {
                     return Err(self.err(
