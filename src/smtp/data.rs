@@ -329,6 +329,84 @@ mod tests {
         }
     }
 
+    /// Many pseudo-random inputs over the bytes that matter (`a . CR LF`), in
+    /// varying chunks: content lines are always CRLF-terminated with no CR or LF
+    /// inside, and the end is only ever a `.` line after a CRLF.
+    #[test]
+    fn invariants_hold_on_random_input() {
+        let mut seed: u64 = 0x5eed;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        let (mut ended_ok, mut ended_refused) = (0, 0);
+        for _ in 0..20_000 {
+            let len = next() % 40;
+            let input: Vec<u8> = (0..len).map(|_| b"a.\r\n"[next() % 4]).collect();
+            let chunk = 1 + next() % 7;
+            let mut rx = Receiver::new(1 << 20);
+            let mut buf: Vec<u8> = Vec::new();
+            let mut fed = 0;
+            let mut prev_ended_crlf = true;
+            loop {
+                match rx.step(&buf) {
+                    Step::Need => {
+                        if fed >= input.len() {
+                            break;
+                        }
+                        let end = (fed + chunk).min(input.len());
+                        buf.extend_from_slice(&input[fed..end]);
+                        fed = end;
+                    }
+                    Step::Content {
+                        start,
+                        len,
+                        consumed,
+                    } => {
+                        let line = &buf[start..start + len];
+                        assert!(line.ends_with(b"\r\n"), "{input:?}");
+                        let inner = &line[..line.len() - 2];
+                        assert!(
+                            !inner.contains(&b'\r') && !inner.contains(&b'\n'),
+                            "{input:?}"
+                        );
+                        buf.drain(..consumed);
+                        prev_ended_crlf = true;
+                    }
+                    Step::Skip { consumed } => {
+                        assert!(consumed > 0);
+                        prev_ended_crlf = buf[..consumed].ends_with(b"\r\n");
+                        buf.drain(..consumed);
+                    }
+                    Step::End { consumed, result } => {
+                        assert_eq!(&buf[..consumed], b".\r\n", "{input:?}");
+                        assert!(prev_ended_crlf, "ended after a bare line end: {input:?}");
+                        let has_bare = input[..fed - buf.len() + consumed]
+                            .windows(1)
+                            .enumerate()
+                            .any(|(i, w)| {
+                                (w[0] == b'\n' && (i == 0 || input[i - 1] != b'\r'))
+                                    || (w[0] == b'\r' && input.get(i + 1) != Some(&b'\n'))
+                            });
+                        assert_eq!(result.is_err(), has_bare, "{input:?}");
+                        if has_bare {
+                            ended_refused += 1;
+                        } else {
+                            ended_ok += 1;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        assert!(
+            ended_ok > 100 && ended_refused > 100,
+            "{ended_ok} / {ended_refused}"
+        );
+    }
+
     #[test]
     fn restuffing_round_trips() {
         let mut out = Vec::new();
