@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use support::postern::{Postern, Raw, spawn_postern};
+use support::postern::{Postern, Raw, outbox_toml, spawn_postern};
 use support::upstream::{FakeUpstream, Message, UpstreamConfig};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -42,31 +42,6 @@ auth_failures_per_ip_per_minute = 1000
 {users}
 "#
     )
-}
-
-fn outbox() -> String {
-    "[[upstream]]\nname = \"outbox\"\nkind = \"outbox\"\ndir = \"{dir}/outbox\"\n".to_owned()
-}
-
-fn fake(up: &FakeUpstream) -> String {
-    format!(
-        r#"[[upstream]]
-name = "fake"
-kind = "smtp"
-addr = "127.0.0.1:{}"
-tls = "none"
-username = "provider-user"
-password = "provider-secret"
-"#,
-        up.port()
-    )
-}
-
-async fn wait_probe(up: &FakeUpstream) {
-    up.wait_until("postern's start-up probe to finish", WAIT, |u| {
-        u.closed_connections() >= 1
-    })
-    .await;
 }
 
 fn plain(user: &str, pass: &str) -> String {
@@ -170,7 +145,7 @@ async fn allowed_senders_exact_domain_and_any() {
     let up = FakeUpstream::start(UpstreamConfig::default()).await;
     let p = spawn_postern(&config(
         "",
-        &fake(&up),
+        &up.postern_toml(),
         r#"
 [[user]]
 name = "exact"
@@ -189,7 +164,7 @@ allowed_senders = ["*"]
 "#,
     ))
     .await;
-    wait_probe(&up).await;
+    up.wait_probe().await;
 
     // (user, sender, allowed)
     let cases: &[(&str, &str, bool)] = &[
@@ -249,8 +224,8 @@ rewrite_sender = "noreply@mail.example.com"
 #[tokio::test]
 async fn rewrite_sender_replaces_the_envelope_sender_and_drops_auth_param() {
     let up = FakeUpstream::start(UpstreamConfig::default()).await;
-    let p = spawn_postern(&config("", &fake(&up), REWRITE_USER)).await;
-    wait_probe(&up).await;
+    let p = spawn_postern(&config("", &up.postern_toml(), REWRITE_USER)).await;
+    up.wait_probe().await;
     let mut c = login(&p, "scanner").await;
     let content = b"From: Scanner <scanner@example.com>\r\nSubject: s\r\n\r\nbody\r\n";
     send_message(
@@ -280,8 +255,8 @@ async fn size_param_is_not_forwarded_to_an_upstream_without_size() {
     let mut cfg = UpstreamConfig::default();
     cfg.extensions.retain(|e| !e.starts_with("SIZE"));
     let up = FakeUpstream::start(cfg).await;
-    let p = spawn_postern(&config("", &fake(&up), REWRITE_USER)).await;
-    wait_probe(&up).await;
+    let p = spawn_postern(&config("", &up.postern_toml(), REWRITE_USER)).await;
+    up.wait_probe().await;
     let mut c = login(&p, "scanner").await;
     send_message(
         &mut c,
@@ -310,8 +285,8 @@ rewrite_header_from = true
 #[tokio::test]
 async fn rewrite_header_from_replaces_from_and_adds_reply_to() {
     let up = FakeUpstream::start(UpstreamConfig::default()).await;
-    let p = spawn_postern(&config("", &fake(&up), HEADER_USER)).await;
-    wait_probe(&up).await;
+    let p = spawn_postern(&config("", &up.postern_toml(), HEADER_USER)).await;
+    up.wait_probe().await;
     let mut c = login(&p, "scanner").await;
 
     let body: &[u8] =
@@ -358,8 +333,8 @@ async fn rewrite_header_from_replaces_from_and_adds_reply_to() {
 #[tokio::test]
 async fn rewrite_header_from_keeps_an_existing_reply_to() {
     let up = FakeUpstream::start(UpstreamConfig::default()).await;
-    let p = spawn_postern(&config("", &fake(&up), HEADER_USER)).await;
-    wait_probe(&up).await;
+    let p = spawn_postern(&config("", &up.postern_toml(), HEADER_USER)).await;
+    up.wait_probe().await;
     let mut c = login(&p, "scanner").await;
     let content = b"Reply-To: owner@example.com\r\nFrom: scanner@example.com\r\nSubject: scan\r\n\r\nFrom: not a header\r\n";
     send_message(
@@ -393,7 +368,7 @@ async fn rewrite_header_from_keeps_an_existing_reply_to() {
 async fn trusted_network_user_sends_without_auth_on_an_optional_listener() {
     let p = spawn_postern(&config(
         "auth = \"optional\"",
-        &outbox(),
+        &outbox_toml(),
         r#"
 [[user]]
 name = "printer"
@@ -436,7 +411,7 @@ allowed_senders = ["*"]
 async fn client_outside_every_network_must_auth_on_an_optional_listener() {
     let p = spawn_postern(&config(
         "auth = \"optional\"",
-        &outbox(),
+        &outbox_toml(),
         r#"
 [[user]]
 name = "printer"
@@ -470,7 +445,7 @@ async fn non_ascii_sender_needs_smtputf8() {
     let up = FakeUpstream::start(UpstreamConfig::default()).await;
     let p = spawn_postern(&config(
         "",
-        &fake(&up),
+        &up.postern_toml(),
         r#"
 [[user]]
 name = "dev"
@@ -479,7 +454,7 @@ allowed_senders = ["*@example.com"]
 "#,
     ))
     .await;
-    wait_probe(&up).await;
+    up.wait_probe().await;
     let (mut c, ehlo) = connect(&p).await;
     assert!(
         ehlo.split('\n').any(|l| &l[4..] == "SMTPUTF8"),

@@ -21,7 +21,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls;
 
-use support::postern::{Postern, Raw, spawn_postern};
+use support::postern::{Postern, Raw, outbox_toml, spawn_postern};
 use support::upstream::{FakeUpstream, Message, UpstreamConfig};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -70,33 +70,6 @@ allowed_senders = ["*"]
 {more}
 "#
     )
-}
-
-fn outbox() -> String {
-    "[[upstream]]\nname = \"outbox\"\nkind = \"outbox\"\ndir = \"{dir}/outbox\"\n".to_owned()
-}
-
-fn fake(up: &FakeUpstream) -> String {
-    format!(
-        r#"[[upstream]]
-name = "fake"
-kind = "smtp"
-addr = "127.0.0.1:{}"
-tls = "none"
-username = "provider-user"
-password = "provider-secret"
-"#,
-        up.port()
-    )
-}
-
-/// Waits for postern's start-up probe of the upstream (EHLO, AUTH, QUIT) to end, so
-/// that connection counts and capabilities are settled.
-async fn wait_probe(up: &FakeUpstream) {
-    up.wait_until("postern's start-up probe to finish", WAIT, |u| {
-        u.closed_connections() >= 1
-    })
-    .await;
 }
 
 fn plain(authzid: &str, user: &str, pass: &str) -> String {
@@ -346,8 +319,8 @@ async fn smuggling_end_of_data_variants_are_refused_and_never_relayed() {
     ];
     for (name, seq) in variants {
         let up = FakeUpstream::start(UpstreamConfig::default()).await;
-        let p = spawn_postern(&config("", "", &fake(&up), "")).await;
-        wait_probe(&up).await;
+        let p = spawn_postern(&config("", "", &up.postern_toml(), "")).await;
+        up.wait_probe().await;
         let mut c = login(&p).await;
 
         c.send(b"MAIL FROM:<dev@example.com>\r\nRCPT TO:<rcpt@example.net>\r\nDATA\r\n")
@@ -418,7 +391,7 @@ async fn smuggling_end_of_data_variants_are_refused_and_never_relayed() {
 
 #[tokio::test]
 async fn starttls_discards_pipelined_plaintext_and_resets_the_session() {
-    let p = spawn_postern(&config("tls = \"starttls\"", "", &outbox(), "")).await;
+    let p = spawn_postern(&config("tls = \"starttls\"", "", &outbox_toml(), "")).await;
     let (mut c, ehlo) = connect(&p).await;
     assert!(
         keywords(&ehlo).iter().any(|k| k == "STARTTLS"),
@@ -465,7 +438,7 @@ async fn auth_needs_tls_where_plaintext_auth_is_off() {
     let p = spawn_postern(&config(
         "tls = \"starttls\"\nallow_plaintext_auth = false",
         "",
-        &outbox(),
+        &outbox_toml(),
         "",
     ))
     .await;
@@ -500,7 +473,7 @@ async fn auth_needs_tls_where_plaintext_auth_is_off() {
 
 #[tokio::test]
 async fn over_long_and_bare_lf_lines_are_refused_and_the_session_continues() {
-    let p = spawn_postern(&config("", "", &outbox(), "")).await;
+    let p = spawn_postern(&config("", "", &outbox_toml(), "")).await;
     let (mut c, _) = connect(&p).await;
 
     // A 600-byte command line.
@@ -534,7 +507,7 @@ async fn over_long_and_bare_lf_lines_are_refused_and_the_session_continues() {
 
 #[tokio::test]
 async fn data_line_over_1000_octets_refuses_the_message() {
-    let p = spawn_postern(&config("", "", &outbox(), "")).await;
+    let p = spawn_postern(&config("", "", &outbox_toml(), "")).await;
     let mut c = login(&p).await;
 
     // 999 octets + CRLF = 1001: refused at end of data, not stored.
@@ -582,7 +555,7 @@ fn sasl_config() -> String {
     config(
         "",
         "",
-        &outbox(),
+        &outbox_toml(),
         r#"
 [[user]]
 name = "lan"
@@ -758,7 +731,7 @@ async fn sasl_failures_look_alike_and_three_close_the_session() {
 
 #[tokio::test]
 async fn command_order_and_simple_commands() {
-    let p = spawn_postern(&config("", "", &outbox(), "")).await;
+    let p = spawn_postern(&config("", "", &outbox_toml(), "")).await;
     let mut c = Raw::connect(p.addr("smtp")).await;
     assert!(c.reply().await.starts_with("220 "));
     expect(&mut c, "MAIL FROM:<a@example.com>", "503 5.5.1").await;
@@ -792,7 +765,7 @@ async fn command_order_and_simple_commands() {
 /// contract (DESIGN.md "Wrong order: 503") keeps 554 for "all RCPTs were refused".
 #[tokio::test]
 async fn data_after_mail_without_rcpt_is_out_of_sequence() {
-    let p = spawn_postern(&config("", "", &outbox(), "")).await;
+    let p = spawn_postern(&config("", "", &outbox_toml(), "")).await;
     let mut c = login(&p).await;
     expect(&mut c, "MAIL FROM:<a@example.com>", "250 ").await;
     expect(&mut c, "DATA", "503 5.5.1").await;
@@ -803,7 +776,7 @@ async fn data_after_mail_without_rcpt_is_out_of_sequence() {
 
 #[tokio::test]
 async fn helo_only_client_can_send() {
-    let p = spawn_postern(&config("", "", &outbox(), "")).await;
+    let p = spawn_postern(&config("", "", &outbox_toml(), "")).await;
     let mut c = Raw::connect(p.addr("smtp")).await;
     assert!(c.reply().await.starts_with("220 "));
     let helo = c.cmd("HELO printer.lan").await;
@@ -845,8 +818,8 @@ async fn pipelined_transaction_and_all_recipients_rejected() {
         ..UpstreamConfig::default()
     })
     .await;
-    let p = spawn_postern(&config("", "", &fake(&up), "")).await;
-    wait_probe(&up).await;
+    let p = spawn_postern(&config("", "", &up.postern_toml(), "")).await;
+    up.wait_probe().await;
     let mut c = login(&p).await;
 
     c.send(
@@ -895,8 +868,14 @@ async fn pipelined_transaction_and_all_recipients_rejected() {
 #[tokio::test]
 async fn size_is_advertised_and_enforced_declared_and_streamed() {
     let up = FakeUpstream::start(UpstreamConfig::default()).await;
-    let p = spawn_postern(&config("", "max_message_size = \"64KiB\"", &fake(&up), "")).await;
-    wait_probe(&up).await;
+    let p = spawn_postern(&config(
+        "",
+        "max_message_size = \"64KiB\"",
+        &up.postern_toml(),
+        "",
+    ))
+    .await;
+    up.wait_probe().await;
     let (mut c, ehlo) = connect(&p).await;
     assert!(
         keywords(&ehlo).iter().any(|k| k == "SIZE 65536"),
@@ -958,8 +937,8 @@ async fn size_is_advertised_and_enforced_declared_and_streamed() {
 #[tokio::test]
 async fn the_101st_recipient_gets_452_and_100_are_delivered() {
     let up = FakeUpstream::start(UpstreamConfig::default()).await;
-    let p = spawn_postern(&config("", "", &fake(&up), "")).await;
-    wait_probe(&up).await;
+    let p = spawn_postern(&config("", "", &up.postern_toml(), "")).await;
+    up.wait_probe().await;
     let mut c = login(&p).await;
     let mut batch = b"MAIL FROM:<dev@example.com>\r\n".to_vec();
     for i in 1..=101 {
@@ -990,7 +969,7 @@ async fn the_101st_recipient_gets_452_and_100_are_delivered() {
 
 #[tokio::test]
 async fn idle_client_gets_421_and_is_disconnected() {
-    let p = spawn_postern(&config("", "idle_timeout = \"1s\"", &outbox(), "")).await;
+    let p = spawn_postern(&config("", "idle_timeout = \"1s\"", &outbox_toml(), "")).await;
     let mut c = Raw::connect(p.addr("smtp")).await;
     assert!(c.reply().await.starts_with("220 "));
     let started = Instant::now();
@@ -1011,8 +990,8 @@ async fn idle_client_gets_421_and_is_disconnected() {
 #[tokio::test]
 async fn no_relaying_without_auth() {
     let up = FakeUpstream::start(UpstreamConfig::default()).await;
-    let p = spawn_postern(&config("auth = \"required\"", "", &fake(&up), "")).await;
-    wait_probe(&up).await;
+    let p = spawn_postern(&config("auth = \"required\"", "", &up.postern_toml(), "")).await;
+    up.wait_probe().await;
     let (mut c, _) = connect(&p).await;
     expect(&mut c, "MAIL FROM:<dev@example.com>", "530 5.7.0").await;
     c.send(b"MAIL FROM:<dev@example.com>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\n")
@@ -1044,13 +1023,13 @@ async fn metrics_count_messages_and_auth_and_hold_no_secrets() {
     let p = spawn_postern(&config(
         "",
         "",
-        &fake(&up),
+        &up.postern_toml(),
         &format!(
             "[[user]]\nname = \"scanner\"\npassword_hash = \"{local_hash}\"\nallowed_senders = [\"*@example.com\"]\n"
         ),
     ))
     .await;
-    wait_probe(&up).await;
+    up.wait_probe().await;
 
     let (mut c, _) = connect(&p).await;
     expect(

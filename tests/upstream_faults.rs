@@ -95,15 +95,8 @@ async fn start(cfg: UpstreamConfig) -> (FakeUpstream, Postern) {
     let tls = cfg.tls;
     let fake = FakeUpstream::start(cfg).await;
     let p = postern(Up::to(&fake, tls)).await;
-    wait_probe(&fake).await;
+    fake.wait_probe().await;
     (fake, p)
-}
-
-async fn wait_probe(fake: &FakeUpstream) {
-    fake.wait_until("postern's start-up probe to finish", T, |f| {
-        f.closed_connections() >= 1
-    })
-    .await;
 }
 
 /// A client session on the "plain" listener, greeted and authenticated as printer.
@@ -391,7 +384,7 @@ async fn starttls_required_but_not_offered_never_falls_back_to_clear_text() {
         ..Up::to(&fake, UpTls::None)
     })
     .await;
-    wait_probe(&fake).await;
+    fake.wait_probe().await;
     let mut c = client(&p).await;
     let r = c.cmd("MAIL FROM:<a@example.com>").await;
     assert_starts(&r, "451 4.7.5");
@@ -417,7 +410,7 @@ async fn starttls_response_injection_aborts_the_upstream_connection() {
     })
     .await;
     let p = postern(Up::to(&fake, UpTls::StartTls)).await;
-    wait_probe(&fake).await;
+    fake.wait_probe().await;
     let mut c = client(&p).await;
     let r = c.cmd("MAIL FROM:<a@example.com>").await;
     assert_starts(&r, "451 4.7.5");
@@ -598,7 +591,7 @@ async fn mail_rcpts_and_data_go_upstream_in_one_write() {
         ..Up::to(&fake, UpTls::None)
     })
     .await;
-    wait_probe(&fake).await;
+    fake.wait_probe().await;
     pipelined_transaction(&fake, &p).await;
     let chunks = proxy.chunks.lock().unwrap().clone();
     let batch: &[u8] = b"MAIL FROM:<a@example.com>\r\n\
@@ -625,7 +618,7 @@ async fn no_pipelining_toward_an_upstream_without_pipelining() {
         ..Up::to(&fake, UpTls::None)
     })
     .await;
-    wait_probe(&fake).await;
+    fake.wait_probe().await;
     pipelined_transaction(&fake, &p).await;
     // RFC 2920: no pipelining toward a server that does not offer it; every command
     // waited for the reply to the one before.
@@ -728,7 +721,7 @@ async fn upstream_closing_between_transactions_is_invisible_to_the_client() {
         ..Up::to(&fake, UpTls::None)
     })
     .await;
-    wait_probe(&fake).await;
+    fake.wait_probe().await;
     let mut c = client(&p).await;
     assert_starts(&c.cmd("MAIL FROM:<a@example.com>").await, "250 ");
     assert_starts(&c.cmd("RCPT TO:<b@example.net>").await, "250 ");

@@ -35,6 +35,11 @@ pub struct PosternBuilder {
     listeners: Vec<String>,
 }
 
+/// A postern `[[upstream]]` table named "outbox" writing to `{dir}/outbox`.
+pub fn outbox_toml() -> String {
+    "[[upstream]]\nname = \"outbox\"\nkind = \"outbox\"\ndir = \"{dir}/outbox\"\n".to_owned()
+}
+
 /// Starts postern from `toml` (placeholders as described above).
 pub async fn spawn_postern(toml: &str) -> Postern {
     PosternBuilder::new(toml).start().await

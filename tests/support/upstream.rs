@@ -348,6 +348,27 @@ impl FakeUpstream {
     }
 
     /// The certificate PEM to trust when TLS is on.
+    /// Waits until postern's start-up probe of this upstream (EHLO, AUTH, QUIT) has
+    /// ended, so that connection counts and learned capabilities are settled.
+    pub async fn wait_probe(&self) {
+        self.wait_until(
+            "postern's start-up probe to finish",
+            Duration::from_secs(10),
+            |u| u.closed_connections() >= 1,
+        )
+        .await;
+    }
+
+    /// A postern `[[upstream]]` table named "fake" pointing here in plain text,
+    /// with the default provider credentials.
+    pub fn postern_toml(&self) -> String {
+        format!(
+            "[[upstream]]\nname = \"fake\"\nkind = \"smtp\"\naddr = \"127.0.0.1:{}\"\ntls = \"none\"\n\
+             username = \"provider-user\"\npassword = \"provider-secret\"\n",
+            self.addr.port()
+        )
+    }
+
     pub fn ca_pem(&self) -> Option<String> {
         self.cert.as_ref().map(|c| c.cert_pem.clone())
     }
