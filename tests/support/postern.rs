@@ -32,7 +32,6 @@ pub struct Postern {
 pub struct PosternBuilder {
     toml: String,
     files: Vec<(String, String)>,
-    listeners: Vec<String>,
 }
 
 /// A postern `[[upstream]]` table named "outbox" writing to `{dir}/outbox`.
@@ -50,7 +49,6 @@ impl PosternBuilder {
         PosternBuilder {
             toml: toml.to_owned(),
             files: Vec::new(),
-            listeners: Vec::new(),
         }
     }
 
@@ -82,7 +80,6 @@ impl PosternBuilder {
             .listeners
             .iter()
             .map(|l| l.name.get_ref().clone())
-            .chain(self.listeners)
             .collect();
         let server = postern::Server::bind(config).await.expect("bind");
         let addrs = names
