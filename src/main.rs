@@ -89,6 +89,8 @@ fn run(path: PathBuf) -> ExitCode {
                 };
             }
         };
+        #[cfg(unix)]
+        tokio::spawn(reload_on_sighup(server.reloader(), path));
         match server.run(shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -97,6 +99,22 @@ fn run(path: PathBuf) -> ExitCode {
             }
         }
     })
+}
+
+/// Re-reads the config file on every SIGHUP and installs what can change while serving.
+#[cfg(unix)]
+async fn reload_on_sighup(reloader: postern::server::Reloader, path: PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload by restarting");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!(config = %path.display(), "SIGHUP: reloading");
+        if let Err(e) = reloader.reload_file(&path) {
+            tracing::error!("reload failed, keeping the running configuration: {e}");
+        }
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

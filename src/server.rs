@@ -4,8 +4,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use prometheus::Registry;
 use tokio::io::AsyncWriteExt;
@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::{self, Metrics};
 use crate::net::Stream;
-use crate::session::{ListenerInfo, Session, Shared};
+use crate::session::{ListenerInfo, Policy, Session, Shared};
 use crate::upstream::Upstream;
 
 /// A server whose sockets are bound, ready to `run`.
@@ -92,9 +92,11 @@ impl Server {
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
-            config,
-            users,
-            upstreams,
+            policy: RwLock::new(Arc::new(Policy {
+                config,
+                users,
+                upstreams,
+            })),
             metrics,
             tls,
             shutdown: shutdown_rx,
@@ -121,6 +123,13 @@ impl Server {
         self.metrics.as_ref().map(|(_, a)| *a)
     }
 
+    /// A handle that reloads users, limits and upstream credentials while serving.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Serves until `shutdown` completes, then drains.
     ///
     /// # Errors
@@ -139,14 +148,8 @@ impl Server {
             tracing::info!(%addr, "metrics endpoint listening");
             background.spawn(metrics::serve(sock, registry, ready.clone()));
         }
-        for up in &shared.upstreams {
-            let up = up.clone();
-            background.spawn(async move {
-                match up.probe().await {
-                    Ok(()) => tracing::info!(upstream = %up.name, "upstream reachable; capabilities learned"),
-                    Err(e) => tracing::warn!(upstream = %up.name, error = %e, "upstream probe failed; will retry on first use"),
-                }
-            });
+        for up in &shared.policy().upstreams {
+            background.spawn(probe(up.clone()));
         }
         let (accepted_tx, mut accepted) =
             mpsc::channel::<(ListenerInfo, TcpStream, SocketAddr)>(64);
@@ -173,7 +176,6 @@ impl Server {
         drop(accepted_tx);
         ready.store(true, Ordering::Release);
 
-        let max = shared.config.limits.max_connections as usize;
         let mut sessions = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -181,6 +183,7 @@ impl Server {
                 () = &mut shutdown => break,
                 Some((info, tcp, peer)) = accepted.recv() => {
                     let _ = tcp.set_nodelay(true);
+                    let max = shared.policy().config.limits.max_connections as usize;
                     if sessions.len() >= max {
                         shared.metrics.connections_rejected.with_label_values(&[&info.name, "max_connections"]).inc();
                         tokio::spawn(refuse(tcp));
@@ -201,7 +204,7 @@ impl Server {
         }
 
         // Stop accepting; tell every session; give transactions in flight their grace.
-        let grace = shared.config.server.shutdown_grace.0;
+        let grace = shared.policy().config.server.shutdown_grace.0;
         tracing::info!(open = sessions.len(), ?grace, "shutting down");
         ready.store(false, Ordering::Release);
         background.abort_all();
@@ -219,6 +222,117 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Connects to an upstream once, so the EHLO postern offers mirrors it from the first client on.
+async fn probe(up: Arc<Upstream>) {
+    match up.probe().await {
+        Ok(()) => tracing::info!(upstream = %up.name, "upstream reachable; capabilities learned"),
+        Err(e) => {
+            tracing::warn!(upstream = %up.name, error = %e, "upstream probe failed; will retry on first use")
+        }
+    }
+}
+
+/// Reloads the parts of the configuration that can change while serving
+/// (SIGHUP): users, limits and upstreams with their credentials. Open
+/// connections keep the policy they started with; new ones get the new one.
+/// Listeners, `[tls]` and `[metrics]` need a restart.
+#[derive(Clone)]
+pub struct Reloader {
+    shared: Arc<Shared>,
+}
+
+impl Reloader {
+    /// Installs `config`. On error nothing changes.
+    ///
+    /// # Errors
+    /// A missing secret or another set-up failure, as a message.
+    pub fn reload(&self, config: Config) -> Result<(), String> {
+        let result = self.apply(config);
+        let label = if result.is_ok() { "ok" } else { "error" };
+        self.shared
+            .metrics
+            .config_reloads
+            .with_label_values(&[label])
+            .inc();
+        result
+    }
+
+    /// Reads `path` and installs it; a config that does not load counts as a failed reload.
+    ///
+    /// # Errors
+    /// The config error or the set-up failure, as a message.
+    pub fn reload_file(&self, path: &std::path::Path) -> Result<(), String> {
+        match Config::load(path) {
+            Ok(config) => self.reload(config),
+            Err(e) => {
+                self.shared
+                    .metrics
+                    .config_reloads
+                    .with_label_values(&["error"])
+                    .inc();
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn apply(&self, config: Config) -> Result<(), String> {
+        let old = self.shared.policy();
+        let restart_needed = listeners_differ(&old.config, &config)
+            || old
+                .config
+                .tls
+                .as_ref()
+                .map(|t| (t.cert.get_ref(), t.key.get_ref()))
+                != config
+                    .tls
+                    .as_ref()
+                    .map(|t| (t.cert.get_ref(), t.key.get_ref()))
+            || old.config.metrics.as_ref().map(|m| m.addr)
+                != config.metrics.as_ref().map(|m| m.addr);
+        if restart_needed {
+            tracing::warn!("listener, [tls] or [metrics] changes take effect only after a restart");
+        }
+        let users = Arc::new(Users::from_config(&config)?);
+        let upstreams = Upstream::all_from_config(&config, &self.shared.metrics)?;
+        for up in &upstreams {
+            // Keep what the same upstream already told us, and ask again in the background.
+            if let Some(prev) = old
+                .upstreams
+                .iter()
+                .find(|o| o.name == up.name && o.addr == up.addr)
+                && let Some(caps) = prev.capabilities()
+            {
+                up.learn(&caps);
+            }
+            tokio::spawn(probe(up.clone()));
+        }
+        for w in &config.warnings {
+            tracing::warn!("{w}");
+        }
+        tracing::info!(
+            users = config.users.len(),
+            upstreams = upstreams.len(),
+            "configuration reloaded"
+        );
+        self.shared.set_policy(Policy {
+            config: Arc::new(config),
+            users,
+            upstreams,
+        });
+        Ok(())
+    }
+}
+
+fn listeners_differ(a: &Config, b: &Config) -> bool {
+    let key = |c: &Config| -> Vec<(String, std::net::SocketAddr)> {
+        c.listeners
+            .iter()
+            .map(|l| (l.name.get_ref().clone(), *l.addr.get_ref()))
+            .collect()
+    };
+    key(a) != key(b)
 }
 
 /// Over the connection cap: say so and close.

@@ -423,3 +423,118 @@ fn run_serves_and_exits_0_on_sigterm() {
     // The port is free again.
     assert!(TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err());
 }
+
+/// AUTH PLAIN as `user`/`pass` on a fresh connection; returns the reply code.
+fn auth_code(addr: SocketAddr, user: &str, pass: &str) -> u16 {
+    use base64::Engine as _;
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut reader = BufReader::new(&stream);
+    let mut read_reply = || -> String {
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return line;
+            }
+        }
+    };
+    read_reply();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"));
+    (&stream)
+        .write_all(format!("EHLO t\r\nAUTH PLAIN {b64}\r\n").as_bytes())
+        .unwrap();
+    read_reply();
+    let reply = read_reply();
+    let _ = (&stream).write_all(b"QUIT\r\n");
+    reply[..3].parse().unwrap()
+}
+
+#[test]
+fn sighup_reloads_users_without_dropping_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let original = minimal_config(port, dir.path());
+    let path = write(dir.path(), "postern.toml", &original);
+    let stderr_log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+    let child = Command::new(BIN)
+        .args(["run", "--config", path.to_str().unwrap()])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr_log)
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(Some(child));
+    let child = guard.0.as_mut().unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_for_greeting(addr, child, Duration::from_secs(30));
+    assert_eq!(auth_code(addr, "newcomer", "fresh-pw"), 535);
+
+    // A connection opened before the reload stays up through it.
+    let held = TcpStream::connect(addr).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut held_reader = BufReader::new(&held);
+    let mut greeting = String::new();
+    held_reader.read_line(&mut greeting).unwrap();
+
+    let hash = postern::auth::hash_password("fresh-pw").unwrap();
+    write(
+        dir.path(),
+        "postern.toml",
+        &format!(
+            "{original}\n[[user]]\nname = \"newcomer\"\npassword_hash = \"{hash}\"\nallowed_senders = [\"*\"]\n"
+        ),
+    );
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while auth_code(addr, "newcomer", "fresh-pw") != 235 {
+        let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+        assert!(
+            Instant::now() < deadline,
+            "the new user never worked after SIGHUP\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "postern exited on SIGHUP"
+    );
+    (&held).write_all(b"NOOP\r\n").unwrap();
+    let mut reply = String::new();
+    held_reader.read_line(&mut reply).unwrap();
+    assert!(
+        reply.starts_with("250 "),
+        "held connection after reload: {reply:?}"
+    );
+
+    // A broken file is refused and the running configuration stays.
+    write(dir.path(), "postern.toml", "[[listener]]\nname = 1\n");
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+        if log.contains("reload failed") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reload failure logged\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(auth_code(addr, "newcomer", "fresh-pw"), 235);
+    assert_eq!(auth_code(addr, "demo", "demo-password"), 235);
+}

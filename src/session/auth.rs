@@ -128,7 +128,7 @@ impl Session {
             ));
             return self.auth_failed(mechanism);
         }
-        let users = self.shared.users.clone();
+        let users = self.policy.users.clone();
         match users.verify(&creds.username, &creds.password).await {
             Verdict::Ok(user) => {
                 tracing::info!(user = %user.name, mechanism, "authenticated");

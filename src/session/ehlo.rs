@@ -8,7 +8,7 @@ impl Session {
     /// EHLO/HELO: (re)starts the session's greeting state and abandons any transaction.
     pub(super) fn ehlo(&mut self, name: String, extended: bool) -> Next {
         self.reset_transaction();
-        let hostname = self.shared.config.server.hostname.clone();
+        let hostname = self.policy.config.server.hostname.clone();
         if !extended {
             self.helo = Some((name.clone(), false));
             self.push(Reply::plain(250, format!("{hostname} greets {name}")));
@@ -83,17 +83,17 @@ impl Session {
 
     /// The SIZE to advertise before the user is known: the server limit, capped by every upstream's.
     fn advertised_size(&self) -> u64 {
-        self.shared
+        self.policy
             .upstreams
             .iter()
-            .map(|u| u.effective_max_size(self.shared.config.limits.max_message_size))
+            .map(|u| u.effective_max_size(self.policy.config.limits.max_message_size))
             .min()
-            .unwrap_or(self.shared.config.limits.max_message_size)
+            .unwrap_or(self.policy.config.limits.max_message_size)
     }
 
     /// Extensions every upstream offers (a user is not known yet at EHLO).
     fn common_capabilities(&self) -> crate::upstream::Capabilities {
-        let mut all = self.shared.upstreams.iter().map(|u| u.capabilities());
+        let mut all = self.policy.upstreams.iter().map(|u| u.capabilities());
         let Some(Some(mut caps)) = all.next() else {
             return Default::default();
         };

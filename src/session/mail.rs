@@ -36,7 +36,7 @@ impl Session {
             ));
             return self.count_error();
         }
-        let upstream = self.shared.upstreams[user.upstream].clone();
+        let upstream = self.policy.upstreams[user.upstream].clone();
         let max_size = upstream.effective_max_size(user.limits.max_message_size);
         if mail.params.size.is_some_and(|s| s > max_size) {
             self.push(Reply::new(

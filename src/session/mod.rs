@@ -17,7 +17,7 @@ mod mail;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,11 +46,19 @@ pub const MAX_ERRORS: u32 = 20;
 /// How much the client may send beyond what postern has read before it stops reading.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Everything sessions share.
-pub struct Shared {
+/// What a configuration reload replaces: the config itself, the users and the
+/// upstreams (with their credentials). A session keeps the `Policy` it started
+/// with to its end; new sessions get the newest.
+pub struct Policy {
     pub config: Arc<Config>,
     pub users: Arc<Users>,
     pub upstreams: Vec<Arc<Upstream>>,
+}
+
+/// Everything sessions share.
+pub struct Shared {
+    /// The current policy; swapped whole by a reload.
+    pub policy: RwLock<Arc<Policy>>,
     pub metrics: Metrics,
     pub tls: Option<TlsAcceptor>,
     /// Turns true when the server begins to stop.
@@ -128,9 +136,29 @@ struct Txn {
     max_recipients: u32,
 }
 
+impl Shared {
+    /// The current policy.
+    pub fn policy(&self) -> Arc<Policy> {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Installs a new policy for sessions that start from now on.
+    pub fn set_policy(&self, policy: Policy) {
+        let policy = Arc::new(policy);
+        match self.policy.write() {
+            Ok(mut p) => *p = policy,
+            Err(poisoned) => *poisoned.into_inner() = policy,
+        }
+    }
+}
+
 /// One client connection.
 pub struct Session {
     shared: Arc<Shared>,
+    policy: Arc<Policy>,
     listener: ListenerInfo,
     peer: SocketAddr,
     stream: Option<Stream>,
@@ -162,9 +190,11 @@ impl Session {
         stream: Stream,
         peer: SocketAddr,
     ) {
-        let idle_timeout = shared.config.limits.idle_timeout;
+        let policy = shared.policy();
+        let idle_timeout = policy.config.limits.idle_timeout;
         let mut s = Session {
             shared,
+            policy,
             listener,
             peer,
             stream: Some(stream),
@@ -193,7 +223,7 @@ impl Session {
         if self.listener.tls == TlsMode::Implicit && !self.upgrade_tls().await {
             return Ok(());
         }
-        let greeting = format!("{} ESMTP postern ready", self.shared.config.server.hostname);
+        let greeting = format!("{} ESMTP postern ready", self.policy.config.server.hostname);
         self.push(Reply::plain(220, greeting));
         loop {
             match self.process_buffered().await? {
@@ -374,7 +404,7 @@ impl Session {
             return Some(u.clone());
         }
         if self.listener.auth == AuthMode::Optional {
-            return self.shared.users.by_network(self.peer.ip()).cloned();
+            return self.policy.users.by_network(self.peer.ip()).cloned();
         }
         None
     }

@@ -24,6 +24,8 @@ pub struct Postern {
     pub dir: tempfile::TempDir,
     /// The certificate postern's TLS listeners present (trust this in clients).
     pub cert: TestCert,
+    /// Reloads users, limits and upstreams, as SIGHUP does.
+    pub reloader: postern::server::Reloader,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -87,6 +89,7 @@ impl PosternBuilder {
             .filter_map(|n| server.listener_addr(n).map(|a| (n.clone(), a)))
             .collect();
         let metrics = server.metrics_addr();
+        let reloader = server.reloader();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = server
@@ -100,6 +103,7 @@ impl PosternBuilder {
             metrics,
             dir,
             cert,
+            reloader,
             stop: Some(stop),
             task: Some(task),
         }
