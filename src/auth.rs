@@ -80,6 +80,8 @@ pub struct User {
     pub rewrite_sender: Option<String>,
     pub rewrite_header_from: bool,
     pub limits: Limits,
+    /// Message and recipient rates, counted from when this policy was loaded.
+    pub rates: crate::limits::UserRates,
 }
 
 /// The user table, and the verifier.
@@ -192,6 +194,7 @@ fn user_from_config(config: &Config, u: &UserConfig) -> Result<User, String> {
         rewrite_sender: u.rewrite_sender.as_ref().map(|s| s.get_ref().clone()),
         rewrite_header_from: u.rewrite_header_from,
         limits: config.user_limits(u),
+        rates: crate::limits::UserRates::new(&config.user_limits(u)),
     })
 }
 

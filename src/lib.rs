@@ -9,6 +9,7 @@
 //! - `session`  — the client-side SMTP state machine, one file per phase
 //! - `smtp`     — the protocol, sans I/O: commands, replies, line and DATA framing, SASL
 //! - `auth`     — local users, password hashes, trusted networks
+//! - `limits`   — rates, connection caps and the AUTH brute-force throttle
 //! - `policy`   — allowed senders
 //! - `upstream` — the provider client and the outbox
 //! - `tls`      — rustls configs and PEM loading
@@ -20,6 +21,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod net;
 pub mod policy;

@@ -18,10 +18,14 @@ use tracing::Instrument;
 use crate::auth::Users;
 use crate::config::Config;
 use crate::error::Error;
+use crate::limits::{Limiters, ip_key};
 use crate::metrics::{self, Metrics};
 use crate::net::Stream;
 use crate::session::{ListenerInfo, Policy, Session, Shared};
 use crate::upstream::Upstream;
+
+/// How often limiter state for addresses that went quiet is dropped.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A server whose sockets are bound, ready to `run`.
 pub struct Server {
@@ -90,6 +94,7 @@ impl Server {
             }
             None => None,
         };
+        let limiters = Limiters::new(config.limits.auth_failures_per_ip_per_minute);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             policy: RwLock::new(Arc::new(Policy {
@@ -98,6 +103,7 @@ impl Server {
                 upstreams,
             })),
             metrics,
+            limiters,
             tls,
             shutdown: shutdown_rx,
         });
@@ -151,6 +157,14 @@ impl Server {
         for up in &shared.policy().upstreams {
             background.spawn(probe(up.clone()));
         }
+        let pruned = shared.clone();
+        background.spawn(async move {
+            let mut tick = tokio::time::interval(PRUNE_EVERY);
+            loop {
+                tick.tick().await;
+                pruned.limiters.prune();
+            }
+        });
         let (accepted_tx, mut accepted) =
             mpsc::channel::<(ListenerInfo, TcpStream, SocketAddr)>(64);
         for (info, sock, addr) in listeners {
@@ -183,12 +197,23 @@ impl Server {
                 () = &mut shutdown => break,
                 Some((info, tcp, peer)) = accepted.recv() => {
                     let _ = tcp.set_nodelay(true);
-                    let max = shared.policy().config.limits.max_connections as usize;
-                    if sessions.len() >= max {
+                    let limits = shared.policy().config.limits.clone();
+                    if sessions.len() >= limits.max_connections as usize {
                         shared.metrics.connections_rejected.with_label_values(&[&info.name, "max_connections"]).inc();
-                        tokio::spawn(refuse(tcp));
+                        shared.metrics.limit_hits.with_label_values(&["max_connections"]).inc();
+                        tokio::spawn(refuse(tcp, "Too many connections, try again later"));
                         continue;
                     }
+                    let Some(ip_slot) = shared
+                        .limiters
+                        .connections_per_ip
+                        .try_acquire(ip_key(peer.ip()), limits.max_connections_per_ip)
+                    else {
+                        shared.metrics.connections_rejected.with_label_values(&[&info.name, "connections_per_ip"]).inc();
+                        shared.metrics.limit_hits.with_label_values(&["connections_per_ip"]).inc();
+                        tokio::spawn(refuse(tcp, "Too many connections from your address, try again later"));
+                        continue;
+                    };
                     shared.metrics.connections_opened.with_label_values(&[&info.name]).inc();
                     let span = tracing::info_span!("conn", listener = %info.name, %peer);
                     let shared = shared.clone();
@@ -197,6 +222,7 @@ impl Server {
                         active.inc();
                         Session::serve(shared, info, Stream::Plain(tcp), peer).await;
                         active.dec();
+                        drop(ip_slot);
                     }.instrument(span));
                 }
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
@@ -335,10 +361,10 @@ fn listeners_differ(a: &Config, b: &Config) -> bool {
     key(a) != key(b)
 }
 
-/// Over the connection cap: say so and close.
-async fn refuse(mut tcp: TcpStream) {
+/// Over a connection cap: say so and close.
+async fn refuse(mut tcp: TcpStream, why: &str) {
     let _ = tcp
-        .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
+        .write_all(format!("421 4.7.0 {why}\r\n").as_bytes())
         .await;
     let _ = tcp.shutdown().await;
 }

@@ -24,6 +24,9 @@ impl Session {
             ));
             return self.count_error();
         }
+        if self.shared.limiters.auth_locked(self.peer.ip()) {
+            return self.auth_throttled(mechanism);
+        }
         if !self.auth_allowed() {
             self.push(Reply::new(
                 538,
@@ -128,11 +131,17 @@ impl Session {
             ));
             return self.auth_failed(mechanism);
         }
+        if self.shared.limiters.auth_locked(self.peer.ip()) {
+            return self.auth_throttled(mechanism);
+        }
         let users = self.policy.users.clone();
         match users.verify(&creds.username, &creds.password).await {
             Verdict::Ok(user) => {
                 tracing::info!(user = %user.name, mechanism, "authenticated");
                 self.record_auth(mechanism, "ok");
+                if !self.claim_user_slot(&user) {
+                    return Next::Close;
+                }
                 self.user = Some(user);
                 self.push(Reply::new(235, "2.7.0", "Authentication successful"));
                 Next::Continue
@@ -149,6 +158,28 @@ impl Session {
         }
     }
 
+    /// Too many failures from this address lately: refuse without looking at a password.
+    fn auth_throttled(&mut self, mechanism: &str) -> Next {
+        // The label is a fixed word: the mechanism name comes from the client.
+        let label = match mechanism {
+            "PLAIN" | "plain" => "plain",
+            "LOGIN" | "login" => "login",
+            _ => "other",
+        };
+        self.record_auth(label, "throttled");
+        self.shared
+            .metrics
+            .limit_hits
+            .with_label_values(&["auth_failures"])
+            .inc();
+        self.push(Reply::new(
+            454,
+            "4.7.0",
+            "Temporary authentication failure: too many failed attempts, try again later",
+        ));
+        self.count_error()
+    }
+
     fn record_auth(&self, mechanism: &str, result: &str) {
         self.shared
             .metrics
@@ -160,6 +191,7 @@ impl Session {
     /// Counts a failed attempt; too many close the session.
     pub(super) fn auth_failed(&mut self, mechanism: &str) -> Next {
         self.record_auth(mechanism, "fail");
+        self.shared.limiters.auth_failed(self.peer.ip());
         self.auth_failures += 1;
         if self.auth_failures >= super::MAX_AUTH_FAILURES {
             self.push(Reply::new(

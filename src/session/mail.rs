@@ -28,6 +28,9 @@ impl Session {
             self.push(Reply::new(530, "5.7.0", "Authentication required"));
             return self.count_error();
         };
+        if !self.claim_user_slot(&user) {
+            return Next::Close;
+        }
         if !mail.path.is_ascii() && !mail.params.smtputf8 {
             self.push(Reply::new(
                 550,
@@ -62,6 +65,23 @@ impl Session {
                 550,
                 "5.7.1",
                 format!("Sender address not allowed for user {}", user.name),
+            ));
+            return Next::Continue;
+        }
+        if let Err(wait) = user.rates.take_message() {
+            self.shared
+                .metrics
+                .limit_hits
+                .with_label_values(&["messages_per_minute"])
+                .inc();
+            self.push(Reply::new(
+                450,
+                "4.7.1",
+                format!(
+                    "Message rate limit for user {} reached, retry in {} s",
+                    user.name,
+                    wait.as_secs().max(1)
+                ),
             ));
             return Next::Continue;
         }
@@ -137,11 +157,33 @@ impl Session {
             self.shared
                 .metrics
                 .limit_hits
-                .with_label_values(&["recipients"])
+                .with_label_values(&["max_recipients"])
                 .inc();
             self.push(Reply::new(452, "4.5.3", "Too many recipients"));
             return Next::Continue;
         }
+        if let Some(user) = self.sender_identity()
+            && let Err(wait) = user.rates.take_recipient()
+        {
+            self.shared
+                .metrics
+                .limit_hits
+                .with_label_values(&["recipients_per_hour"])
+                .inc();
+            self.push(Reply::new(
+                450,
+                "4.7.1",
+                format!(
+                    "Recipient rate limit for user {} reached, retry in {} s",
+                    user.name,
+                    wait.as_secs().max(1)
+                ),
+            ));
+            return Next::Continue;
+        }
+        let Some(txn) = self.txn.as_mut() else {
+            return Next::Continue;
+        };
         txn.forwarded += 1;
         if txn.upstream.kind == UpstreamKind::Outbox {
             txn.accepted.push(rcpt.path);

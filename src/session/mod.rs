@@ -60,6 +60,8 @@ pub struct Shared {
     /// The current policy; swapped whole by a reload.
     pub policy: RwLock<Arc<Policy>>,
     pub metrics: Metrics,
+    /// Connection counts and AUTH failures; kept across reloads.
+    pub limiters: crate::limits::Limiters,
     pub tls: Option<TlsAcceptor>,
     /// Turns true when the server begins to stop.
     pub shutdown: watch::Receiver<bool>,
@@ -171,6 +173,8 @@ pub struct Session {
     helo: Option<(String, bool)>,
     /// Authenticated by AUTH.
     user: Option<Arc<User>>,
+    /// This connection counted against its user's `max_connections_per_user`.
+    user_slot: Option<crate::limits::CountGuard<Arc<str>>>,
     sasl: Option<Sasl>,
     auth_failures: u32,
     errors: u32,
@@ -204,6 +208,7 @@ impl Session {
             discarding: false,
             helo: None,
             user: None,
+            user_slot: None,
             sasl: None,
             auth_failures: 0,
             errors: 0,
@@ -407,6 +412,49 @@ impl Session {
             return self.policy.users.by_network(self.peer.ip()).cloned();
         }
         None
+    }
+
+    /// Counts this connection against `user`'s connection cap (once per session).
+    /// `false` when the user already has as many connections as allowed: the
+    /// 421 is queued and the session must close.
+    fn claim_user_slot(&mut self, user: &User) -> bool {
+        if self
+            .user_slot
+            .as_ref()
+            .is_some_and(|s| *s.key() == user.name)
+        {
+            return true;
+        }
+        self.user_slot = None;
+        let max = user.limits.max_connections_per_user;
+        match self
+            .shared
+            .limiters
+            .connections_per_user
+            .try_acquire(user.name.clone(), max)
+        {
+            Some(slot) => {
+                self.user_slot = Some(slot);
+                true
+            }
+            None => {
+                tracing::info!(user = %user.name, max, "connection limit per user reached");
+                self.shared
+                    .metrics
+                    .limit_hits
+                    .with_label_values(&["connections_per_user"])
+                    .inc();
+                self.push(Reply::new(
+                    421,
+                    "4.7.0",
+                    format!(
+                        "Too many connections for user {}, try again later",
+                        user.name
+                    ),
+                ));
+                false
+            }
+        }
     }
 
     /// Reads more input into the buffer. `Ok(false)` on EOF or a closing timeout/shutdown
