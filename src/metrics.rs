@@ -36,6 +36,7 @@ pub struct Metrics {
     pub upstream_connections_opened: IntCounterVec,
     pub upstream_connections_failed: IntCounterVec,
     pub upstream_connections_active: IntGaugeVec,
+    pub upstream_connections_idle: IntGaugeVec,
     pub upstream_replies: IntCounterVec,
     pub upstream_command_duration: HistogramVec,
     pub relay_duration: HistogramVec,
@@ -148,6 +149,12 @@ impl Metrics {
                 "Upstream connections open now",
                 &["upstream"],
             )?,
+            upstream_connections_idle: gauge(
+                r,
+                "upstream_connections_idle",
+                "Upstream connections waiting in the pool",
+                &["upstream"],
+            )?,
             upstream_replies: counter(
                 r,
                 "upstream_replies_total",
@@ -187,7 +194,7 @@ impl Metrics {
     /// their `_bucket`/`_sum`/`_count` suffixes).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 16] = [
+        let collectors: [&dyn Collector; 17] = [
             &self.connections_opened,
             &self.connections_active,
             &self.connections_rejected,
@@ -199,6 +206,7 @@ impl Metrics {
             &self.upstream_connections_opened,
             &self.upstream_connections_failed,
             &self.upstream_connections_active,
+            &self.upstream_connections_idle,
             &self.upstream_replies,
             &self.upstream_command_duration,
             &self.relay_duration,

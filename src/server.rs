@@ -156,6 +156,7 @@ impl Server {
         }
         for up in &shared.policy().upstreams {
             background.spawn(probe(up.clone()));
+            background.spawn(crate::upstream::pool::maintain(Arc::downgrade(up)));
         }
         let pruned = shared.clone();
         background.spawn(async move {
@@ -246,6 +247,9 @@ impl Server {
             );
             sessions.abort_all();
         }
+        for up in &shared.policy().upstreams {
+            up.close_pool().await;
+        }
         Ok(())
     }
 }
@@ -333,6 +337,10 @@ impl Reloader {
                 up.learn(&caps);
             }
             tokio::spawn(probe(up.clone()));
+            tokio::spawn(crate::upstream::pool::maintain(Arc::downgrade(up)));
+        }
+        for old_up in &old.upstreams {
+            old_up.retire();
         }
         for w in &config.warnings {
             tracing::warn!("{w}");

@@ -221,10 +221,9 @@ impl Session {
             return Ok(());
         }
         if let Some(old) = self.client.take() {
-            // Say goodbye without making this client wait for it.
-            tokio::spawn(old.quit());
+            old.upstream().clone().checkin(old);
         }
-        match Client::connect(upstream.clone()).await {
+        match upstream.checkout().await {
             Ok(c) => {
                 self.client = Some(c);
                 Ok(())
@@ -243,8 +242,12 @@ impl Session {
             return Err(UpstreamError::Closed);
         };
         let batch = old.take_last_batch();
+        let permit = old.take_permit();
         let mut fresh = Client::connect(old.upstream().clone()).await?;
         drop(old);
+        if let Some(p) = permit {
+            fresh.set_permit(p);
+        }
         fresh.queue_raw(&batch);
         let r = fresh.flush_commands().await;
         self.client = Some(fresh);

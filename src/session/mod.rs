@@ -258,6 +258,7 @@ impl Session {
             // Input exhausted: answer everything, then wait for more.
             self.drain_slots().await;
             self.write_out().await?;
+            self.release_idle_upstream();
             if !self.fill(true).await? {
                 return self.close().await;
             }
@@ -587,13 +588,19 @@ impl Session {
         }
     }
 
-    /// Ends the session's use of its upstream connection.
-    async fn release_upstream(&mut self) {
-        if let Some(c) = self.client.take()
-            && self.txn.is_none()
-            && self.slots.is_empty()
-        {
-            c.quit().await;
+    /// Gives the upstream connection back to its pool while no transaction is
+    /// open, so a quiet client does not hold one of the provider's connections.
+    fn release_idle_upstream(&mut self) {
+        let idle = self.txn.is_none() && !self.slots.iter().any(|s| matches!(s, Slot::Upstream(_)));
+        if idle && let Some(c) = self.client.take() {
+            c.upstream().clone().checkin(c);
         }
+    }
+
+    /// Ends the session's use of its upstream connection: back to the pool when
+    /// clean, dropped (closing it, which abandons any transaction) otherwise.
+    async fn release_upstream(&mut self) {
+        self.release_idle_upstream();
+        self.client = None;
     }
 }

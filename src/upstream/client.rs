@@ -45,6 +45,8 @@ pub struct Client {
     /// The commands of the last `flush_commands`, kept so they can be replayed on a
     /// fresh connection if this one turns out dead before answering any of them.
     last_batch: Vec<u8>,
+    /// The pool slot this connection occupies while checked out.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
     _active: ActiveGuard,
 }
 
@@ -122,6 +124,7 @@ impl Client {
             last_used: Instant::now(),
             replies: 0,
             last_batch: Vec::new(),
+            permit: None,
         };
         let greeting = c.read_reply_within(COMMAND_TIMEOUT).await?;
         if greeting.code != 220 {
@@ -270,6 +273,16 @@ impl Client {
         self.last_batch.clear();
         self.last_batch.extend_from_slice(&self.wbuf);
         self.flush().await
+    }
+
+    /// Gives the connection the pool slot it occupies.
+    pub fn set_permit(&mut self, permit: tokio::sync::OwnedSemaphorePermit) {
+        self.permit = Some(permit);
+    }
+
+    /// Takes the pool slot back out (when the connection returns to the pool).
+    pub fn take_permit(&mut self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.permit.take()
     }
 
     /// Whether this connection served a transaction before (a reused one may have

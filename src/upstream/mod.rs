@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod outbox;
+pub mod pool;
 
 use std::sync::{Arc, RwLock};
 
@@ -99,6 +100,9 @@ pub enum UpstreamError {
     Rejected(&'static str, Reply),
     #[error("outbox: {0}")]
     Outbox(std::io::Error),
+    /// Every allowed connection stayed busy for `pool_wait`.
+    #[error("no upstream connection free")]
+    PoolTimeout,
 }
 
 impl UpstreamError {
@@ -113,6 +117,7 @@ impl UpstreamError {
             UpstreamError::Rejected("auth", _) => "auth",
             UpstreamError::Rejected(..) => "rejected",
             UpstreamError::Outbox(_) => "outbox",
+            UpstreamError::PoolTimeout => "pool_wait",
         }
     }
 
@@ -124,6 +129,11 @@ impl UpstreamError {
                 451,
                 "4.3.0",
                 format!("upstream {upstream} refused the relay's credentials; try again later"),
+            ),
+            UpstreamError::PoolTimeout => Reply::new(
+                451,
+                "4.4.5",
+                format!("upstream {upstream}: no connection free; try again later"),
             ),
             UpstreamError::Tls(_) | UpstreamError::Protocol(_) => Reply::new(
                 451,
@@ -157,6 +167,7 @@ pub struct Upstream {
     pub idle_timeout: std::time::Duration,
     pub outbox: Option<outbox::Outbox>,
     learned: RwLock<Option<Capabilities>>,
+    pub pool: pool::Pool,
     pub metrics: Metrics,
 }
 
@@ -230,6 +241,15 @@ impl Upstream {
                 .map_or(crate::config::DEFAULT_UPSTREAM_IDLE_TIMEOUT, |s| s.0),
             outbox,
             learned: RwLock::new(learned),
+            pool: pool::Pool::new(
+                u.pool.unwrap_or(true),
+                u.max_connections
+                    .unwrap_or(crate::config::DEFAULT_UPSTREAM_MAX_CONNECTIONS),
+                u.pool_wait
+                    .map_or(crate::config::DEFAULT_POOL_WAIT, |s| s.0),
+                u.health_check_interval
+                    .map_or(crate::config::DEFAULT_HEALTH_CHECK_INTERVAL, |s| s.0),
+            ),
             metrics: metrics.clone(),
         })
     }
