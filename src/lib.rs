@@ -11,6 +11,7 @@
 //! - `auth`     — local users, password hashes, trusted networks
 //! - `limits`   — rates, connection caps and the AUTH brute-force throttle
 //! - `policy`   — allowed senders
+//! - `proxy`    — the HAProxy PROXY protocol header (v1, v2)
 //! - `upstream` — the provider client and the outbox
 //! - `tls`      — rustls configs and PEM loading
 //! - `net`      — one stream type for plain TCP and TLS
@@ -25,6 +26,7 @@ pub mod limits;
 pub mod metrics;
 pub mod net;
 pub mod policy;
+pub mod proxy;
 pub mod server;
 pub mod session;
 pub mod smtp;

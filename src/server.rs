@@ -73,6 +73,11 @@ impl Server {
                 tls: *l.tls.get_ref(),
                 auth: l.auth,
                 plaintext_auth: l.plaintext_auth_allowed(),
+                proxy_from: l
+                    .proxy_protocol
+                    .as_ref()
+                    .is_some_and(|p| *p.get_ref())
+                    .then(|| Arc::new(l.proxy_from.clone())),
             };
             listeners.push((info, sock, local));
         }
@@ -205,26 +210,8 @@ impl Server {
                         tokio::spawn(refuse(tcp, "Too many connections, try again later"));
                         continue;
                     }
-                    let Some(ip_slot) = shared
-                        .limiters
-                        .connections_per_ip
-                        .try_acquire(ip_key(peer.ip()), limits.max_connections_per_ip)
-                    else {
-                        shared.metrics.connections_rejected.with_label_values(&[&info.name, "connections_per_ip"]).inc();
-                        shared.metrics.limit_hits.with_label_values(&["connections_per_ip"]).inc();
-                        tokio::spawn(refuse(tcp, "Too many connections from your address, try again later"));
-                        continue;
-                    };
                     shared.metrics.connections_opened.with_label_values(&[&info.name]).inc();
-                    let span = tracing::info_span!("conn", listener = %info.name, %peer);
-                    let shared = shared.clone();
-                    sessions.spawn(async move {
-                        let active = shared.metrics.connections_active.with_label_values(&[&info.name]);
-                        active.inc();
-                        Session::serve(shared, info, Stream::Plain(tcp), peer).await;
-                        active.dec();
-                        drop(ip_slot);
-                    }.instrument(span));
+                    sessions.spawn(connection(shared.clone(), info, tcp, peer, limits.max_connections_per_ip));
                 }
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             }
@@ -252,6 +239,73 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// One accepted connection: the PROXY header where the listener expects one,
+/// the per-address cap, then the SMTP session.
+async fn connection(
+    shared: Arc<Shared>,
+    info: ListenerInfo,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    max_per_ip: u32,
+) {
+    let refused = |reason: &str| {
+        shared
+            .metrics
+            .connections_rejected
+            .with_label_values(&[&info.name, reason])
+            .inc();
+    };
+    let peer = match &info.proxy_from {
+        None => peer,
+        Some(allowed) => {
+            let source = crate::auth::canonical_ip(peer.ip());
+            if !allowed.iter().any(|n| n.contains(&source)) {
+                tracing::warn!(listener = %info.name, %peer, "PROXY header from a source not in proxy_from; closed");
+                refused("proxy_source");
+                return;
+            }
+            match crate::proxy::read_header(&mut tcp).await {
+                Ok(Some(client)) => client,
+                Ok(None) => peer,
+                Err(e) => {
+                    tracing::warn!(listener = %info.name, %peer, error = %e, "bad PROXY header; closed");
+                    refused("proxy_header");
+                    return;
+                }
+            }
+        }
+    };
+    let Some(ip_slot) = shared
+        .limiters
+        .connections_per_ip
+        .try_acquire(ip_key(peer.ip()), max_per_ip)
+    else {
+        refused("connections_per_ip");
+        shared
+            .metrics
+            .limit_hits
+            .with_label_values(&["connections_per_ip"])
+            .inc();
+        refuse(
+            tcp,
+            "Too many connections from your address, try again later",
+        )
+        .await;
+        return;
+    };
+    let span = tracing::info_span!("conn", listener = %info.name, %peer);
+    let active = shared
+        .metrics
+        .connections_active
+        .with_label_values(&[&info.name]);
+    active.inc();
+    Session::serve(shared.clone(), info, Stream::Plain(tcp), peer)
+        .instrument(span)
+        .await;
+    active.dec();
+    drop(ip_slot);
 }
 
 /// Connects to an upstream once, so the EHLO postern offers mirrors it from the first client on.

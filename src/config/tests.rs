@@ -360,15 +360,15 @@ fn proxy_protocol_without_proxy_from() {
 }
 
 #[test]
-fn proxy_protocol_is_not_supported_yet() {
+fn proxy_protocol_with_proxy_from_is_accepted() {
     let text = BASE.replace(
         "addr = \"127.0.0.1:2525\"\n",
         "addr = \"127.0.0.1:2525\"\nproxy_protocol = true\nproxy_from = [\"10.0.0.0/8\"]\n",
     );
-    assert_invalid(
-        &text,
-        "listener.proxy_protocol",
-        line_of(&text, "proxy_protocol"),
+    let c = ok(&text);
+    assert_eq!(
+        c.listeners[0].proxy_from,
+        vec!["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap()]
     );
 }
 

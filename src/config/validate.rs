@@ -99,19 +99,14 @@ impl Validator<'_> {
                     ),
                 ));
             }
-            if let Some(proxy) = l.proxy_protocol.as_ref().filter(|p| *p.get_ref()) {
-                if l.proxy_from.is_empty() {
-                    return Err(self.err(
+            if let Some(proxy) = l.proxy_protocol.as_ref().filter(|p| *p.get_ref())
+                && l.proxy_from.is_empty()
+            {
+                return Err(self.err(
                         &proxy.span(),
                         "listener.proxy_from",
                         "proxy_protocol = true needs proxy_from (the sources allowed to send a PROXY header)",
                     ));
-                }
-                return Err(self.err(
-                    &proxy.span(),
-                    "listener.proxy_protocol",
-                    "the PROXY protocol is not supported by this version of postern yet",
-                ));
             }
         }
         Ok(())

@@ -74,6 +74,8 @@ pub struct ListenerInfo {
     pub tls: TlsMode,
     pub auth: AuthMode,
     pub plaintext_auth: bool,
+    /// With `proxy_protocol = true`: the sources allowed to send the PROXY header.
+    pub proxy_from: Option<Arc<Vec<ipnet::IpNet>>>,
 }
 
 /// What the dispatcher does after a command.
