@@ -749,3 +749,37 @@ async fn upstream_closing_between_transactions_is_invisible_to_the_client() {
     let msgs = fake.wait_messages(2, T).await;
     assert_eq!(msgs[1].rcpts, ["RCPT TO:<c@example.net>"]);
 }
+
+/// A provider certificate postern cannot verify (no `ca_file`, so the webpki
+/// roots, which do not hold the test CA): no AUTH, no MAIL, no clear-text fallback.
+#[tokio::test]
+async fn an_unverifiable_upstream_certificate_is_refused() {
+    for tls in [UpTls::Implicit, UpTls::StartTls] {
+        let fake = FakeUpstream::start(UpstreamConfig {
+            tls,
+            ..UpstreamConfig::default()
+        })
+        .await;
+        let p = postern(Up {
+            ca: None,
+            ..Up::to(&fake, tls)
+        })
+        .await;
+        fake.wait_probe().await;
+        let mut c = client(&p).await;
+        let r = c.cmd("MAIL FROM:<a@example.com>").await;
+        assert_starts(&r, "451 4.7.5");
+        no_auth_sent(&fake);
+        assert!(fake.messages().is_empty());
+        assert!(
+            !fake
+                .commands()
+                .iter()
+                .any(|l| l.to_ascii_uppercase().starts_with("MAIL")),
+            "{:?}",
+            fake.commands()
+        );
+        c.cmd("QUIT").await;
+        p.stop().await;
+    }
+}
