@@ -43,7 +43,8 @@ async fn send_batch(
         s.write_all(b"MAIL FROM:<bench@example.com>\r\nRCPT TO:<sink@example.net>\r\nDATA\r\n")
             .await
             .expect("write");
-        r.expect(&mut s, 3).await;
+        let go = r.expect(&mut s, 3).await;
+        assert!(go.starts_with("354"), "DATA refused: {go}");
         s.write_all(body).await.expect("write body");
         s.write_all(b".\r\n").await.expect("write dot");
         let last = r.expect(&mut s, 1).await;
@@ -106,6 +107,9 @@ name = "bench"
 addr = "127.0.0.1:0"
 [limits]
 max_message_size = "64MiB"
+# The benchmark measures throughput, not the rate limits.
+messages_per_minute = 100000000
+recipients_per_hour = 100000000
 [[upstream]]
 name = "fake"
 kind = "smtp"
