@@ -282,8 +282,12 @@ impl Session {
                     return Err(Fault::Upstream(UpstreamError::Closed));
                 };
                 let buf = client.data_buffer();
-                for line in lines.split_inclusive(|&b| b == b'\n') {
-                    data::stuff_line(line, buf);
+                // Usually one line; a rewritten header block is several.
+                let mut rest = lines;
+                while !rest.is_empty() {
+                    let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+                    data::stuff_line(&rest[..end], buf);
+                    rest = &rest[end..];
                 }
                 client.write_data(&[]).await.map_err(Fault::Upstream)
             }

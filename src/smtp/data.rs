@@ -159,7 +159,7 @@ impl Receiver {
                     };
                     return Step::End { consumed, result };
                 }
-                if text.contains(&b'\r') {
+                if memchr::memchr(b'\r', text).is_some() {
                     self.poison(DataError::BareLineEnding);
                 }
                 let start = usize::from(text.first() == Some(&b'.'));

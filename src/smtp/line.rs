@@ -21,7 +21,7 @@ pub enum Scan {
 /// Scans `buf` for one line of at most `max` bytes including its CRLF.
 pub fn scan(buf: &[u8], max: usize) -> Scan {
     let window = &buf[..buf.len().min(max)];
-    match window.iter().position(|&b| b == b'\n') {
+    match memchr::memchr(b'\n', window) {
         Some(i) if i > 0 && window[i - 1] == b'\r' => Scan::Line {
             len: i - 1,
             consumed: i + 1,
@@ -35,7 +35,7 @@ pub fn scan(buf: &[u8], max: usize) -> Scan {
 /// While discarding an over-long line: how many bytes of `buf` to drop, and
 /// whether the line's LF was among them (discarding is then over).
 pub fn skip_to_lf(buf: &[u8]) -> (usize, bool) {
-    match buf.iter().position(|&b| b == b'\n') {
+    match memchr::memchr(b'\n', buf) {
         Some(i) => (i + 1, true),
         None => (buf.len(), false),
     }
