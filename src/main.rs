@@ -153,12 +153,17 @@ fn check(path: PathBuf) -> ExitCode {
     out.push_str(&format!("server: hostname {}\n", config.server.hostname));
     for l in &config.listeners {
         out.push_str(&format!(
-            "listener {}: {} tls={:?} auth={:?} plaintext_auth={}\n",
+            "listener {}: {} tls={:?} auth={:?} plaintext_auth={}{}\n",
             l.name.get_ref(),
             l.addr.get_ref(),
             l.tls.get_ref(),
             l.auth,
-            l.plaintext_auth_allowed()
+            l.plaintext_auth_allowed(),
+            if l.proxy_protocol.as_ref().is_some_and(|p| *p.get_ref()) {
+                format!(" proxy_protocol from {} source(s)", l.proxy_from.len())
+            } else {
+                String::new()
+            }
         ));
     }
     if let Some(m) = &config.metrics {
@@ -189,6 +194,21 @@ fn check(path: PathBuf) -> ExitCode {
                     secret
                         .as_ref()
                         .map_or("nowhere".to_owned(), ToString::to_string),
+                ));
+                out.push_str(&format!(
+                    "  pool={} max_connections={} pool_wait={}s idle_timeout={}s health_check_interval={}s\n",
+                    u.pool.unwrap_or(true),
+                    u.max_connections
+                        .unwrap_or(postern::config::DEFAULT_UPSTREAM_MAX_CONNECTIONS),
+                    u.pool_wait
+                        .map_or(postern::config::DEFAULT_POOL_WAIT, |s| s.0)
+                        .as_secs(),
+                    u.idle_timeout
+                        .map_or(postern::config::DEFAULT_UPSTREAM_IDLE_TIMEOUT, |s| s.0)
+                        .as_secs(),
+                    u.health_check_interval
+                        .map_or(postern::config::DEFAULT_HEALTH_CHECK_INTERVAL, |s| s.0)
+                        .as_secs(),
                 ));
                 if let Some(Err(e)) = secret.map(|s| s.resolve()) {
                     warnings.push(format!(
