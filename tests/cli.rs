@@ -339,6 +339,20 @@ fn hash_password_refuses_an_empty_password() {
 /// Kills the child on drop if the test failed before it exited.
 struct Guard(Option<Child>);
 
+/// `postern run --config <path>` in `dir`, stderr to `dir/stderr.log`; killed when dropped.
+fn spawn_run(dir: &Path, path: &Path) -> Guard {
+    let stderr_log = std::fs::File::create(dir.join("stderr.log")).unwrap();
+    let child = Command::new(BIN)
+        .args(["run", "--config", path.to_str().unwrap()])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr_log)
+        .spawn()
+        .unwrap();
+    Guard(Some(child))
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(child) = self.0.as_mut()
@@ -395,16 +409,7 @@ fn run_serves_and_exits_0_on_sigterm() {
         "postern.toml",
         &minimal_config(port, dir.path()),
     );
-    let stderr_log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    let child = Command::new(BIN)
-        .args(["run", "--config", path.to_str().unwrap()])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr_log)
-        .spawn()
-        .unwrap();
-    let mut guard = Guard(Some(child));
+    let mut guard = spawn_run(dir.path(), &path);
     let child = guard.0.as_mut().unwrap();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
 
@@ -458,16 +463,7 @@ fn sighup_reloads_users_without_dropping_connections() {
     let port = free_port();
     let original = minimal_config(port, dir.path());
     let path = write(dir.path(), "postern.toml", &original);
-    let stderr_log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    let child = Command::new(BIN)
-        .args(["run", "--config", path.to_str().unwrap()])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr_log)
-        .spawn()
-        .unwrap();
-    let mut guard = Guard(Some(child));
+    let mut guard = spawn_run(dir.path(), &path);
     let child = guard.0.as_mut().unwrap();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     wait_for_greeting(addr, child, Duration::from_secs(30));
