@@ -8,7 +8,9 @@
 //! - `server`   — listeners, accept loop, connection cap, drain on shutdown
 //! - `session`  — the client-side SMTP state machine, one file per phase
 //! - `smtp`     — the protocol, sans I/O: commands, replies, line and DATA framing, SASL
-//! - `auth`     — local users, password hashes, trusted networks
+//! - `auth`     — local users, trusted networks, verification
+//! - `password` — argon2 / bcrypt hashes (leaf)
+//! - `addr`     — client address keys (leaf)
 //! - `limits`   — rates, connection caps and the AUTH brute-force throttle
 //! - `policy`   — allowed senders
 //! - `proxy`    — the HAProxy PROXY protocol header (v1, v2)
@@ -19,12 +21,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod addr;
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod limits;
 pub mod metrics;
 pub mod net;
+pub mod password;
 pub mod policy;
 pub mod proxy;
 pub mod server;

@@ -75,13 +75,14 @@ pub fn is_plain_address(text: &str) -> bool {
         && is_domain(domain)
 }
 
-/// Whether a user may send as `sender`. A user with `rewrite_sender` and no
-/// `allowed_senders` may use any envelope sender (it is replaced anyway).
-pub fn sender_allowed(user: &crate::auth::User, sender: &str) -> bool {
-    if user.allowed_senders.is_empty() {
-        return user.rewrite_sender.is_some();
+/// Whether a user with these `allowed_senders` may send as `sender`. A user
+/// with `rewrite_sender` and no `allowed_senders` may use any envelope sender
+/// (it is replaced anyway); one with neither may send as nobody.
+pub fn sender_allowed(allowed: &[SenderPattern], rewrites: bool, sender: &str) -> bool {
+    if allowed.is_empty() {
+        return rewrites;
     }
-    user.allowed_senders.iter().any(|p| p.matches(sender))
+    allowed.iter().any(|p| p.matches(sender))
 }
 
 #[cfg(test)]

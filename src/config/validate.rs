@@ -318,7 +318,7 @@ impl Validator<'_> {
                 _ => {}
             }
             if let Some(hash) = &u.password_hash {
-                if let Err(e) = crate::auth::PasswordHash::parse(hash.get_ref()) {
+                if let Err(e) = crate::password::PasswordHash::parse(hash.get_ref()) {
                     return Err(self.err(&hash.span(), "user.password_hash", e));
                 }
             } else if u.networks.is_empty() {

@@ -54,7 +54,11 @@ impl Session {
                 .inc();
             return Next::Continue;
         }
-        if !policy::sender_allowed(&user, &mail.path) {
+        if !policy::sender_allowed(
+            &user.allowed_senders,
+            user.rewrite_sender.is_some(),
+            &mail.path,
+        ) {
             tracing::info!(user = %user.name, "sender refused by allowed_senders");
             self.shared
                 .metrics
