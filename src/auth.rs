@@ -144,8 +144,3 @@ fn user_from_config(config: &Config, u: &UserConfig) -> Result<User, String> {
         rates: crate::limits::UserRates::new(&config.user_limits(u)),
     })
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-}
