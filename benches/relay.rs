@@ -7,6 +7,9 @@
 //! Run: `cargo bench --bench relay` (optimised). Loopback only; it stops by itself.
 //! Knobs: POSTERN_BENCH_MESSAGES (default 2000 small, 200 medium, 10 large).
 
+// Wall-clock measurements and deadlines of a test run, not postern's timeouts.
+#![allow(clippy::disallowed_types)]
+
 #[path = "../tests/support/mod.rs"]
 mod support;
 

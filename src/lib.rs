@@ -24,6 +24,7 @@
 pub mod addr;
 pub mod auth;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod limits;
 pub mod metrics;
@@ -31,9 +32,12 @@ pub mod net;
 pub mod password;
 pub mod policy;
 pub mod proxy;
+pub mod refusal;
+pub mod relay;
 pub mod server;
 pub mod session;
 pub mod smtp;
+pub mod state;
 pub mod tls;
 pub mod upstream;
 

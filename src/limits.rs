@@ -1,8 +1,11 @@
 //! Limits that span connections: per-user message and recipient rates
 //! (governor), concurrent connections per user and per client address (counted
 //! in a `DashMap`, released by a guard's `Drop`), and the brute-force throttle on
-//! failed AUTH per client address, which is checked before any password hash is
-//! computed.
+//! failed AUTH per client address (`AuthThrottle`), which is checked before any
+//! password hash is computed.
+//!
+//! Every clock here is tokio's (`TokioClock` for governor), so the limits run
+//! in paused time in tests.
 //!
 //! Address keys are the IPv4 address, or the /64 prefix of an IPv6 address (one
 //! subscriber usually owns a whole /64). The maps are pruned by `prune`, which
@@ -12,14 +15,37 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dashmap::DashMap;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use tokio::time::Instant;
 
 pub use crate::addr::ip_key;
 use crate::config::Limits;
+
+/// governor's clock, read from tokio's (so `tokio::time::pause` moves it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+// governor measures in `std::time::Instant`; tokio's paused clock converts to it.
+#[allow(clippy::disallowed_types)]
+type StdInstant = std::time::Instant;
+
+impl Clock for TokioClock {
+    type Instant = StdInstant;
+
+    fn now(&self) -> StdInstant {
+        Instant::now().into_std()
+    }
+}
+
+type DirectLimiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<StdInstant>>;
+type KeyedLimiter<K> = RateLimiter<K, DashMapStateStore<K>, TokioClock, NoOpMiddleware<StdInstant>>;
 
 fn nonzero(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
@@ -29,15 +55,21 @@ fn nonzero(n: u32) -> NonZeroU32 {
 /// starts them afresh).
 #[derive(Debug)]
 pub struct UserRates {
-    messages: DefaultDirectRateLimiter,
-    recipients: DefaultDirectRateLimiter,
+    messages: DirectLimiter,
+    recipients: DirectLimiter,
 }
 
 impl UserRates {
     pub fn new(limits: &Limits) -> UserRates {
         UserRates {
-            messages: RateLimiter::direct(Quota::per_minute(nonzero(limits.messages_per_minute))),
-            recipients: RateLimiter::direct(Quota::per_hour(nonzero(limits.recipients_per_hour))),
+            messages: RateLimiter::direct_with_clock(
+                Quota::per_minute(nonzero(limits.messages_per_minute)),
+                TokioClock,
+            ),
+            recipients: RateLimiter::direct_with_clock(
+                Quota::per_hour(nonzero(limits.recipients_per_hour)),
+                TokioClock,
+            ),
         }
     }
 
@@ -45,14 +77,14 @@ impl UserRates {
     pub fn take_message(&self) -> Result<(), Duration> {
         self.messages
             .check()
-            .map_err(|nu| nu.wait_time_from(DefaultClock::default().now()))
+            .map_err(|nu| nu.wait_time_from(TokioClock.now()))
     }
 
     /// Takes one recipient from the per-hour quota, or says how long to wait.
     pub fn take_recipient(&self) -> Result<(), Duration> {
         self.recipients
             .check()
-            .map_err(|nu| nu.wait_time_from(DefaultClock::default().now()))
+            .map_err(|nu| nu.wait_time_from(TokioClock.now()))
     }
 }
 
@@ -115,29 +147,57 @@ impl<K: std::hash::Hash + Eq + Clone + Send + Sync + 'static> Drop for CountGuar
     }
 }
 
-/// Limits kept across reloads: they count live connections and recent failures.
+/// Connection counts, kept across reloads: they count live connections.
+#[derive(Default)]
 pub struct Limiters {
     pub connections_per_ip: Counter<IpAddr>,
     pub connections_per_user: Counter<Arc<str>>,
-    auth_failures: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+/// The brute-force throttle on failed AUTH, per client address. It belongs to
+/// a policy (a reload with a new `auth_failures_per_ip_per_minute` builds a new
+/// one, carrying the addresses locked out now).
+pub struct AuthThrottle {
+    per_minute: u32,
+    failures: KeyedLimiter<IpAddr>,
     /// Addresses refused AUTH until the instant given.
     locked: DashMap<IpAddr, Instant>,
 }
 
-impl Limiters {
-    /// `auth_failures_per_minute` is the server-wide `[limits]` value (a per-user
-    /// value cannot apply: the user is not known when AUTH fails).
-    pub fn new(auth_failures_per_minute: u32) -> Limiters {
-        Limiters {
-            connections_per_ip: Counter::default(),
-            connections_per_user: Counter::default(),
-            auth_failures: RateLimiter::keyed(Quota::per_minute(nonzero(auth_failures_per_minute))),
+impl AuthThrottle {
+    /// `per_minute` is the server-wide `[limits]` value (a per-user value cannot
+    /// apply: the user is not known when AUTH fails).
+    pub fn new(per_minute: u32) -> AuthThrottle {
+        AuthThrottle {
+            per_minute,
+            failures: RateLimiter::dashmap_with_clock(
+                Quota::per_minute(nonzero(per_minute)),
+                TokioClock,
+            ),
             locked: DashMap::new(),
         }
     }
 
+    /// The throttle for a new policy: this one if the quota is unchanged, else
+    /// a new one that keeps today's lockouts.
+    pub fn renewed(self: &Arc<Self>, per_minute: u32) -> Arc<AuthThrottle> {
+        if per_minute == self.per_minute {
+            return self.clone();
+        }
+        let next = AuthThrottle::new(per_minute);
+        for entry in &self.locked {
+            next.locked.insert(*entry.key(), *entry.value());
+        }
+        Arc::new(next)
+    }
+
+    /// The failures allowed per minute and address.
+    pub fn per_minute(&self) -> u32 {
+        self.per_minute
+    }
+
     /// Whether AUTH from `ip` is refused for now (too many recent failures).
-    pub fn auth_locked(&self, ip: IpAddr) -> bool {
+    pub fn locked(&self, ip: IpAddr) -> bool {
         let key = ip_key(ip);
         match self.locked.get(&key).map(|until| *until) {
             Some(until) if until > Instant::now() => true,
@@ -152,10 +212,10 @@ impl Limiters {
 
     /// Records a failed AUTH from `ip`; past the quota the address is locked
     /// until a failure would fit again.
-    pub fn auth_failed(&self, ip: IpAddr) {
+    pub fn failed(&self, ip: IpAddr) {
         let key = ip_key(ip);
-        if let Err(not_until) = self.auth_failures.check_key(&key) {
-            let wait = not_until.wait_time_from(self.auth_failures.clock().now());
+        if let Err(not_until) = self.failures.check_key(&key) {
+            let wait = not_until.wait_time_from(TokioClock.now());
             self.locked
                 .insert(key, Instant::now() + wait.max(Duration::from_secs(1)));
         }
@@ -163,15 +223,15 @@ impl Limiters {
 
     /// Drops state that no longer matters. Run every minute or so.
     pub fn prune(&self) {
-        self.auth_failures.retain_recent();
-        self.auth_failures.shrink_to_fit();
+        self.failures.retain_recent();
+        self.failures.shrink_to_fit();
         let now = Instant::now();
         self.locked.retain(|_, until| *until > now);
     }
 
     /// Entries held, for tests and debugging.
     pub fn tracked_addresses(&self) -> usize {
-        self.auth_failures.len() + self.locked.len()
+        self.failures.len() + self.locked.len()
     }
 }
 
@@ -215,17 +275,44 @@ mod tests {
 
     #[test]
     fn auth_failures_lock_an_address_and_prune_forgets_it() {
-        let l = Limiters::new(2);
+        let l = AuthThrottle::new(2);
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         let other: IpAddr = "192.0.2.8".parse().unwrap();
-        assert!(!l.auth_locked(ip));
-        l.auth_failed(ip);
-        l.auth_failed(ip);
-        assert!(!l.auth_locked(ip), "the quota itself is allowed");
-        l.auth_failed(ip);
-        assert!(l.auth_locked(ip));
-        assert!(!l.auth_locked(other));
+        assert!(!l.locked(ip));
+        l.failed(ip);
+        l.failed(ip);
+        assert!(!l.locked(ip), "the quota itself is allowed");
+        l.failed(ip);
+        assert!(l.locked(ip));
+        assert!(!l.locked(other));
         l.prune();
-        assert!(l.auth_locked(ip), "a live lock survives pruning");
+        assert!(l.locked(ip), "a live lock survives pruning");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lockout_ends_in_paused_time() {
+        let l = AuthThrottle::new(1);
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        l.failed(ip);
+        l.failed(ip);
+        assert!(l.locked(ip));
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(!l.locked(ip), "a minute later the address may try again");
+        // governor forgets a key once its state is as good as new (one more period).
+        tokio::time::advance(Duration::from_secs(60)).await;
+        l.prune();
+        assert_eq!(l.tracked_addresses(), 0, "and nothing of it is kept");
+    }
+
+    #[test]
+    fn a_renewed_throttle_keeps_todays_lockouts() {
+        let l = Arc::new(AuthThrottle::new(1));
+        let ip: IpAddr = "192.0.2.10".parse().unwrap();
+        l.failed(ip);
+        l.failed(ip);
+        assert!(Arc::ptr_eq(&l, &l.renewed(1)), "same quota, same throttle");
+        let next = l.renewed(5);
+        assert_eq!(next.per_minute(), 5);
+        assert!(next.locked(ip));
     }
 }

@@ -1,61 +1,42 @@
-//! One stream type for both sides, plain TCP or TLS, so STARTTLS can swap the
-//! inside of a connection without changing its type.
+//! One stream type for both sides: any byte stream, boxed. A session or an
+//! upstream connection holds a `BoxIo`; STARTTLS wraps the box it has in TLS
+//! and boxes the result, so the inside of a connection changes without its
+//! type changing. Tests drive sessions over `tokio::io::duplex` this way, with
+//! no socket.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-/// A TCP stream, or the TLS session running over one.
-pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+/// A bidirectional byte stream a session or an upstream connection can run over.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// A boxed stream: plain TCP, TLS over it, or an in-memory pipe in tests.
+pub type BoxIo = Box<dyn Io>;
+
+/// A future that yields a new stream.
+pub type Connecting<'a> = Pin<Box<dyn Future<Output = io::Result<BoxIo>> + Send + 'a>>;
+
+/// Opens byte streams to an address (`host:port`). The server uses TCP; tests
+/// may hand an upstream an in-memory connector instead.
+pub trait Connector: Send + Sync + 'static {
+    fn connect<'a>(&'a self, addr: &'a str) -> Connecting<'a>;
 }
 
-impl Stream {
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Stream::Tls(_))
-    }
-}
+/// TCP with Nagle off: commands are small and pipelined by hand.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TcpConnector;
 
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+impl Connector for TcpConnector {
+    fn connect<'a>(&'a self, addr: &'a str) -> Connecting<'a> {
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let _ = tcp.set_nodelay(true);
+            Ok(Box::new(tcp) as BoxIo)
+        })
     }
 }

@@ -4,25 +4,23 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 
 use prometheus::Registry;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use crate::auth::Users;
 use crate::config::Config;
 use crate::error::Error;
-use crate::limits::{Limiters, ip_key};
-use crate::metrics::{self, Metrics};
-use crate::net::Stream;
-use crate::session::{ListenerInfo, Policy, Session, Shared};
-use crate::upstream::Upstream;
+use crate::limits::ip_key;
+use crate::metrics;
+use crate::session::Session;
+pub use crate::state::Reloader;
+use crate::state::{ListenerInfo, Shared, State};
 
 /// How often limiter state for addresses that went quiet is dropped.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -42,19 +40,15 @@ impl Server {
     /// # Errors
     /// A missing secret, a bad certificate, or an address that cannot be bound.
     pub async fn bind(config: Config) -> Result<Server, Error> {
-        let config = Arc::new(config);
-        let (registry, metrics) = Metrics::new_registry()?;
-        let users = Arc::new(Users::from_config(&config).map_err(Error::Setup)?);
-        let upstreams = Upstream::all_from_config(&config, &metrics).map_err(Error::Setup)?;
-        let tls = match &config.tls {
-            Some(t) => Some(TlsAcceptor::from(crate::tls::server_config(
-                t.cert.get_ref(),
-                t.key.get_ref(),
-            )?)),
-            None => None,
-        };
+        let listener_configs = config.listeners.clone();
+        let metrics_addr = config.metrics.as_ref().map(|m| m.addr);
+        let State {
+            shared,
+            registry,
+            shutdown: shutdown_tx,
+        } = State::build(config)?;
         let mut listeners = Vec::new();
-        for l in &config.listeners {
+        for l in &listener_configs {
             let addr = *l.addr.get_ref();
             let sock = TcpListener::bind(addr)
                 .await
@@ -68,50 +62,27 @@ impl Server {
                 addr,
                 source,
             })?;
-            let info = ListenerInfo {
-                name: Arc::from(l.name.get_ref().as_str()),
-                tls: *l.tls.get_ref(),
-                auth: l.auth,
-                plaintext_auth: l.plaintext_auth_allowed(),
-                proxy_from: l
-                    .proxy_protocol
-                    .as_ref()
-                    .is_some_and(|p| *p.get_ref())
-                    .then(|| Arc::new(l.proxy_from.clone())),
-            };
+            let info = ListenerInfo::from_config(l);
             listeners.push((info, sock, local));
         }
-        let metrics_sock = match &config.metrics {
-            Some(m) => {
-                let sock = TcpListener::bind(m.addr)
+        let metrics_sock = match metrics_addr {
+            Some(addr) => {
+                let sock = TcpListener::bind(addr)
                     .await
                     .map_err(|source| Error::Bind {
                         what: "metrics".to_owned(),
-                        addr: m.addr,
+                        addr,
                         source,
                     })?;
                 let local = sock.local_addr().map_err(|source| Error::Bind {
                     what: "metrics".to_owned(),
-                    addr: m.addr,
+                    addr,
                     source,
                 })?;
                 Some((sock, local))
             }
             None => None,
         };
-        let limiters = Limiters::new(config.limits.auth_failures_per_ip_per_minute);
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            policy: RwLock::new(Arc::new(Policy {
-                config,
-                users,
-                upstreams,
-            })),
-            metrics,
-            limiters,
-            tls,
-            shutdown: shutdown_rx,
-        });
         Ok(Server {
             shared,
             shutdown_tx,
@@ -136,9 +107,7 @@ impl Server {
 
     /// A handle that reloads users, limits and upstream credentials while serving.
     pub fn reloader(&self) -> Reloader {
-        Reloader {
-            shared: self.shared.clone(),
-        }
+        Reloader::new(self.shared.clone())
     }
 
     /// Serves until `shutdown` completes, then drains.
@@ -159,16 +128,13 @@ impl Server {
             tracing::info!(%addr, "metrics endpoint listening");
             background.spawn(metrics::serve(sock, registry, ready.clone()));
         }
-        for up in &shared.policy().upstreams {
-            background.spawn(probe(up.clone()));
-            background.spawn(crate::upstream::pool::maintain(Arc::downgrade(up)));
-        }
+        shared.policy().start_upstreams();
         let pruned = shared.clone();
         background.spawn(async move {
             let mut tick = tokio::time::interval(PRUNE_EVERY);
             loop {
                 tick.tick().await;
-                pruned.limiters.prune();
+                pruned.policy().auth_throttle.prune();
             }
         });
         let (accepted_tx, mut accepted) =
@@ -301,126 +267,11 @@ async fn connection(
         .connections_active
         .with_label_values(&[&info.name]);
     active.inc();
-    Session::serve(shared.clone(), info, Stream::Plain(tcp), peer)
+    Session::serve(shared.clone(), info, Box::new(tcp), peer)
         .instrument(span)
         .await;
     active.dec();
     drop(ip_slot);
-}
-
-/// Connects to an upstream once, so the EHLO postern offers mirrors it from the first client on.
-async fn probe(up: Arc<Upstream>) {
-    match up.probe().await {
-        Ok(()) => tracing::info!(upstream = %up.name, "upstream reachable; capabilities learned"),
-        Err(e) => {
-            tracing::warn!(upstream = %up.name, error = %e, "upstream probe failed; will retry on first use")
-        }
-    }
-}
-
-/// Reloads the parts of the configuration that can change while serving
-/// (SIGHUP): users, limits and upstreams with their credentials. Open
-/// connections keep the policy they started with; new ones get the new one.
-/// Listeners, `[tls]` and `[metrics]` need a restart.
-#[derive(Clone)]
-pub struct Reloader {
-    shared: Arc<Shared>,
-}
-
-impl Reloader {
-    /// Installs `config`. On error nothing changes.
-    ///
-    /// # Errors
-    /// A missing secret or another set-up failure, as a message.
-    pub fn reload(&self, config: Config) -> Result<(), String> {
-        let result = self.apply(config);
-        let label = if result.is_ok() { "ok" } else { "error" };
-        self.shared
-            .metrics
-            .config_reloads
-            .with_label_values(&[label])
-            .inc();
-        result
-    }
-
-    /// Reads `path` and installs it; a config that does not load counts as a failed reload.
-    ///
-    /// # Errors
-    /// The config error or the set-up failure, as a message.
-    pub fn reload_file(&self, path: &std::path::Path) -> Result<(), String> {
-        match Config::load(path) {
-            Ok(config) => self.reload(config),
-            Err(e) => {
-                self.shared
-                    .metrics
-                    .config_reloads
-                    .with_label_values(&["error"])
-                    .inc();
-                Err(e.to_string())
-            }
-        }
-    }
-
-    fn apply(&self, config: Config) -> Result<(), String> {
-        let old = self.shared.policy();
-        let restart_needed = listeners_differ(&old.config, &config)
-            || old
-                .config
-                .tls
-                .as_ref()
-                .map(|t| (t.cert.get_ref(), t.key.get_ref()))
-                != config
-                    .tls
-                    .as_ref()
-                    .map(|t| (t.cert.get_ref(), t.key.get_ref()))
-            || old.config.metrics.as_ref().map(|m| m.addr)
-                != config.metrics.as_ref().map(|m| m.addr);
-        if restart_needed {
-            tracing::warn!("listener, [tls] or [metrics] changes take effect only after a restart");
-        }
-        let users = Arc::new(Users::from_config(&config)?);
-        let upstreams = Upstream::all_from_config(&config, &self.shared.metrics)?;
-        for up in &upstreams {
-            // Keep what the same upstream already told us, and ask again in the background.
-            if let Some(prev) = old
-                .upstreams
-                .iter()
-                .find(|o| o.name == up.name && o.addr == up.addr)
-                && let Some(caps) = prev.capabilities()
-            {
-                up.learn(&caps);
-            }
-            tokio::spawn(probe(up.clone()));
-            tokio::spawn(crate::upstream::pool::maintain(Arc::downgrade(up)));
-        }
-        for old_up in &old.upstreams {
-            old_up.retire();
-        }
-        for w in &config.warnings {
-            tracing::warn!("{w}");
-        }
-        tracing::info!(
-            users = config.users.len(),
-            upstreams = upstreams.len(),
-            "configuration reloaded"
-        );
-        self.shared.set_policy(Policy {
-            config: Arc::new(config),
-            users,
-            upstreams,
-        });
-        Ok(())
-    }
-}
-
-fn listeners_differ(a: &Config, b: &Config) -> bool {
-    let key = |c: &Config| -> Vec<(String, std::net::SocketAddr)> {
-        c.listeners
-            .iter()
-            .map(|l| (l.name.get_ref().clone(), *l.addr.get_ref()))
-            .collect()
-    };
-    key(a) != key(b)
 }
 
 /// Over a connection cap: say so and close.

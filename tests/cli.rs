@@ -2,6 +2,9 @@
 //! exit code 64 on a bad config, `hash-password`, and `run` stopping cleanly on
 //! SIGTERM.
 
+// Wall-clock measurements and deadlines of a test run, not postern's timeouts.
+#![allow(clippy::disallowed_types)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

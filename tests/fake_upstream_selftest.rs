@@ -1,5 +1,8 @@
 //! Self-test of the fake upstream SMTP server in tests/support/upstream.rs.
 
+// Wall-clock measurements and deadlines of a test run, not postern's timeouts.
+#![allow(clippy::disallowed_types)]
+
 mod support;
 
 use std::collections::HashMap;

@@ -2,6 +2,9 @@
 //! connections per user and per address, the server-wide cap, and the AUTH
 //! brute-force throttle (refused before any password is checked).
 
+// Wall-clock measurements and deadlines of a test run, not postern's timeouts.
+#![allow(clippy::disallowed_types)]
+
 mod support;
 
 use support::postern::{Postern, Raw, outbox_toml, spawn_postern};

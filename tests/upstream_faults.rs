@@ -4,6 +4,9 @@
 //! upstream did not accept, and postern must never fall back to sending its
 //! provider credentials in clear text.
 
+// Wall-clock measurements and deadlines of a test run, not postern's timeouts.
+#![allow(clippy::disallowed_types)]
+
 mod support;
 
 use std::collections::HashMap;

@@ -1,78 +1,77 @@
 //! AUTH PLAIN and AUTH LOGIN (RFC 4954, RFC 4616), against the local users.
 //! Nothing of a response line, decoded or not, is ever logged.
 
-use super::{Next, Sasl, Session};
+use super::{Next, Phase, Session};
 use crate::auth::Verdict;
+use crate::refusal::Refusal;
 use crate::smtp::reply::Reply;
 use crate::smtp::sasl::{self, Credentials, SaslError};
+
+/// Where an open SASL exchange stands.
+pub(super) enum Sasl {
+    Plain,
+    LoginUser,
+    LoginPass { username: String },
+}
+
+impl Sasl {
+    pub(super) fn mechanism(&self) -> &'static str {
+        match self {
+            Sasl::Plain => "plain",
+            Sasl::LoginUser | Sasl::LoginPass { .. } => "login",
+        }
+    }
+}
 
 impl Session {
     pub(super) async fn auth(&mut self, mechanism: &str, initial: Option<String>) -> Next {
         if self.helo.is_none() {
-            self.push(Reply::new(503, "5.5.1", "Send EHLO first"));
-            return self.count_error();
+            return self.refuse(Refusal::NeedEhloForAuth);
         }
         if self.user.is_some() {
-            self.push(Reply::new(503, "5.5.1", "Already authenticated"));
-            return self.count_error();
+            return self.refuse(Refusal::AlreadyAuthenticated);
         }
         if self.txn.is_some() {
-            self.push(Reply::new(
-                503,
-                "5.5.1",
-                "AUTH not allowed during a mail transaction",
-            ));
-            return self.count_error();
+            return self.refuse(Refusal::AuthInTransaction);
         }
-        if self.shared.limiters.auth_locked(self.peer.ip()) {
+        if self.policy.auth_throttle.locked(self.peer.ip()) {
             return self.auth_throttled(mechanism);
         }
         if !self.auth_allowed() {
-            self.push(Reply::new(
-                538,
-                "5.7.11",
-                "Encryption required for requested authentication mechanism",
-            ));
-            return self.count_error();
+            return self.refuse(Refusal::EncryptionRequired);
         }
         match (mechanism, initial) {
             ("PLAIN", Some(resp)) => self.finish_plain(&resp).await,
             ("PLAIN", None) => {
-                self.sasl = Some(Sasl::Plain);
+                self.phase = Phase::Sasl(Sasl::Plain);
                 self.push(Reply::plain(334, ""));
                 Next::Continue
             }
             ("LOGIN", Some(resp)) => match sasl::decode_login_field(&resp) {
                 Ok(username) => {
-                    self.sasl = Some(Sasl::LoginPass { username });
+                    self.phase = Phase::Sasl(Sasl::LoginPass { username });
                     self.push(Reply::plain(334, sasl::LOGIN_PASSWORD_PROMPT));
                     Next::Continue
                 }
                 Err(e) => self.sasl_error(e, "login"),
             },
             ("LOGIN", None) => {
-                self.sasl = Some(Sasl::LoginUser);
+                self.phase = Phase::Sasl(Sasl::LoginUser);
                 self.push(Reply::plain(334, sasl::LOGIN_USERNAME_PROMPT));
                 Next::Continue
             }
-            _ => {
-                self.push(Reply::new(504, "5.5.4", "Unrecognized authentication type"));
-                self.count_error()
-            }
+            _ => self.refuse(Refusal::UnknownMechanism),
         }
     }
 
     /// A line received while a SASL exchange is open.
-    pub(super) async fn sasl_line(&mut self, line: &[u8]) -> Next {
-        let Some(state) = self.sasl.take() else {
-            return Next::Continue;
-        };
+    pub(super) async fn sasl_line(&mut self, state: Sasl, line: &[u8]) -> Next {
         let text = String::from_utf8_lossy(line).into_owned();
         match state {
             Sasl::Plain => self.finish_plain(&text).await,
             Sasl::LoginUser => match sasl::decode_login_field(&text) {
                 Ok(username) => {
-                    self.sasl = Some(Sasl::LoginPass { username });
+                    self.phase = Phase::Sasl(Sasl::LoginPass { username });
                     self.push(Reply::plain(334, sasl::LOGIN_PASSWORD_PROMPT));
                     Next::Continue
                 }
@@ -103,19 +102,15 @@ impl Session {
         match e {
             SaslError::Cancelled => {
                 self.record_auth(mechanism, "cancelled");
-                self.push(Reply::new(501, "5.7.0", "Authentication cancelled"));
+                self.push(Refusal::SaslCancelled.reply());
                 Next::Continue
             }
             SaslError::BadBase64 => {
-                self.push(Reply::new(501, "5.5.2", "Cannot decode response"));
+                self.push(Refusal::SaslBadBase64.reply());
                 self.auth_failed(mechanism)
             }
             SaslError::Malformed => {
-                self.push(Reply::new(
-                    535,
-                    "5.7.8",
-                    "Authentication credentials invalid",
-                ));
+                self.push(Refusal::BadCredentials.reply());
                 self.auth_failed(mechanism)
             }
         }
@@ -124,14 +119,10 @@ impl Session {
     async fn check_credentials(&mut self, creds: Credentials, mechanism: &str) -> Next {
         // No impersonation: an authorization identity must be the user itself.
         if !creds.authzid.is_empty() && creds.authzid != creds.username {
-            self.push(Reply::new(
-                535,
-                "5.7.8",
-                "Authentication credentials invalid",
-            ));
+            self.push(Refusal::BadCredentials.reply());
             return self.auth_failed(mechanism);
         }
-        if self.shared.limiters.auth_locked(self.peer.ip()) {
+        if self.policy.auth_throttle.locked(self.peer.ip()) {
             return self.auth_throttled(mechanism);
         }
         let users = self.policy.users.clone();
@@ -148,11 +139,7 @@ impl Session {
             }
             Verdict::Denied => {
                 tracing::info!(mechanism, "authentication failed");
-                self.push(Reply::new(
-                    535,
-                    "5.7.8",
-                    "Authentication credentials invalid",
-                ));
+                self.push(Refusal::BadCredentials.reply());
                 self.auth_failed(mechanism)
             }
         }
@@ -167,16 +154,7 @@ impl Session {
             _ => "other",
         };
         self.record_auth(label, "throttled");
-        self.shared
-            .metrics
-            .limit_hits
-            .with_label_values(&["auth_failures"])
-            .inc();
-        self.push(Reply::new(
-            454,
-            "4.7.0",
-            "Temporary authentication failure: too many failed attempts, try again later",
-        ));
+        self.decline(Refusal::AuthThrottled);
         self.count_error()
     }
 
@@ -191,14 +169,10 @@ impl Session {
     /// Counts a failed attempt; too many close the session.
     pub(super) fn auth_failed(&mut self, mechanism: &str) -> Next {
         self.record_auth(mechanism, "fail");
-        self.shared.limiters.auth_failed(self.peer.ip());
+        self.policy.auth_throttle.failed(self.peer.ip());
         self.auth_failures += 1;
         if self.auth_failures >= super::MAX_AUTH_FAILURES {
-            self.push(Reply::new(
-                421,
-                "4.7.0",
-                "Too many failed authentications, closing connection",
-            ));
+            self.push(Refusal::TooManyAuthFailures.reply());
             return Next::Close;
         }
         self.count_error()

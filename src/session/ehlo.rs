@@ -1,7 +1,6 @@
-//! EHLO, HELO and STARTTLS.
+//! EHLO and HELO: the greeting, and the extensions offered on this connection.
 
 use super::{Next, Session};
-use crate::config::TlsMode;
 use crate::smtp::reply::Reply;
 
 impl Session {
@@ -38,47 +37,9 @@ impl Session {
         Next::Continue
     }
 
-    /// STARTTLS (RFC 3207). Bytes the client pipelined after it are discarded,
-    /// never executed (CVE-2011-0411), and the session starts over after the handshake.
-    pub(super) fn starttls(&mut self) -> Next {
-        if self.stream.as_ref().is_some_and(|s| s.is_tls()) {
-            self.push(Reply::new(503, "5.5.1", "TLS already active"));
-            return self.count_error();
-        }
-        if !self.starttls_offered() {
-            self.push(Reply::new(
-                454,
-                "4.7.0",
-                "TLS not available on this listener",
-            ));
-            return self.count_error();
-        }
-        if !self.rbuf.is_empty() {
-            tracing::info!(
-                bytes = self.rbuf.len(),
-                "discarded input pipelined after STARTTLS"
-            );
-            self.rbuf.clear();
-        }
-        self.push(Reply::new(220, "2.0.0", "Ready to start TLS"));
-        self.discarding = false;
-        self.reset_transaction();
-        self.helo = None;
-        self.user = None;
-        self.sasl = None;
-        Next::StartTls
-    }
-
-    pub(super) fn starttls_offered(&self) -> bool {
-        self.listener.tls == TlsMode::Starttls
-            && self.shared.tls.is_some()
-            && !self.stream.as_ref().is_some_and(|s| s.is_tls())
-    }
-
     /// Whether AUTH may be used now: after TLS, or before it where plaintext AUTH is allowed.
     pub(super) fn auth_allowed(&self) -> bool {
-        self.user.is_none()
-            && (self.stream.as_ref().is_some_and(|s| s.is_tls()) || self.listener.plaintext_auth)
+        self.user.is_none() && (self.conn.is_tls() || self.listener.plaintext_auth)
     }
 
     /// The SIZE to advertise before the user is known: the server limit, capped by every upstream's.

@@ -4,18 +4,22 @@
 //! (RFC 2920) by queueing several commands before reading their replies.
 //!
 //! A `Client` owns one authenticated connection and nothing of any client
-//! session, so a pool can hold it between sessions (a later step).
+//! session, so the pool can hold it between sessions. It points only at the
+//! upstream's immutable `Dial`, never at the pool or the upstream. It also
+//! owns the body writer: content lines go in unstuffed and leave dot-stuffed,
+//! in chunks of `WRITE_CHUNK`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 
-use super::{Capabilities, Upstream, UpstreamError};
+use super::dial::Dial;
+use super::{Capabilities, UpstreamError};
 use crate::config::TlsMode;
-use crate::net::Stream;
+use crate::net::BoxIo;
+use crate::smtp::data;
 use crate::smtp::line::{self, Scan};
 use crate::smtp::reply::{Reply, ReplyParser};
 use crate::smtp::sasl;
@@ -33,8 +37,9 @@ pub const WRITE_CHUNK: usize = 64 * 1024;
 
 /// One authenticated connection to an upstream.
 pub struct Client {
-    upstream: Arc<Upstream>,
-    stream: Stream,
+    dial: Arc<Dial>,
+    stream: BoxIo,
+    tls: bool,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     caps: Capabilities,
@@ -54,11 +59,11 @@ pub struct Client {
 struct ActiveGuard(prometheus::IntGauge);
 
 impl ActiveGuard {
-    fn new(upstream: &Upstream) -> ActiveGuard {
-        let g = upstream
+    fn new(dial: &Dial) -> ActiveGuard {
+        let g = dial
             .metrics
             .upstream_connections_active
-            .with_label_values(&[&upstream.name]);
+            .with_label_values(&[&dial.name]);
         g.inc();
         ActiveGuard(g)
     }
@@ -75,10 +80,10 @@ impl Client {
     ///
     /// # Errors
     /// `UpstreamError` with the stage that failed; nothing of the password is in it.
-    pub async fn connect(upstream: Arc<Upstream>) -> Result<Client, UpstreamError> {
-        let metrics = upstream.metrics.clone();
-        let name = upstream.name.clone();
-        match timeout(CONNECT_TIMEOUT, Client::connect_inner(upstream)).await {
+    pub async fn connect(dial: Arc<Dial>) -> Result<Client, UpstreamError> {
+        let metrics = dial.metrics.clone();
+        let name = dial.name.clone();
+        match timeout(CONNECT_TIMEOUT, Client::connect_inner(dial)).await {
             Ok(Ok(c)) => {
                 metrics
                     .upstream_connections_opened
@@ -103,21 +108,19 @@ impl Client {
         }
     }
 
-    async fn connect_inner(upstream: Arc<Upstream>) -> Result<Client, UpstreamError> {
-        let tcp = TcpStream::connect(upstream.addr.as_str())
-            .await
-            .map_err(UpstreamError::Connect)?;
-        let _ = tcp.set_nodelay(true);
-        let mode = upstream.tls_mode;
-        let stream = if mode == TlsMode::Implicit {
-            Stream::Tls(Box::new(upstream.tls_handshake(tcp).await?))
+    async fn connect_inner(dial: Arc<Dial>) -> Result<Client, UpstreamError> {
+        let io = dial.open().await?;
+        let mode = dial.tls_mode;
+        let (stream, tls) = if mode == TlsMode::Implicit {
+            (dial.tls_handshake(io).await?, true)
         } else {
-            Stream::Plain(tcp)
+            (io, false)
         };
         let mut c = Client {
-            _active: ActiveGuard::new(&upstream),
-            upstream,
+            _active: ActiveGuard::new(&dial),
+            dial,
             stream,
+            tls,
             rbuf: Vec::with_capacity(4096),
             wbuf: Vec::with_capacity(4096),
             caps: Capabilities::default(),
@@ -146,28 +149,29 @@ impl Client {
                     "upstream sent data after its STARTTLS 220 (response injection)",
                 ));
             }
-            let Stream::Plain(tcp) = c.stream else {
+            if c.tls {
                 return Err(UpstreamError::Protocol("STARTTLS inside TLS"));
-            };
-            c.stream = Stream::Tls(Box::new(c.upstream.tls_handshake(tcp).await?));
+            }
+            let plain = std::mem::replace(&mut c.stream, Box::new(tokio::io::empty()));
+            c.stream = c.dial.tls_handshake(plain).await?;
+            c.tls = true;
             // RFC 3207 §4.2: forget what was learned before TLS.
             c.caps = Capabilities::default();
             c.ehlo().await?;
         }
         c.authenticate().await?;
-        c.upstream.learn(&c.caps);
         c.replies = 0;
         Ok(c)
     }
 
     async fn ehlo(&mut self) -> Result<(), UpstreamError> {
-        let line = format!("EHLO {}", self.upstream.helo_name);
+        let line = format!("EHLO {}", self.dial.helo_name);
         let reply = self.command(&line, "EHLO").await?;
         if reply.code == 250 {
             self.caps = Capabilities::from_ehlo(&reply);
             return Ok(());
         }
-        let line = format!("HELO {}", self.upstream.helo_name);
+        let line = format!("HELO {}", self.dial.helo_name);
         let reply = self.command(&line, "HELO").await?;
         if reply.code != 250 {
             return Err(UpstreamError::Rejected("ehlo", reply));
@@ -177,7 +181,7 @@ impl Client {
     }
 
     async fn authenticate(&mut self) -> Result<(), UpstreamError> {
-        let Some((user, password)) = self.upstream.credentials.clone() else {
+        let Some((user, password)) = self.dial.credentials.clone() else {
             return Ok(());
         };
         let reply = if self.caps.auth_plain {
@@ -212,11 +216,12 @@ impl Client {
     /// Whether the connection has been quiet for longer than the upstream's
     /// `idle_timeout`, so the provider may already have cut it.
     pub fn is_stale(&self) -> bool {
-        self.last_used.elapsed() >= self.upstream.idle_timeout
+        self.last_used.elapsed() >= self.dial.idle_timeout
     }
 
-    pub fn upstream(&self) -> &Arc<Upstream> {
-        &self.upstream
+    /// The upstream's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.dial.name
     }
 
     /// Queues a command line (CRLF added); nothing is sent until `flush`.
@@ -225,22 +230,33 @@ impl Client {
         self.wbuf.extend_from_slice(b"\r\n");
     }
 
-    /// Queues raw message bytes, writing when a chunk is full.
+    /// Writes unstuffed content lines (usually one; a rewritten header block is
+    /// several) dot-stuffed, sending when a chunk is full.
     ///
     /// # Errors
     /// I/O errors toward the upstream.
-    pub async fn write_data(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
-        self.wbuf.extend_from_slice(bytes);
+    pub async fn write_body(&mut self, lines: &[u8]) -> Result<(), UpstreamError> {
+        let mut rest = lines;
+        while !rest.is_empty() {
+            let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+            data::stuff_line(&rest[..end], &mut self.wbuf);
+            rest = &rest[end..];
+        }
         if self.wbuf.len() >= WRITE_CHUNK {
             self.flush().await?;
         }
         Ok(())
     }
 
-    /// The body buffer, for callers that dot-stuff straight into it; call
-    /// `write_data(&[])` afterwards to send a full chunk.
-    pub fn data_buffer(&mut self) -> &mut Vec<u8> {
-        &mut self.wbuf
+    /// Ends the body with the final dot and reads the upstream's verdict.
+    ///
+    /// # Errors
+    /// I/O errors or a timeout: the upstream did not confirm the message.
+    pub async fn end_body(&mut self) -> Result<Reply, UpstreamError> {
+        self.queue(".");
+        let sent = Instant::now();
+        self.flush().await?;
+        self.read_reply("DATA_END", sent, DATA_END_TIMEOUT).await
     }
 
     /// Sends everything queued.
@@ -276,12 +292,12 @@ impl Client {
     }
 
     /// Gives the connection the pool slot it occupies.
-    pub fn set_permit(&mut self, permit: tokio::sync::OwnedSemaphorePermit) {
+    pub(super) fn set_permit(&mut self, permit: tokio::sync::OwnedSemaphorePermit) {
         self.permit = Some(permit);
     }
 
     /// Takes the pool slot back out (when the connection returns to the pool).
-    pub fn take_permit(&mut self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    pub(super) fn take_permit(&mut self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.permit.take()
     }
 
@@ -292,12 +308,12 @@ impl Client {
     }
 
     /// Takes the commands of the last `flush_commands`, for another connection.
-    pub fn take_last_batch(&mut self) -> Vec<u8> {
+    pub(super) fn take_last_batch(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.last_batch)
     }
 
     /// Queues raw command bytes (a batch taken from a dead connection).
-    pub fn queue_raw(&mut self, bytes: &[u8]) {
+    pub(super) fn queue_raw(&mut self, bytes: &[u8]) {
         self.wbuf.extend_from_slice(bytes);
     }
 
@@ -328,8 +344,8 @@ impl Client {
     ) -> Result<Reply, UpstreamError> {
         let reply = self.read_reply_within(limit).await?;
         self.replies += 1;
-        let m = &self.upstream.metrics;
-        let name = &*self.upstream.name;
+        let m = &self.dial.metrics;
+        let name = &*self.dial.name;
         m.upstream_command_duration
             .with_label_values(&[name, label])
             .observe(sent.elapsed().as_secs_f64());

@@ -1,19 +1,22 @@
-//! Where accepted mail goes: an SMTP provider (`client`) or the local outbox
-//! (`outbox`). `Upstream` is the runtime view of one `[[upstream]]`: resolved
-//! credentials, the TLS client config, and the capabilities learned from it.
+//! Where accepted mail goes: an SMTP provider or the local outbox. `Upstream`
+//! is the runtime view of one `[[upstream]]`; its `Target` is what delivers:
+//! a `Pool` of connections (`pool`, `client`) reached through an immutable
+//! `Dial` (`dial`), or an `Outbox` directory (`outbox`).
+//!
+//! Ownership runs one way: `Upstream → Pool → Client → Dial`. Nothing below
+//! points back up.
 
 pub mod client;
+pub mod dial;
 pub mod outbox;
 pub mod pool;
 
-use std::sync::{Arc, RwLock};
-
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::ClientConfig;
+use std::sync::Arc;
 
 use crate::config::{Config, TlsMode, UpstreamConfig, UpstreamKind};
 use crate::metrics::Metrics;
+use crate::net::Connector;
+use crate::refusal::{Refusal, SetupFailure};
 use crate::smtp::reply::Reply;
 
 /// What an upstream's EHLO reply offered.
@@ -121,32 +124,28 @@ impl UpstreamError {
         }
     }
 
-    /// The reply a client gets when an upstream cannot be reached or set up.
+    /// What a client is told when an upstream cannot be reached or set up.
     /// Never 535: the client's own credentials were fine.
-    pub fn setup_reply(&self, upstream: &str) -> Reply {
-        match self {
-            UpstreamError::Rejected("auth", _) => Reply::new(
-                451,
-                "4.3.0",
-                format!("upstream {upstream} refused the relay's credentials; try again later"),
-            ),
-            UpstreamError::PoolTimeout => Reply::new(
-                451,
-                "4.4.5",
-                format!("upstream {upstream}: no connection free; try again later"),
-            ),
-            UpstreamError::Tls(_) | UpstreamError::Protocol(_) => Reply::new(
-                451,
-                "4.7.5",
-                format!("upstream {upstream}: secure connection failed; try again later"),
-            ),
-            _ => Reply::new(
-                451,
-                "4.4.1",
-                format!("upstream {upstream} unavailable; try again later"),
-            ),
+    pub fn setup_refusal(&self, upstream: &Arc<str>) -> Refusal {
+        let failure = match self {
+            UpstreamError::Rejected("auth", _) => SetupFailure::Credentials,
+            UpstreamError::PoolTimeout => SetupFailure::PoolFull,
+            UpstreamError::Tls(_) | UpstreamError::Protocol(_) => SetupFailure::Tls,
+            _ => SetupFailure::Unavailable,
+        };
+        Refusal::UpstreamSetup {
+            upstream: upstream.clone(),
+            failure,
         }
     }
+}
+
+/// What delivers an upstream's mail.
+pub enum Target {
+    /// An SMTP provider, through warm connections.
+    Smtp(Arc<pool::Pool>),
+    /// Files in a directory.
+    Outbox(outbox::Outbox),
 }
 
 /// One configured upstream, ready to use.
@@ -154,36 +153,26 @@ pub struct Upstream {
     pub name: Arc<str>,
     pub kind: UpstreamKind,
     pub addr: String,
-    pub host: String,
-    pub tls_mode: TlsMode,
-    tls: Option<Arc<ClientConfig>>,
-    /// (username, password) for AUTH; never logged.
-    credentials: Option<(String, String)>,
-    /// EHLO name postern gives.
-    pub helo_name: String,
     pub max_recipients: Option<u32>,
     pub max_message_size: Option<u64>,
-    /// A kept connection quiet this long is replaced rather than reused.
-    pub idle_timeout: std::time::Duration,
-    pub outbox: Option<outbox::Outbox>,
-    learned: RwLock<Option<Capabilities>>,
-    pub pool: pool::Pool,
-    pub metrics: Metrics,
+    pub target: Target,
 }
 
 impl Upstream {
-    /// Builds every upstream of a config, reading secrets now.
+    /// Builds every upstream of a config, reading secrets now. Connections are
+    /// opened with `connector` (TCP outside tests).
     ///
     /// # Errors
     /// A message naming the upstream and what is missing (an unset environment variable, a bad CA file).
     pub fn all_from_config(
         config: &Config,
         metrics: &Metrics,
+        connector: &Arc<dyn Connector>,
     ) -> Result<Vec<Arc<Upstream>>, String> {
         config
             .upstreams
             .iter()
-            .map(|u| Upstream::from_config(config, u, metrics).map(Arc::new))
+            .map(|u| Upstream::from_config(config, u, metrics, connector).map(Arc::new))
             .collect()
     }
 
@@ -191,96 +180,68 @@ impl Upstream {
         config: &Config,
         u: &UpstreamConfig,
         metrics: &Metrics,
+        connector: &Arc<dyn Connector>,
     ) -> Result<Upstream, String> {
-        let name = u.name();
-        let credentials = match (&u.username, u.secret()) {
-            (Some(user), Some(secret)) => Some((
-                user.get_ref().clone(),
-                secret
-                    .resolve()
-                    .map_err(|e| format!("upstream {name:?}: {e}"))?,
-            )),
-            _ => None,
-        };
-        let tls_mode = u.tls_mode();
-        let tls = match (u.kind.get_ref(), tls_mode) {
-            (UpstreamKind::Smtp, TlsMode::Starttls | TlsMode::Implicit) => Some(
-                crate::tls::client_config(
-                    u.ca_file.as_ref().map(|p| p.get_ref().as_path()),
-                    u.tls_verify.unwrap_or(true),
-                )
-                .map_err(|e| format!("upstream {name:?}: {e}"))?,
-            ),
-            _ => None,
-        };
-        let outbox = match (u.kind.get_ref(), &u.dir) {
-            (UpstreamKind::Outbox, Some(dir)) => Some(
+        let name: Arc<str> = Arc::from(u.name());
+        let addr = u
+            .addr
+            .as_ref()
+            .map(|a| a.get_ref().clone())
+            .unwrap_or_default();
+        let target = match (u.kind.get_ref(), &u.dir) {
+            (UpstreamKind::Outbox, Some(dir)) => Target::Outbox(
                 outbox::Outbox::open(dir.get_ref())
                     .map_err(|e| format!("upstream {name:?}: {e}"))?,
             ),
-            _ => None,
+            (UpstreamKind::Outbox, None) => {
+                return Err(format!("upstream {name:?}: an outbox needs `dir`"));
+            }
+            (UpstreamKind::Smtp, _) => {
+                let dial = dial_from_config(config, u, &name, &addr, metrics, connector)?;
+                Target::Smtp(Arc::new(pool::Pool::new(
+                    Arc::new(dial),
+                    u.pool.unwrap_or(true),
+                    u.max_connections
+                        .unwrap_or(crate::config::DEFAULT_UPSTREAM_MAX_CONNECTIONS),
+                    u.pool_wait
+                        .map_or(crate::config::DEFAULT_POOL_WAIT, |s| s.0),
+                    u.health_check_interval
+                        .map_or(crate::config::DEFAULT_HEALTH_CHECK_INTERVAL, |s| s.0),
+                )))
+            }
         };
-        let learned = (*u.kind.get_ref() == UpstreamKind::Outbox).then(Capabilities::outbox);
         Ok(Upstream {
-            name: Arc::from(name),
+            name,
             kind: *u.kind.get_ref(),
-            addr: u
-                .addr
-                .as_ref()
-                .map(|a| a.get_ref().clone())
-                .unwrap_or_default(),
-            host: u.host().unwrap_or_default(),
-            tls_mode,
-            tls,
-            credentials,
-            helo_name: config.server.hostname.clone(),
+            addr,
             max_recipients: u.max_recipients,
             max_message_size: u.max_message_size.map(|s| s.0),
-            idle_timeout: u
-                .idle_timeout
-                .map_or(crate::config::DEFAULT_UPSTREAM_IDLE_TIMEOUT, |s| s.0),
-            outbox,
-            learned: RwLock::new(learned),
-            pool: pool::Pool::new(
-                u.pool.unwrap_or(true),
-                u.max_connections
-                    .unwrap_or(crate::config::DEFAULT_UPSTREAM_MAX_CONNECTIONS),
-                u.pool_wait
-                    .map_or(crate::config::DEFAULT_POOL_WAIT, |s| s.0),
-                u.health_check_interval
-                    .map_or(crate::config::DEFAULT_HEALTH_CHECK_INTERVAL, |s| s.0),
-            ),
-            metrics: metrics.clone(),
+            target,
         })
     }
 
-    /// TLS handshake toward the upstream, verifying its certificate against `host`.
-    async fn tls_handshake(
-        &self,
-        tcp: TcpStream,
-    ) -> Result<tokio_rustls::TlsStream<TcpStream>, UpstreamError> {
-        let cfg = self.tls.clone().ok_or(UpstreamError::Protocol(
-            "no TLS configuration for this upstream",
-        ))?;
-        let server_name = rustls_pki_types::ServerName::try_from(self.host.clone())
-            .map_err(|_| UpstreamError::Protocol("upstream host is not a valid TLS server name"))?;
-        let tls = TlsConnector::from(cfg)
-            .connect(server_name, tcp)
-            .await
-            .map_err(UpstreamError::Tls)?;
-        Ok(tokio_rustls::TlsStream::Client(tls))
-    }
-
-    /// Records what the upstream offered, for the EHLO postern gives its clients.
-    pub fn learn(&self, caps: &Capabilities) {
-        if let Ok(mut l) = self.learned.write() {
-            *l = Some(caps.clone());
+    /// The pool, for an SMTP upstream.
+    pub fn pool(&self) -> Option<&Arc<pool::Pool>> {
+        match &self.target {
+            Target::Smtp(p) => Some(p),
+            Target::Outbox(_) => None,
         }
     }
 
-    /// What the upstream is known to offer, if it was reached yet.
+    /// Records what the upstream offered (a reload keeps what the old one learned).
+    pub fn learn(&self, caps: &Capabilities) {
+        if let Some(p) = self.pool() {
+            p.learn(caps);
+        }
+    }
+
+    /// What the upstream is known to offer, if it was reached yet. The outbox
+    /// stores everything as received.
     pub fn capabilities(&self) -> Option<Capabilities> {
-        self.learned.read().ok().and_then(|l| l.clone())
+        match &self.target {
+            Target::Smtp(p) => p.capabilities(),
+            Target::Outbox(_) => Some(Capabilities::outbox()),
+        }
     }
 
     /// The largest message this upstream takes, given postern's own `limit`:
@@ -294,19 +255,85 @@ impl Upstream {
             .unwrap_or(limit)
     }
 
+    /// The most recipients one message may have here, given the user's own limit.
+    pub fn effective_max_recipients(&self, limit: u32) -> u32 {
+        self.max_recipients.map_or(limit, |m| m.min(limit))
+    }
+
     /// Connects once (EHLO, AUTH), learns the capabilities and says QUIT.
     /// Used at start-up so the first client's EHLO is already right.
     ///
     /// # Errors
-    /// What `Client::connect` reports.
-    pub async fn probe(self: &Arc<Self>) -> Result<(), UpstreamError> {
-        if self.kind == UpstreamKind::Outbox {
-            return Ok(());
+    /// What connecting reports.
+    pub async fn probe(&self) -> Result<(), UpstreamError> {
+        match self.pool() {
+            Some(p) => p.probe().await,
+            None => Ok(()),
         }
-        let c = client::Client::connect(self.clone()).await?;
-        c.quit().await;
-        Ok(())
     }
+
+    /// After a reload replaced this upstream: close what is idle, keep nothing more.
+    pub fn retire(&self) {
+        if let Some(p) = self.pool() {
+            p.retire();
+        }
+    }
+
+    /// At shutdown: say QUIT on every idle connection.
+    pub async fn close_pool(&self) {
+        if let Some(p) = self.pool() {
+            p.close().await;
+        }
+    }
+
+    /// Connections waiting in the pool now.
+    pub fn idle_connections(&self) -> usize {
+        self.pool().map_or(0, |p| p.idle_connections())
+    }
+}
+
+fn dial_from_config(
+    config: &Config,
+    u: &UpstreamConfig,
+    name: &Arc<str>,
+    addr: &str,
+    metrics: &Metrics,
+    connector: &Arc<dyn Connector>,
+) -> Result<dial::Dial, String> {
+    let credentials = match (&u.username, u.secret()) {
+        (Some(user), Some(secret)) => Some((
+            user.get_ref().clone(),
+            secret
+                .resolve()
+                .map_err(|e| format!("upstream {name:?}: {e}"))?,
+        )),
+        _ => None,
+    };
+    let tls_mode = u.tls_mode();
+    let tls = match tls_mode {
+        TlsMode::Starttls | TlsMode::Implicit => Some(
+            crate::tls::client_config(
+                u.ca_file.as_ref().map(|p| p.get_ref().as_path()),
+                u.tls_verify.unwrap_or(true),
+            )
+            .map_err(|e| format!("upstream {name:?}: {e}"))?,
+        ),
+        TlsMode::None => None,
+    };
+    Ok(dial::Dial {
+        name: name.clone(),
+        addr: addr.to_owned(),
+        host: u.host().unwrap_or_default(),
+        tls_mode,
+        tls,
+        credentials,
+        helo_name: config.server.hostname.clone(),
+        idle_timeout: u
+            .idle_timeout
+            .map_or(crate::config::DEFAULT_UPSTREAM_IDLE_TIMEOUT, |s| s.0),
+        connector: connector.clone(),
+        metrics: metrics.clone(),
+    })
 }
 
 #[cfg(test)]

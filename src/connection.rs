@@ -1,0 +1,187 @@
+//! The client connection under a session: the stream (boxed, so plain TCP, TLS
+//! and in-memory pipes are one type), the read and write buffers, and the
+//! timeouts. The session (`session`) is the state machine it feeds: it reads
+//! what `read_more` buffered in `rbuf`, and `send`s its replies, which go out
+//! in one write at `flush`.
+//!
+//! Every clock here is tokio's, so tests run idle timeouts in paused time.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
+
+use crate::net::BoxIo;
+use crate::smtp::reply::Reply;
+
+/// TLS handshakes (STARTTLS and implicit) must finish within this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a close postern decided on may take to write its last reply.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much the client may send beyond what postern has read before it stops reading.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What waiting for input ended with.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input {
+    /// More bytes are in `rbuf`.
+    More,
+    /// The client closed its side.
+    Eof,
+    /// Nothing came for `idle_timeout`.
+    IdleTimeout,
+    /// The server began to stop while the session was idle.
+    Shutdown,
+}
+
+/// How a TLS handshake ended.
+#[derive(Debug)]
+pub enum Handshake {
+    Done,
+    Failed(io::Error),
+    TimedOut,
+    /// No stream to upgrade, or it is TLS already.
+    NotPossible,
+}
+
+/// One client connection's stream and buffers.
+pub struct Connection {
+    stream: Option<BoxIo>,
+    /// The negotiated TLS version once TLS is on.
+    tls: Option<&'static str>,
+    /// Bytes read and not consumed yet; the session consumes from the front.
+    pub rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    idle_timeout: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Connection {
+    pub fn new(stream: BoxIo, idle_timeout: Duration, shutdown: watch::Receiver<bool>) -> Self {
+        Connection {
+            stream: Some(stream),
+            tls: None,
+            rbuf: Vec::with_capacity(4096),
+            wbuf: Vec::with_capacity(4096),
+            idle_timeout,
+            shutdown,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// "TLSv1.3", "TLSv1.2", or `None` before TLS.
+    pub fn tls_version(&self) -> Option<&'static str> {
+        self.tls
+    }
+
+    /// Whether the server is stopping.
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Reads more input into `rbuf`. The wait ends at `idle_timeout`, and at a
+    /// server shutdown when `interruptible` (a transaction in progress is not:
+    /// it may finish, bounded by the server's grace deadline).
+    ///
+    /// # Errors
+    /// I/O errors from the stream.
+    pub async fn read_more(&mut self, interruptible: bool) -> io::Result<Input> {
+        let mut shutdown = self.shutdown.clone();
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(Input::Eof);
+        };
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        let stopping = async {
+            if !interruptible {
+                std::future::pending::<()>().await;
+            }
+            let _ = shutdown.wait_for(|s| *s).await;
+        };
+        tokio::select! {
+            r = timeout(self.idle_timeout, stream.read_buf(&mut self.rbuf)) => match r {
+                Ok(Ok(0)) => Ok(Input::Eof),
+                Ok(Ok(_)) => Ok(Input::More),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Ok(Input::IdleTimeout),
+            },
+            () = stopping => Ok(Input::Shutdown),
+        }
+    }
+
+    /// Queues a reply; it goes out at the next `flush`.
+    pub fn send(&mut self, reply: &Reply) {
+        reply.encode(&mut self.wbuf);
+    }
+
+    /// Writes what is queued, in one write. A client that does not read for
+    /// `idle_timeout` is an error.
+    ///
+    /// # Errors
+    /// I/O errors, or `TimedOut`.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            self.wbuf.clear();
+            return Ok(());
+        };
+        let r = timeout(self.idle_timeout, async {
+            stream.write_all(&self.wbuf).await?;
+            stream.flush().await
+        })
+        .await;
+        self.wbuf.clear();
+        match r {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client not reading",
+            )),
+        }
+    }
+
+    /// Writes what is queued, best effort and briefly: for a close postern decided on.
+    pub async fn flush_briefly(&mut self) {
+        let _ = timeout(CLOSE_TIMEOUT, self.flush()).await;
+    }
+
+    /// Shuts the stream down (TLS close_notify, then FIN).
+    pub async fn close(&mut self) {
+        if let Some(mut s) = self.stream.take() {
+            let _ = timeout(CLOSE_TIMEOUT, s.shutdown()).await;
+        }
+    }
+
+    /// Runs a server-side TLS handshake over the stream, replacing it with the TLS one.
+    /// On failure the stream is gone: the connection is over.
+    pub async fn start_tls(&mut self, acceptor: &TlsAcceptor) -> Handshake {
+        if self.tls.is_some() {
+            return Handshake::NotPossible;
+        }
+        let Some(plain) = self.stream.take() else {
+            return Handshake::NotPossible;
+        };
+        match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(plain)).await {
+            Ok(Ok(tls)) => {
+                self.tls = Some(match tls.get_ref().1.protocol_version() {
+                    Some(tokio_rustls::rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                    Some(tokio_rustls::rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                    _ => "TLS",
+                });
+                self.stream = Some(Box::new(tls));
+                Handshake::Done
+            }
+            Ok(Err(e)) => Handshake::Failed(e),
+            Err(_) => Handshake::TimedOut,
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! Every reply postern itself refuses with, as a value. A `Refusal` knows its
+//! reply (code, enhanced code, text), which side caused it, and the words it
+//! is counted under, so the reply, the log line and the counter come from one
+//! place. The upstream's own refusals are not here: they are passed through
+//! with the provider's code and text (`relay::from_upstream`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::smtp::data::DataError;
+use crate::smtp::reply::Reply;
+
+/// Who caused a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client broke the protocol (sequence, syntax, encoding).
+    Client,
+    /// Local policy said no: credentials, senders, limits.
+    Policy,
+    /// The upstream could not be reached, set up, or finish.
+    Upstream,
+    /// postern itself: a disk error, shutdown, no TLS configured.
+    Local,
+}
+
+/// Why an upstream could not be set up for a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupFailure {
+    /// The provider refused postern's own credentials.
+    Credentials,
+    /// Every allowed connection stayed busy for `pool_wait`.
+    PoolFull,
+    /// TLS could not be established or verified.
+    Tls,
+    /// Connect, greeting, EHLO or a timeout.
+    Unavailable,
+}
+
+/// A refusal postern decides itself.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    // The client's protocol.
+    /// A command line that did not parse; the parser chose the reply.
+    Syntax(Reply),
+    LineTooLong,
+    SaslLineTooLong,
+    BareLf,
+    TooManyErrors,
+    NeedHelo,
+    NeedEhloForAuth,
+    NestedMail,
+    NeedMailForRcpt,
+    NeedMailForData,
+    NeedRcptForData,
+    AlreadyAuthenticated,
+    AuthInTransaction,
+    TlsAlreadyActive,
+    NonAsciiSender,
+    NonAsciiRecipient,
+    UnknownMechanism,
+    SaslBadBase64,
+    SaslCancelled,
+    /// The message body broke the DATA rules (bare CR/LF, line length, size).
+    Data(DataError),
+    // Local policy.
+    AuthRequired,
+    EncryptionRequired,
+    BadCredentials,
+    TooManyAuthFailures,
+    AuthThrottled,
+    UserConnections(Arc<str>),
+    SizeDeclaredTooBig,
+    SenderNotAllowed(Arc<str>),
+    MessageRate {
+        user: Arc<str>,
+        wait: Duration,
+    },
+    RecipientRate {
+        user: Arc<str>,
+        wait: Duration,
+    },
+    TooManyRecipients,
+    NoValidRecipients,
+    HeaderTooLarge,
+    // The upstream.
+    UpstreamSetup {
+        upstream: Arc<str>,
+        failure: SetupFailure,
+    },
+    UpstreamNoSmtputf8(Arc<str>),
+    UpstreamLost,
+    /// No connection left for a RCPT (an earlier failure closed it).
+    UpstreamGone,
+    UpstreamLostInData,
+    UpstreamUnconfirmed,
+    // postern itself.
+    TlsUnavailable,
+    OutboxUnavailable,
+    LocalError,
+    ShuttingDown,
+    IdleTimeout,
+    Internal,
+}
+
+impl Refusal {
+    /// The reply the client gets.
+    pub fn reply(&self) -> Reply {
+        use Refusal as R;
+        match self {
+            R::Syntax(r) => r.clone(),
+            R::LineTooLong => Reply::new(500, "5.5.2", "Line too long"),
+            R::SaslLineTooLong => {
+                Reply::new(500, "5.5.6", "Authentication Exchange line is too long")
+            }
+            R::BareLf => Reply::new(500, "5.5.2", "Bare LF: lines must end with CRLF"),
+            R::TooManyErrors => Reply::new(421, "4.7.0", "Too many errors, closing connection"),
+            R::NeedHelo => Reply::new(503, "5.5.1", "Send HELO or EHLO first"),
+            R::NeedEhloForAuth => Reply::new(503, "5.5.1", "Send EHLO first"),
+            R::NestedMail => Reply::new(503, "5.5.1", "Nested MAIL command"),
+            R::NeedMailForRcpt => Reply::new(503, "5.5.1", "Need MAIL before RCPT"),
+            R::NeedMailForData => Reply::new(503, "5.5.1", "Need MAIL before DATA"),
+            R::NeedRcptForData => Reply::new(503, "5.5.1", "Need RCPT before DATA"),
+            R::AlreadyAuthenticated => Reply::new(503, "5.5.1", "Already authenticated"),
+            R::AuthInTransaction => {
+                Reply::new(503, "5.5.1", "AUTH not allowed during a mail transaction")
+            }
+            R::TlsAlreadyActive => Reply::new(503, "5.5.1", "TLS already active"),
+            R::NonAsciiSender => Reply::new(
+                550,
+                "5.6.7",
+                "Non-ASCII address needs the SMTPUTF8 parameter",
+            ),
+            R::NonAsciiRecipient => Reply::new(
+                553,
+                "5.6.7",
+                "Non-ASCII address needs the SMTPUTF8 parameter",
+            ),
+            R::UnknownMechanism => Reply::new(504, "5.5.4", "Unrecognized authentication type"),
+            R::SaslBadBase64 => Reply::new(501, "5.5.2", "Cannot decode response"),
+            R::SaslCancelled => Reply::new(501, "5.7.0", "Authentication cancelled"),
+            R::Data(e) => e.reply(),
+            R::AuthRequired => Reply::new(530, "5.7.0", "Authentication required"),
+            R::EncryptionRequired => Reply::new(
+                538,
+                "5.7.11",
+                "Encryption required for requested authentication mechanism",
+            ),
+            R::BadCredentials => Reply::new(535, "5.7.8", "Authentication credentials invalid"),
+            R::TooManyAuthFailures => Reply::new(
+                421,
+                "4.7.0",
+                "Too many failed authentications, closing connection",
+            ),
+            R::AuthThrottled => Reply::new(
+                454,
+                "4.7.0",
+                "Temporary authentication failure: too many failed attempts, try again later",
+            ),
+            R::UserConnections(user) => Reply::new(
+                421,
+                "4.7.0",
+                format!("Too many connections for user {user}, try again later"),
+            ),
+            R::SizeDeclaredTooBig => Reply::new(
+                552,
+                "5.3.4",
+                "Message size exceeds fixed maximum message size",
+            ),
+            R::SenderNotAllowed(user) => Reply::new(
+                550,
+                "5.7.1",
+                format!("Sender address not allowed for user {user}"),
+            ),
+            R::MessageRate { user, wait } => Reply::new(
+                450,
+                "4.7.1",
+                format!(
+                    "Message rate limit for user {user} reached, retry in {} s",
+                    wait.as_secs().max(1)
+                ),
+            ),
+            R::RecipientRate { user, wait } => Reply::new(
+                450,
+                "4.7.1",
+                format!(
+                    "Recipient rate limit for user {user} reached, retry in {} s",
+                    wait.as_secs().max(1)
+                ),
+            ),
+            R::TooManyRecipients => Reply::new(452, "4.5.3", "Too many recipients"),
+            R::NoValidRecipients => Reply::new(554, "5.5.1", "No valid recipients"),
+            R::HeaderTooLarge => Reply::new(552, "5.3.4", "Header section too large to rewrite"),
+            R::UpstreamSetup { upstream, failure } => match failure {
+                SetupFailure::Credentials => Reply::new(
+                    451,
+                    "4.3.0",
+                    format!("upstream {upstream} refused the relay's credentials; try again later"),
+                ),
+                SetupFailure::PoolFull => Reply::new(
+                    451,
+                    "4.4.5",
+                    format!("upstream {upstream}: no connection free; try again later"),
+                ),
+                SetupFailure::Tls => Reply::new(
+                    451,
+                    "4.7.5",
+                    format!("upstream {upstream}: secure connection failed; try again later"),
+                ),
+                SetupFailure::Unavailable => Reply::new(
+                    451,
+                    "4.4.1",
+                    format!("upstream {upstream} unavailable; try again later"),
+                ),
+            },
+            R::UpstreamNoSmtputf8(upstream) => Reply::new(
+                550,
+                "5.6.7",
+                format!("upstream {upstream} does not support SMTPUTF8"),
+            ),
+            R::UpstreamLost => {
+                Reply::new(451, "4.4.2", "Upstream connection lost; try again later")
+            }
+            R::UpstreamGone => Reply::new(451, "4.4.2", "Upstream connection lost"),
+            R::UpstreamLostInData => Reply::new(
+                451,
+                "4.4.2",
+                "Upstream connection lost during DATA; try again later",
+            ),
+            R::UpstreamUnconfirmed => Reply::new(
+                451,
+                "4.4.2",
+                "Upstream did not confirm the message; try again later",
+            ),
+            R::TlsUnavailable => Reply::new(454, "4.7.0", "TLS not available on this listener"),
+            R::OutboxUnavailable => Reply::new(451, "4.3.0", "Outbox not available"),
+            R::LocalError => Reply::new(451, "4.3.0", "Local error in processing; try again later"),
+            R::ShuttingDown => Reply::new(421, "4.3.0", "Server shutting down, try again later"),
+            R::IdleTimeout => Reply::new(421, "4.4.2", "Idle timeout, closing connection"),
+            R::Internal => Reply::new(451, "4.3.0", "Internal error"),
+        }
+    }
+
+    /// Who caused it.
+    pub fn side(&self) -> Side {
+        use Refusal as R;
+        match self {
+            R::Syntax(_)
+            | R::LineTooLong
+            | R::SaslLineTooLong
+            | R::BareLf
+            | R::TooManyErrors
+            | R::NeedHelo
+            | R::NeedEhloForAuth
+            | R::NestedMail
+            | R::NeedMailForRcpt
+            | R::NeedMailForData
+            | R::NeedRcptForData
+            | R::AlreadyAuthenticated
+            | R::AuthInTransaction
+            | R::TlsAlreadyActive
+            | R::NonAsciiSender
+            | R::NonAsciiRecipient
+            | R::UnknownMechanism
+            | R::SaslBadBase64
+            | R::SaslCancelled
+            | R::Data(_) => Side::Client,
+            R::AuthRequired
+            | R::EncryptionRequired
+            | R::BadCredentials
+            | R::TooManyAuthFailures
+            | R::AuthThrottled
+            | R::UserConnections(_)
+            | R::SizeDeclaredTooBig
+            | R::SenderNotAllowed(_)
+            | R::MessageRate { .. }
+            | R::RecipientRate { .. }
+            | R::TooManyRecipients
+            | R::NoValidRecipients
+            | R::HeaderTooLarge => Side::Policy,
+            R::UpstreamSetup { .. }
+            | R::UpstreamNoSmtputf8(_)
+            | R::UpstreamLost
+            | R::UpstreamGone
+            | R::UpstreamLostInData
+            | R::UpstreamUnconfirmed => Side::Upstream,
+            R::TlsUnavailable
+            | R::OutboxUnavailable
+            | R::LocalError
+            | R::ShuttingDown
+            | R::IdleTimeout
+            | R::Internal => Side::Local,
+        }
+    }
+
+    /// The `limit` label of `postern_limit_hits_total` when this refusal is a limit hit.
+    pub fn limit(&self) -> Option<&'static str> {
+        use Refusal as R;
+        match self {
+            R::UserConnections(_) => Some("connections_per_user"),
+            R::SizeDeclaredTooBig | R::Data(DataError::TooBig) => Some("message_size"),
+            R::MessageRate { .. } => Some("messages_per_minute"),
+            R::RecipientRate { .. } => Some("recipients_per_hour"),
+            R::TooManyRecipients => Some("max_recipients"),
+            R::AuthThrottled => Some("auth_failures"),
+            R::UpstreamSetup {
+                failure: SetupFailure::PoolFull,
+                ..
+            } => Some("upstream_connections"),
+            _ => None,
+        }
+    }
+
+    /// The `result` word a message refused at end-of-data is counted under
+    /// (`postern_messages_total`).
+    pub fn message_result(&self) -> &'static str {
+        use Refusal as R;
+        match self {
+            R::Data(DataError::BareLineEnding) => "rejected_bare_line_ending",
+            R::Data(DataError::LineTooLong) => "rejected_line_too_long",
+            R::Data(DataError::TooBig) | R::HeaderTooLarge => "rejected_too_big",
+            R::SenderNotAllowed(_) => "sender_refused",
+            R::LocalError | R::OutboxUnavailable => "outbox_failed",
+            R::UpstreamLost | R::UpstreamGone | R::UpstreamLostInData | R::UpstreamUnconfirmed => {
+                "upstream_failed"
+            }
+            _ => "refused",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.reply().fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_is_a_failure_reply_with_an_enhanced_code() {
+        let user: Arc<str> = Arc::from("printer");
+        let all = [
+            Refusal::LineTooLong,
+            Refusal::BareLf,
+            Refusal::NeedHelo,
+            Refusal::AuthRequired,
+            Refusal::BadCredentials,
+            Refusal::SenderNotAllowed(user.clone()),
+            Refusal::MessageRate {
+                user,
+                wait: Duration::from_millis(10),
+            },
+            Refusal::UpstreamSetup {
+                upstream: Arc::from("up"),
+                failure: SetupFailure::PoolFull,
+            },
+            Refusal::UpstreamLostInData,
+            Refusal::LocalError,
+            Refusal::Data(DataError::BareLineEnding),
+        ];
+        for r in all {
+            let reply = r.reply();
+            assert!(reply.code >= 400, "{r}");
+            assert!(reply.enhanced.is_some(), "{r}");
+            let class = reply.code / 100;
+            assert!(
+                reply
+                    .enhanced
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with(&class.to_string())),
+                "{r}"
+            );
+        }
+    }
+
+    #[test]
+    fn rate_hints_never_say_zero_seconds() {
+        let r = Refusal::MessageRate {
+            user: Arc::from("u"),
+            wait: Duration::from_millis(200),
+        };
+        assert!(r.reply().to_string().contains("retry in 1 s"), "{r}");
+        assert_eq!(r.limit(), Some("messages_per_minute"));
+        assert_eq!(r.side(), Side::Policy);
+    }
+}

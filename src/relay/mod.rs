@@ -1,0 +1,390 @@
+//! The upstream half of a session: where a transaction's mail goes (`Route`),
+//! the connection kept across the session's transactions, the upstream
+//! replies still to be read, and the message body's way out (`body`).
+//!
+//! Upstream commands are queued, not awaited: the session's reply queue holds
+//! a `Slot::Upstream` for each, and `resolve` sends what is queued in one write
+//! and reads the replies in order (RFC 2920), so a pipelined client's MAIL and
+//! RCPTs reach the provider in one write too. A kept connection that the
+//! provider closed while idle fails before its first reply; then nothing of the
+//! batch was taken, and the pool replaces the connection and the batch goes
+//! again, without the client noticing.
+
+pub mod body;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+pub use body::Sink;
+
+use crate::refusal::Refusal;
+use crate::smtp::command::{Body as BodyType, MailFrom, RcptTo, Ret};
+use crate::smtp::reply::Reply;
+use crate::upstream::client::{COMMAND_TIMEOUT, Client};
+use crate::upstream::outbox::Outbox;
+use crate::upstream::pool::Pool;
+use crate::upstream::{Capabilities, Target, Upstream, UpstreamError};
+
+/// Where one transaction's mail goes, chosen at MAIL from the user's upstream.
+#[derive(Clone)]
+pub enum Route {
+    /// An SMTP provider: commands are relayed, the client hears its verdicts.
+    Provider(Arc<Pool>),
+    /// The outbox directory: postern answers, and stores the message.
+    Outbox(Outbox),
+}
+
+impl Route {
+    pub fn of(upstream: &Upstream) -> Route {
+        match &upstream.target {
+            Target::Smtp(pool) => Route::Provider(pool.clone()),
+            Target::Outbox(outbox) => Route::Outbox(outbox.clone()),
+        }
+    }
+}
+
+/// A reply in the client's queue, in the order of the commands.
+pub enum Slot {
+    Ready(Reply),
+    /// Comes from the upstream: read it when resolving.
+    Upstream(Expect),
+}
+
+/// Which upstream reply a slot waits for.
+pub enum Expect {
+    Mail,
+    Rcpt(String),
+    Data,
+    /// RSET after an abandoned transaction: read and dropped.
+    Silent,
+}
+
+/// The session's reply queue.
+pub type Queue = VecDeque<Slot>;
+
+/// What resolving the queue learned about the open transaction.
+#[derive(Default)]
+pub struct Resolution {
+    /// The upstream refused MAIL, or the connection was lost: the transaction is over.
+    pub ended: bool,
+    /// Recipients the upstream accepted.
+    pub accepted: Vec<String>,
+    /// The upstream's reply to DATA, when one was read.
+    pub data: Option<Reply>,
+}
+
+/// What the session should do after queueing a command upstream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum After {
+    /// Nothing now (pipelined, or answered locally).
+    Continue,
+    /// The upstream has no PIPELINING: resolve the queue before the next command.
+    Resolve,
+}
+
+/// The upstream half of one session.
+#[derive(Default)]
+pub struct Relay {
+    /// The provider connection kept across this session's transactions, with its pool.
+    kept: Option<(Arc<Pool>, Client)>,
+}
+
+impl Relay {
+    /// MAIL on `route`: queues its reply (or its upstream command).
+    ///
+    /// # Errors
+    /// The refusal when the upstream cannot be set up or lacks SMTPUTF8.
+    pub async fn mail(
+        &mut self,
+        route: &Route,
+        sender: &str,
+        mail: &MailFrom,
+        queue: &mut Queue,
+        user: &str,
+    ) -> Result<After, Refusal> {
+        let pool = match route {
+            Route::Outbox(_) => {
+                queue.push_back(Slot::Ready(Reply::new(250, "2.1.0", "Sender OK")));
+                return Ok(After::Continue);
+            }
+            Route::Provider(pool) => pool,
+        };
+        // Answer what is queued before this (it may need the connection); no
+        // transaction is open, so what it resolves concerns none.
+        let _ = self.resolve(queue, user).await;
+        let caps = self.open(pool).await?;
+        if mail.params.smtputf8 && !caps.smtputf8 {
+            return Err(Refusal::UpstreamNoSmtputf8(pool.dial().name.clone()));
+        }
+        let line = mail_command(sender, mail, &caps);
+        Ok(self.send(&line, Expect::Mail, queue))
+    }
+
+    /// RCPT on `route`. `Ok(true)` when the recipient is accepted at once (outbox).
+    pub fn rcpt(&mut self, route: &Route, rcpt: &RcptTo, queue: &mut Queue) -> (bool, After) {
+        if let Route::Outbox(_) = route {
+            queue.push_back(Slot::Ready(Reply::new(250, "2.1.5", "Recipient OK")));
+            return (true, After::Continue);
+        }
+        let Some((_, client)) = self.kept.as_mut() else {
+            queue.push_back(Slot::Ready(Refusal::UpstreamGone.reply()));
+            return (false, After::Continue);
+        };
+        let line = rcpt_command(rcpt, client.caps());
+        (
+            false,
+            self.send(&line, Expect::Rcpt(rcpt.path.clone()), queue),
+        )
+    }
+
+    /// DATA toward the provider: queues the command. `false` when there is no
+    /// connection any more (the transaction is lost).
+    pub fn data(&mut self, queue: &mut Queue) -> bool {
+        match self.kept.as_mut() {
+            Some((_, c)) => {
+                c.queue("DATA");
+                queue.push_back(Slot::Upstream(Expect::Data));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// RSET of an abandoned transaction, read and dropped.
+    pub fn rset(&mut self, queue: &mut Queue) {
+        if let Some((_, c)) = self.kept.as_mut() {
+            c.queue("RSET");
+            queue.push_back(Slot::Upstream(Expect::Silent));
+        }
+    }
+
+    /// Queues a command on the kept connection and its slot.
+    fn send(&mut self, line: &str, expect: Expect, queue: &mut Queue) -> After {
+        let Some((_, c)) = self.kept.as_mut() else {
+            return After::Continue;
+        };
+        c.queue(line);
+        queue.push_back(Slot::Upstream(expect));
+        if c.caps().pipelining {
+            After::Continue
+        } else {
+            After::Resolve
+        }
+    }
+
+    /// Makes sure a fresh connection of `pool` is kept; returns its capabilities.
+    async fn open(&mut self, pool: &Arc<Pool>) -> Result<Capabilities, Refusal> {
+        if let Some((p, c)) = &self.kept
+            && Arc::ptr_eq(p, pool)
+            && !c.is_stale()
+        {
+            return Ok(c.caps().clone());
+        }
+        if let Some((p, old)) = self.kept.take() {
+            p.checkin(old);
+        }
+        match pool.checkout().await {
+            Ok(c) => {
+                let caps = c.caps().clone();
+                self.kept = Some((pool.clone(), c));
+                Ok(caps)
+            }
+            Err(e) => {
+                let name = &pool.dial().name;
+                tracing::warn!(upstream = %name, error = %e, "upstream connection failed");
+                Err(e.setup_refusal(name))
+            }
+        }
+    }
+
+    /// Whether upstream replies are still to be read.
+    pub fn pending(queue: &Queue) -> bool {
+        queue.iter().any(|s| matches!(s, Slot::Upstream(_)))
+    }
+
+    /// Sends what is queued upstream, then resolves every slot in order.
+    /// `user` labels the recipient counters.
+    pub async fn resolve(&mut self, queue: &mut Queue, user: &str) -> Resolution {
+        let mut out = Resolution::default();
+        if !Relay::pending(queue) {
+            return out;
+        }
+        let mut sent = Instant::now();
+        let mut failed = match self.kept.as_mut() {
+            Some((_, c)) => c.flush_commands().await.err().map(|e| e.to_string()),
+            None => Some("no upstream connection".to_owned()),
+        };
+        let name = self
+            .kept
+            .as_ref()
+            .map_or_else(|| Arc::from("?"), |(_, c)| c.name().clone());
+        let metrics = self.kept.as_ref().map(|(p, _)| p.dial().metrics.clone());
+        // Only a reused connection may have been cut while idle.
+        let mut may_replay = self.kept.as_ref().is_some_and(|(_, c)| c.was_used());
+        let mut resolved = VecDeque::with_capacity(queue.len());
+        while let Some(slot) = queue.pop_front() {
+            let expect = match slot {
+                Slot::Ready(r) => {
+                    resolved.push_back(Slot::Ready(r));
+                    continue;
+                }
+                Slot::Upstream(e) => e,
+            };
+            let reply = if failed.is_none() {
+                let label = match expect {
+                    Expect::Mail => "MAIL",
+                    Expect::Rcpt(_) => "RCPT",
+                    Expect::Data => "DATA",
+                    Expect::Silent => "RSET",
+                };
+                let mut r = self.read(label, sent).await;
+                if may_replay && matches!(r, Err(UpstreamError::Closed | UpstreamError::Io(_))) {
+                    tracing::info!("kept upstream connection was closed; replaying on a new one");
+                    r = match self.replace().await {
+                        Ok(()) => {
+                            sent = Instant::now();
+                            self.read(label, sent).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                }
+                may_replay = false;
+                match r {
+                    Ok(r) if r.code == 421 => {
+                        failed = Some(format!("upstream closing: {r}"));
+                        None
+                    }
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        failed = Some(e.to_string());
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let Some(reply) = reply else {
+                // The upstream connection is gone: so is its transaction.
+                out.ended = true;
+                if !matches!(expect, Expect::Silent) {
+                    resolved.push_back(Slot::Ready(Refusal::UpstreamLost.reply()));
+                }
+                continue;
+            };
+            let client_reply = from_upstream(&name, &reply);
+            match expect {
+                Expect::Silent => continue,
+                Expect::Mail if !reply.is_positive() => out.ended = true,
+                Expect::Mail => {}
+                Expect::Rcpt(path) => {
+                    let result = if reply.is_positive() {
+                        "accepted"
+                    } else {
+                        "rejected"
+                    };
+                    if let Some(m) = &metrics {
+                        m.recipients.with_label_values(&[user, result]).inc();
+                    }
+                    if reply.is_positive() && !out.ended {
+                        out.accepted.push(path);
+                    }
+                }
+                Expect::Data => out.data = Some(reply),
+            }
+            resolved.push_back(Slot::Ready(client_reply));
+        }
+        if let Some(why) = failed {
+            tracing::warn!(error = %why, "upstream connection failed during a transaction");
+            self.kept = None;
+        }
+        *queue = resolved;
+        out
+    }
+
+    async fn read(&mut self, label: &'static str, sent: Instant) -> Result<Reply, UpstreamError> {
+        match self.kept.as_mut() {
+            Some((_, c)) => c.read_reply(label, sent, COMMAND_TIMEOUT).await,
+            None => Err(UpstreamError::Closed),
+        }
+    }
+
+    /// Has the pool replace the kept connection, resending its last batch.
+    async fn replace(&mut self) -> Result<(), UpstreamError> {
+        let Some((pool, dead)) = self.kept.take() else {
+            return Err(UpstreamError::Closed);
+        };
+        let fresh = pool.replace(dead).await?;
+        self.kept = Some((pool, fresh));
+        Ok(())
+    }
+
+    /// Closes the kept connection, abandoning whatever it was doing.
+    pub fn drop_connection(&mut self) {
+        self.kept = None;
+    }
+
+    /// Gives the connection back to its pool (the session has no transaction
+    /// open and no reply pending), so a quiet client holds no provider slot.
+    pub fn release(&mut self) {
+        if let Some((pool, c)) = self.kept.take() {
+            pool.checkin(c);
+        }
+    }
+}
+
+/// An upstream reply as the client sees it: code and enhanced code kept (a
+/// class-only code added where the upstream gave none), text marked as the provider's.
+pub fn from_upstream(upstream: &str, reply: &Reply) -> Reply {
+    let mut r = reply.prefixed(&format!("upstream {upstream}: "));
+    if r.enhanced.is_none() {
+        r.enhanced = Some(format!("{}.0.0", reply.class()));
+    }
+    r
+}
+
+/// `MAIL FROM:<sender>` with the parameters the upstream understands. Built from
+/// parsed fields only; the client's AUTH= parameter is never passed on.
+pub fn mail_command(sender: &str, mail: &MailFrom, caps: &Capabilities) -> String {
+    let mut line = format!("MAIL FROM:<{sender}>");
+    let p = &mail.params;
+    if let (Some(size), Some(_)) = (p.size, caps.size) {
+        line.push_str(&format!(" SIZE={size}"));
+    }
+    if caps.eightbitmime {
+        match p.body {
+            Some(BodyType::EightBitMime) => line.push_str(" BODY=8BITMIME"),
+            Some(BodyType::SevenBit) => line.push_str(" BODY=7BIT"),
+            None => {}
+        }
+    }
+    if p.smtputf8 && caps.smtputf8 {
+        line.push_str(" SMTPUTF8");
+    }
+    if caps.dsn {
+        match p.ret {
+            Some(Ret::Full) => line.push_str(" RET=FULL"),
+            Some(Ret::Hdrs) => line.push_str(" RET=HDRS"),
+            None => {}
+        }
+        if let Some(envid) = &p.envid {
+            line.push_str(&format!(" ENVID={envid}"));
+        }
+    }
+    line
+}
+
+/// `RCPT TO:<path>` with DSN parameters when the upstream has DSN.
+pub fn rcpt_command(rcpt: &RcptTo, caps: &Capabilities) -> String {
+    let mut line = format!("RCPT TO:<{}>", rcpt.path);
+    if caps.dsn {
+        if let Some(n) = &rcpt.params.notify {
+            line.push_str(&format!(" NOTIFY={n}"));
+        }
+        if let Some(o) = &rcpt.params.orcpt {
+            line.push_str(&format!(" ORCPT={o}"));
+        }
+    }
+    line
+}

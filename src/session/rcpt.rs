@@ -1,0 +1,42 @@
+//! RCPT: the recipient limits, then the route. Toward a provider the command
+//! is queued and its reply is the provider's (see `relay`).
+
+use super::{Next, Session};
+use crate::refusal::Refusal;
+use crate::relay::After;
+use crate::smtp::command::RcptTo;
+
+impl Session {
+    pub(super) async fn rcpt(&mut self, rcpt: RcptTo) -> Next {
+        let Some(txn) = self.txn.as_mut() else {
+            return self.refuse(Refusal::NeedMailForRcpt);
+        };
+        txn.rcpt_commands += 1;
+        if !rcpt.path.is_ascii() && !txn.mail.params.smtputf8 {
+            return self.refuse(Refusal::NonAsciiRecipient);
+        }
+        if txn.forwarded >= txn.max_recipients {
+            return self.decline(Refusal::TooManyRecipients);
+        }
+        if let Some(user) = self.sender_identity()
+            && let Err(wait) = user.rates.take_recipient()
+        {
+            return self.decline(Refusal::RecipientRate {
+                user: user.name.clone(),
+                wait,
+            });
+        }
+        let Some(txn) = self.txn.as_mut() else {
+            return Next::Continue;
+        };
+        txn.forwarded += 1;
+        let (accepted, after) = self.relay.rcpt(&txn.route, &rcpt, &mut self.replies);
+        if accepted {
+            txn.accepted.push(rcpt.path);
+        }
+        if after == After::Resolve {
+            self.drain().await;
+        }
+        Next::Continue
+    }
+}

@@ -1,0 +1,298 @@
+//! The running state built from a configuration, and its reload. One builder
+//! (`Policy::build`) turns a `Config` into users, upstreams (secrets read now)
+//! and the AUTH throttle; start-up (`State::build`) and SIGHUP (`Reloader`)
+//! both use it, so a reload cannot miss a part.
+//!
+//! # Concurrency
+//! `Shared` is one `Arc` for the whole server. Its `policy` is an
+//! `RwLock<Arc<Policy>>` held only to clone or swap the `Arc`: a session takes
+//! the policy it starts with and keeps it to its end, new sessions get the
+//! newest. `limiters` (live connection counts) outlive reloads; everything in
+//! `Policy` is replaced whole.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use prometheus::Registry;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::Users;
+use crate::config::{AuthMode, Config, ListenerConfig, TlsMode};
+use crate::error::Error;
+use crate::limits::{AuthThrottle, Limiters};
+use crate::metrics::Metrics;
+use crate::net::{Connector, TcpConnector};
+use crate::upstream::Upstream;
+use crate::upstream::pool::Pool;
+
+/// What a configuration reload replaces: the config itself, the users, the
+/// upstreams (with their credentials and pools) and the AUTH throttle.
+pub struct Policy {
+    pub config: Arc<Config>,
+    pub users: Arc<Users>,
+    pub upstreams: Vec<Arc<Upstream>>,
+    pub auth_throttle: Arc<AuthThrottle>,
+}
+
+impl Policy {
+    /// Builds the running policy of `config`. With `previous` (a reload), what
+    /// the same upstreams already told us is kept, and so are AUTH lockouts.
+    ///
+    /// # Errors
+    /// A missing secret or another set-up failure, as a message.
+    pub fn build(
+        config: Config,
+        metrics: &Metrics,
+        connector: &Arc<dyn Connector>,
+        previous: Option<&Policy>,
+    ) -> Result<Policy, String> {
+        let users = Arc::new(Users::from_config(&config)?);
+        let upstreams = Upstream::all_from_config(&config, metrics, connector)?;
+        let per_minute = config.limits.auth_failures_per_ip_per_minute;
+        let auth_throttle = match previous {
+            Some(old) => old.auth_throttle.renewed(per_minute),
+            None => Arc::new(AuthThrottle::new(per_minute)),
+        };
+        if let Some(old) = previous {
+            for up in &upstreams {
+                if let Some(prev) = old
+                    .upstreams
+                    .iter()
+                    .find(|o| o.name == up.name && o.addr == up.addr)
+                    && let Some(caps) = prev.capabilities()
+                {
+                    up.learn(&caps);
+                }
+            }
+        }
+        Ok(Policy {
+            config: Arc::new(config),
+            users,
+            upstreams,
+            auth_throttle,
+        })
+    }
+
+    /// Starts each upstream's background work: a first probe (so the EHLO
+    /// postern offers mirrors the provider from the first client on) and the
+    /// pool's upkeep, which ends when the pool is retired or dropped.
+    pub fn start_upstreams(&self) {
+        for up in &self.upstreams {
+            if let Some(pool) = up.pool() {
+                tokio::spawn(probe(up.name.clone(), pool.clone()));
+                tokio::spawn(Pool::maintain(Arc::downgrade(pool)));
+            }
+        }
+    }
+}
+
+async fn probe(name: Arc<str>, pool: Arc<Pool>) {
+    match pool.probe().await {
+        Ok(()) => tracing::info!(upstream = %name, "upstream reachable; capabilities learned"),
+        Err(e) => {
+            tracing::warn!(upstream = %name, error = %e, "upstream probe failed; will retry on first use")
+        }
+    }
+}
+
+/// What a session knows of its listener.
+#[derive(Clone, Debug)]
+pub struct ListenerInfo {
+    pub name: Arc<str>,
+    pub tls: TlsMode,
+    pub auth: AuthMode,
+    pub plaintext_auth: bool,
+    /// With `proxy_protocol = true`: the sources allowed to send the PROXY header.
+    pub proxy_from: Option<Arc<Vec<ipnet::IpNet>>>,
+}
+
+impl ListenerInfo {
+    pub fn from_config(l: &ListenerConfig) -> ListenerInfo {
+        ListenerInfo {
+            name: Arc::from(l.name.get_ref().as_str()),
+            tls: *l.tls.get_ref(),
+            auth: l.auth,
+            plaintext_auth: l.plaintext_auth_allowed(),
+            proxy_from: l
+                .proxy_protocol
+                .as_ref()
+                .is_some_and(|p| *p.get_ref())
+                .then(|| Arc::new(l.proxy_from.clone())),
+        }
+    }
+}
+
+/// Everything sessions share.
+pub struct Shared {
+    /// The current policy; swapped whole by a reload.
+    policy: RwLock<Arc<Policy>>,
+    pub metrics: Metrics,
+    /// Connection counts; kept across reloads.
+    pub limiters: Limiters,
+    pub tls: Option<TlsAcceptor>,
+    /// Turns true when the server begins to stop.
+    pub shutdown: watch::Receiver<bool>,
+    /// How upstream connections are opened (TCP outside tests).
+    pub connector: Arc<dyn Connector>,
+}
+
+impl Shared {
+    /// The current policy.
+    pub fn policy(&self) -> Arc<Policy> {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Installs a new policy for sessions that start from now on.
+    pub fn set_policy(&self, policy: Policy) {
+        let policy = Arc::new(policy);
+        match self.policy.write() {
+            Ok(mut p) => *p = policy,
+            Err(poisoned) => *poisoned.into_inner() = policy,
+        }
+    }
+}
+
+/// The server's state before anything listens: shared state, the registry
+/// its metrics live in, and the switch that starts the shutdown.
+pub struct State {
+    pub shared: Arc<Shared>,
+    pub registry: Registry,
+    pub shutdown: watch::Sender<bool>,
+}
+
+impl State {
+    /// Builds everything but the sockets, with upstream connections over TCP.
+    ///
+    /// # Errors
+    /// A missing secret, a bad certificate, a metrics registry failure.
+    pub fn build(config: Config) -> Result<State, Error> {
+        State::build_with(config, Arc::new(TcpConnector))
+    }
+
+    /// As `build`, opening upstream connections with `connector`.
+    ///
+    /// # Errors
+    /// As `build`.
+    pub fn build_with(config: Config, connector: Arc<dyn Connector>) -> Result<State, Error> {
+        let (registry, metrics) = Metrics::new_registry()?;
+        let tls = match &config.tls {
+            Some(t) => Some(TlsAcceptor::from(crate::tls::server_config(
+                t.cert.get_ref(),
+                t.key.get_ref(),
+            )?)),
+            None => None,
+        };
+        let policy = Policy::build(config, &metrics, &connector, None).map_err(Error::Setup)?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            policy: RwLock::new(Arc::new(policy)),
+            metrics,
+            limiters: Limiters::default(),
+            tls,
+            shutdown: shutdown_rx,
+            connector,
+        });
+        Ok(State {
+            shared,
+            registry,
+            shutdown,
+        })
+    }
+}
+
+/// Reloads the parts of the configuration that can change while serving
+/// (SIGHUP): users, limits, the AUTH throttle and upstreams with their
+/// credentials. Open connections keep the policy they started with; new ones
+/// get the new one. Listeners, `[tls]` and `[metrics]` need a restart.
+#[derive(Clone)]
+pub struct Reloader {
+    shared: Arc<Shared>,
+}
+
+impl Reloader {
+    pub fn new(shared: Arc<Shared>) -> Reloader {
+        Reloader { shared }
+    }
+
+    /// Installs `config`. On error nothing changes.
+    ///
+    /// # Errors
+    /// A missing secret or another set-up failure, as a message.
+    pub fn reload(&self, config: Config) -> Result<(), String> {
+        let result = self.apply(config);
+        let label = if result.is_ok() { "ok" } else { "error" };
+        self.shared
+            .metrics
+            .config_reloads
+            .with_label_values(&[label])
+            .inc();
+        result
+    }
+
+    /// Reads `path` and installs it; a config that does not load counts as a failed reload.
+    ///
+    /// # Errors
+    /// The config error or the set-up failure, as a message.
+    pub fn reload_file(&self, path: &std::path::Path) -> Result<(), String> {
+        match Config::load(path) {
+            Ok(config) => self.reload(config),
+            Err(e) => {
+                self.shared
+                    .metrics
+                    .config_reloads
+                    .with_label_values(&["error"])
+                    .inc();
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn apply(&self, config: Config) -> Result<(), String> {
+        let old = self.shared.policy();
+        if restart_needed(&old.config, &config) {
+            tracing::warn!("listener, [tls] or [metrics] changes take effect only after a restart");
+        }
+        let warnings = config.warnings.clone();
+        let policy = Policy::build(
+            config,
+            &self.shared.metrics,
+            &self.shared.connector,
+            Some(&old),
+        )?;
+        policy.start_upstreams();
+        for old_up in &old.upstreams {
+            old_up.retire();
+        }
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        tracing::info!(
+            users = policy.config.users.len(),
+            upstreams = policy.upstreams.len(),
+            "configuration reloaded"
+        );
+        self.shared.set_policy(policy);
+        Ok(())
+    }
+}
+
+/// Whether `b` changes what only a restart applies: listeners, `[tls]`, `[metrics]`.
+fn restart_needed(a: &Config, b: &Config) -> bool {
+    let listeners = |c: &Config| -> Vec<(String, SocketAddr)> {
+        c.listeners
+            .iter()
+            .map(|l| (l.name.get_ref().clone(), *l.addr.get_ref()))
+            .collect()
+    };
+    let tls = |c: &Config| {
+        c.tls
+            .as_ref()
+            .map(|t| (t.cert.get_ref().clone(), t.key.get_ref().clone()))
+    };
+    let metrics = |c: &Config| c.metrics.as_ref().map(|m| m.addr);
+    listeners(a) != listeners(b) || tls(a) != tls(b) || metrics(a) != metrics(b)
+}
