@@ -221,8 +221,18 @@ impl Relay {
             .as_ref()
             .map_or_else(|| Arc::from("?"), |(_, c)| c.name().clone());
         let metrics = self.kept.as_ref().map(|(p, _)| p.dial().metrics.clone());
-        // Only a reused connection may have been cut while idle.
-        let mut may_replay = self.kept.as_ref().is_some_and(|(_, c)| c.was_used());
+        // Only a reused connection may have been cut while idle, and only a batch
+        // that starts a transaction can go again on another connection: one that
+        // continues a transaction (RCPTs after an answered MAIL) would arrive there
+        // without its MAIL.
+        let starts_fresh = matches!(
+            queue.iter().find_map(|s| match s {
+                Slot::Upstream(e) => Some(e),
+                Slot::Ready(_) => None,
+            }),
+            Some(Expect::Mail | Expect::Silent)
+        );
+        let mut may_replay = starts_fresh && self.kept.as_ref().is_some_and(|(_, c)| c.was_used());
         let mut resolved = VecDeque::with_capacity(queue.len());
         while let Some(slot) = queue.pop_front() {
             let expect = match slot {

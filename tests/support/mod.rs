@@ -3,5 +3,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod memory_upstream;
 pub mod postern;
+pub mod transcript;
 pub mod upstream;

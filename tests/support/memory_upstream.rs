@@ -1,0 +1,158 @@
+//! A scripted SMTP provider in memory: postern's upstream connections reach it
+//! through a `Connector` that hands out `tokio::io::duplex` pipes, so a
+//! transcript test needs no socket at all and runs in paused time.
+//!
+//! It offers PIPELINING, SIZE and AUTH PLAIN; accepts AUTH, MAIL, RSET, NOOP;
+//! refuses RCPT to addresses starting with `reject` (550 5.1.1) and answers
+//! RCPT to addresses starting with `busy` with 451 4.3.0; hangs up at RCPT to
+//! addresses starting with `drop`; takes DATA and records
+//! each message.
+
+use std::sync::{Arc, Mutex};
+
+use postern::net::{BoxIo, Connecting, Connector};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+/// One recorded message.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub from: String,
+    pub to: Vec<String>,
+    pub data: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Record {
+    connections: usize,
+    commands: Vec<String>,
+    messages: Vec<Delivered>,
+}
+
+/// The in-memory provider and its connector.
+#[derive(Clone, Default)]
+pub struct MemoryUpstream {
+    record: Arc<Mutex<Record>>,
+}
+
+impl MemoryUpstream {
+    pub fn connector(&self) -> Arc<dyn Connector> {
+        Arc::new(self.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Record> {
+        self.record.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn connections(&self) -> usize {
+        self.lock().connections
+    }
+
+    pub fn commands(&self) -> Vec<String> {
+        self.lock().commands.clone()
+    }
+
+    pub fn messages(&self) -> Vec<Delivered> {
+        self.lock().messages.clone()
+    }
+
+    /// A postern `[[upstream]]` table named "mem" for this provider.
+    pub fn postern_toml(extra: &str) -> String {
+        format!(
+            "[[upstream]]\nname = \"mem\"\nkind = \"smtp\"\naddr = \"provider.test:25\"\ntls = \"none\"\n\
+             username = \"provider-user\"\npassword = \"provider-secret\"\n{extra}\n"
+        )
+    }
+}
+
+impl Connector for MemoryUpstream {
+    fn connect<'a>(&'a self, _addr: &'a str) -> Connecting<'a> {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        self.lock().connections += 1;
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _ = me.serve(ours).await;
+        });
+        Box::pin(async move { Ok(Box::new(theirs) as BoxIo) })
+    }
+}
+
+impl MemoryUpstream {
+    async fn serve(&self, mut io: DuplexStream) -> std::io::Result<()> {
+        io.write_all(b"220 provider.test ESMTP\r\n").await?;
+        let mut buf = Vec::new();
+        let mut from = String::new();
+        let mut to = Vec::new();
+        loop {
+            let line = match read_line(&mut io, &mut buf).await? {
+                Some(l) => l,
+                None => return Ok(()),
+            };
+            self.lock().commands.push(line.clone());
+            let upper = line.to_ascii_uppercase();
+            let reply: &[u8] = if upper.starts_with("EHLO") {
+                b"250-provider.test\r\n250-PIPELINING\r\n250-SIZE 10000000\r\n250 AUTH PLAIN\r\n"
+            } else if upper.starts_with("AUTH") {
+                b"235 2.7.0 ok\r\n"
+            } else if upper.starts_with("MAIL FROM:") {
+                from = line[10..].trim_matches(['<', '>']).to_owned();
+                to.clear();
+                b"250 2.1.0 ok\r\n"
+            } else if upper.starts_with("RCPT TO:") {
+                let addr = line[8..].trim_matches(['<', '>']).to_owned();
+                if addr.starts_with("drop") {
+                    return Ok(());
+                }
+                if addr.starts_with("reject") {
+                    b"550 5.1.1 no such user\r\n"
+                } else if addr.starts_with("busy") {
+                    b"451 4.3.0 mailbox busy\r\n"
+                } else {
+                    to.push(addr);
+                    b"250 2.1.5 ok\r\n"
+                }
+            } else if upper == "DATA" {
+                io.write_all(b"354 go ahead\r\n").await?;
+                let mut data = Vec::new();
+                loop {
+                    match read_line(&mut io, &mut buf).await? {
+                        Some(l) if l == "." => break,
+                        Some(l) => {
+                            data.extend_from_slice(l.as_bytes());
+                            data.extend_from_slice(b"\r\n");
+                        }
+                        None => return Ok(()),
+                    }
+                }
+                self.lock().messages.push(Delivered {
+                    from: from.clone(),
+                    to: std::mem::take(&mut to),
+                    data,
+                });
+                b"250 2.0.0 queued as M1\r\n"
+            } else if upper == "QUIT" {
+                io.write_all(b"221 2.0.0 bye\r\n").await?;
+                return Ok(());
+            } else {
+                b"250 2.0.0 ok\r\n"
+            };
+            io.write_all(reply).await?;
+        }
+    }
+}
+
+/// One CRLF line without its CRLF; `None` at EOF.
+async fn read_line(io: &mut DuplexStream, buf: &mut Vec<u8>) -> std::io::Result<Option<String>> {
+    loop {
+        if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+            let line = String::from_utf8_lossy(&buf[..i]).into_owned();
+            buf.drain(..i + 2);
+            return Ok(Some(line));
+        }
+        let mut chunk = [0u8; 4096];
+        let n = io.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
