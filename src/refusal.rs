@@ -95,7 +95,6 @@ pub enum Refusal {
     UpstreamUnconfirmed,
     // postern itself.
     TlsUnavailable,
-    OutboxUnavailable,
     LocalError,
     ShuttingDown,
     IdleTimeout,
@@ -232,7 +231,6 @@ impl Refusal {
                 "Upstream did not confirm the message; try again later",
             ),
             R::TlsUnavailable => Reply::new(454, "4.7.0", "TLS not available on this listener"),
-            R::OutboxUnavailable => Reply::new(451, "4.3.0", "Outbox not available"),
             R::LocalError => Reply::new(451, "4.3.0", "Local error in processing; try again later"),
             R::ShuttingDown => Reply::new(421, "4.3.0", "Server shutting down, try again later"),
             R::IdleTimeout => Reply::new(421, "4.4.2", "Idle timeout, closing connection"),
@@ -283,12 +281,9 @@ impl Refusal {
             | R::UpstreamGone
             | R::UpstreamLostInData
             | R::UpstreamUnconfirmed => Side::Upstream,
-            R::TlsUnavailable
-            | R::OutboxUnavailable
-            | R::LocalError
-            | R::ShuttingDown
-            | R::IdleTimeout
-            | R::Internal => Side::Local,
+            R::TlsUnavailable | R::LocalError | R::ShuttingDown | R::IdleTimeout | R::Internal => {
+                Side::Local
+            }
         }
     }
 
@@ -319,7 +314,7 @@ impl Refusal {
             R::Data(DataError::LineTooLong) => "rejected_line_too_long",
             R::Data(DataError::TooBig) | R::HeaderTooLarge => "rejected_too_big",
             R::SenderNotAllowed(_) => "sender_refused",
-            R::LocalError | R::OutboxUnavailable => "outbox_failed",
+            R::LocalError => "outbox_failed",
             R::UpstreamLost | R::UpstreamGone | R::UpstreamLostInData | R::UpstreamUnconfirmed => {
                 "upstream_failed"
             }

@@ -574,6 +574,11 @@ async fn pool_wait_ends_with_451_when_every_connection_is_busy() {
         "{:?}",
         started.elapsed()
     );
+    assert_eq!(
+        s.metric("postern_limit_hits_total{limit=\"upstream_connections\"}"),
+        1.0,
+        "counted once"
+    );
     // Once the first transaction ends, its connection serves the second session.
     first.cmd("RSET", "250").await;
     second.cmd("MAIL FROM:<dev@example.com>", "250").await;

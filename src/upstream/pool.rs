@@ -103,14 +103,8 @@ impl Pool {
         let permit: OwnedSemaphorePermit =
             match tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await {
                 Ok(Ok(p)) => p,
-                _ => {
-                    self.dial
-                        .metrics
-                        .limit_hits
-                        .with_label_values(&["upstream_connections"])
-                        .inc();
-                    return Err(UpstreamError::PoolTimeout);
-                }
+                // Counted as a limit hit where it is refused (`Refusal::limit`).
+                _ => return Err(UpstreamError::PoolTimeout),
             };
         loop {
             let candidate = self.idle().pop();
