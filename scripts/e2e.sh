@@ -63,7 +63,7 @@ OUTBOX="$TMP/outbox"
 CONFIG="$TMP/postern.toml"
 sed -e "s|127\.0\.0\.1:2525|127.0.0.1:$SMTP_PORT|g" \
     -e "s|127\.0\.0\.1:9465|127.0.0.1:$METRICS_PORT|g" \
-    -e "s|^dir = \"var/outbox\"|dir = \"$OUTBOX\"|" \
+    -e "s|^dir = \"\.\./var/outbox\".*|dir = \"$OUTBOX\"|" \
     config/postern.toml > "$CONFIG"
 for want in "addr = \"127.0.0.1:$SMTP_PORT\"" "addr = \"127.0.0.1:$METRICS_PORT\"" "dir = \"$OUTBOX\""; do
     grep -qF "$want" "$CONFIG" || { echo "e2e: config/postern.toml changed shape: no $want after rewriting" >&2; exit 1; }

@@ -1,4 +1,9 @@
 //! The `postern` command: `run`, `check`, `hash-password`.
+//!
+//! The config file is `-c/--config FILE` (before or after the subcommand),
+//! else `$POSTERN_CONFIG`, else the built-in default. Under systemd
+//! (`Type=notify`), `run` reports READY, RELOADING and STOPPING over
+//! `$NOTIFY_SOCKET` (`notify` below).
 
 #![forbid(unsafe_code)]
 
@@ -7,41 +12,66 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use postern::config::{Config, DEFAULT_CONFIG_PATH, LogFormat, UpstreamKind};
+use postern::config::{CONFIG_ENV, Config, ConfigError, DEFAULT_CONFIG_PATH, LogFormat};
 
 /// Exit code for a bad configuration or usage (sysexits EX_USAGE).
 const EX_USAGE: u8 = 64;
+/// Exit code after Ctrl-C (128 + SIGINT), as a shell reports it.
+const EXIT_INTERRUPTED: i32 = 130;
 
 #[derive(Parser)]
-#[command(name = "postern", version, about = "SMTP-aware authenticating relay")]
+#[command(
+    name = "postern",
+    version,
+    about = "SMTP-aware authenticating relay: local device accounts in, provider credentials out",
+    after_help = "Relative paths inside the config file resolve against the directory of that file.\n\
+                  Exit codes: 0 ok, 64 bad configuration or usage, 1 other failures."
+)]
 struct Cli {
+    /// Config file [default: $POSTERN_CONFIG, else the built-in default shown by `postern check --help`]
+    #[arg(short = 'c', long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Serve on the configured listeners.
-    Run {
-        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
-    },
-    /// Validate a config file and print a summary.
-    Check {
-        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
-    },
-    /// Read a password from stdin and print an argon2id hash for `password_hash`.
+    /// Serve on the configured listeners; SIGHUP reloads, SIGTERM or Ctrl-C stops.
+    #[command(after_help = run_help())]
+    Run,
+    /// Validate a config file and print a summary with the limits that will be enforced.
+    #[command(after_help = run_help())]
+    Check,
+    /// Print an argon2id hash for `password_hash`: asks twice on a terminal, else reads one line from stdin.
     HashPassword,
+}
+
+fn run_help() -> String {
+    format!(
+        "The config file is -c/--config FILE, else ${CONFIG_ENV}, else {DEFAULT_CONFIG_PATH}.\n\
+         Relative paths inside it resolve against its directory."
+    )
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config = config_path(cli.config);
     match cli.command {
-        Cmd::Run { config } => run(config),
-        Cmd::Check { config } => check(config),
+        Cmd::Run => run(config),
+        Cmd::Check => check(config),
         Cmd::HashPassword => hash_password(),
     }
+}
+
+/// `--config`, else `$POSTERN_CONFIG`, else the default.
+fn config_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| {
+        std::env::var_os(CONFIG_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+    .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
 }
 
 fn init_logging(format: LogFormat) {
@@ -57,14 +87,36 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Prints every problem of a config error on its own line.
+fn report_config_error(e: &ConfigError) {
+    let problems = e.problems();
+    for p in &problems {
+        eprintln!("postern: {p}");
+    }
+    if problems.len() > 1 {
+        eprintln!("postern: {} mistakes; nothing was changed", problems.len());
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        report_config_error(&e);
+        ExitCode::from(EX_USAGE)
+    })
+}
+
 fn run(path: PathBuf) -> ExitCode {
-    let config = match Config::load(&path) {
+    let config = match load(&path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("postern: {e}");
-            return ExitCode::from(EX_USAGE);
-        }
+        Err(code) => return code,
     };
+    let dirs = config.check_dirs(true);
+    if !dirs.is_empty() {
+        for e in &dirs {
+            eprintln!("postern: {e}");
+        }
+        return ExitCode::from(EX_USAGE);
+    }
     init_logging(config.server.log_format);
     for w in &config.warnings {
         tracing::warn!("{w}");
@@ -80,8 +132,17 @@ fn run(path: PathBuf) -> ExitCode {
         let server = match postern::Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
+                let hint = match &e {
+                    postern::Error::Bind { addr, source, .. } => {
+                        postern::config::bind_hint(addr, source)
+                    }
+                    _ => None,
+                };
                 tracing::error!("{e}");
                 eprintln!("postern: {e}");
+                if let Some(h) = hint {
+                    eprintln!("postern: hint: {h}");
+                }
                 return if e.is_config() {
                     ExitCode::from(EX_USAGE)
                 } else {
@@ -91,6 +152,7 @@ fn run(path: PathBuf) -> ExitCode {
         };
         #[cfg(unix)]
         tokio::spawn(reload_on_sighup(server.reloader(), path));
+        notify::send("READY=1\nSTATUS=serving");
         match server.run(shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -111,8 +173,15 @@ async fn reload_on_sighup(reloader: postern::server::Reloader, path: PathBuf) {
     };
     while hup.recv().await.is_some() {
         tracing::info!(config = %path.display(), "SIGHUP: reloading");
-        if let Err(e) = reloader.reload_file(&path) {
-            tracing::error!("reload failed, keeping the running configuration: {e}");
+        notify::send("RELOADING=1\nSTATUS=reloading");
+        match reloader.reload_file(&path) {
+            Ok(()) => notify::send("READY=1\nSTATUS=serving (reloaded)"),
+            Err(e) => {
+                for line in e.lines() {
+                    tracing::error!("reload failed, keeping the running configuration: {line}");
+                }
+                notify::send("READY=1\nSTATUS=serving (last reload failed; see the log)");
+            }
         }
     }
 }
@@ -137,140 +206,25 @@ async fn shutdown_signal() {
         () = ctrl_c => {}
         () = term => {}
     }
+    notify::send("STOPPING=1\nSTATUS=stopping");
     tracing::info!("stop requested");
 }
 
 fn check(path: PathBuf) -> ExitCode {
-    let config = match Config::load(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("postern: {e}");
-            return ExitCode::from(EX_USAGE);
+    match load(&path) {
+        Ok(config) => {
+            print!("{}", config.summary());
+            ExitCode::SUCCESS
         }
-    };
-    let mut out = String::new();
-    out.push_str(&format!("{}: OK\n", path.display()));
-    out.push_str(&format!("server: hostname {}\n", config.server.hostname));
-    for l in &config.listeners {
-        out.push_str(&format!(
-            "listener {}: {} tls={:?} auth={:?} plaintext_auth={}{}\n",
-            l.name.get_ref(),
-            l.addr.get_ref(),
-            l.tls.get_ref(),
-            l.auth,
-            l.plaintext_auth_allowed(),
-            if l.proxy_protocol.as_ref().is_some_and(|p| *p.get_ref()) {
-                format!(" proxy_protocol from {} source(s)", l.proxy_from.len())
-            } else {
-                String::new()
-            }
-        ));
+        Err(code) => code,
     }
-    if let Some(m) = &config.metrics {
-        out.push_str(&format!("metrics: http://{}/metrics\n", m.addr));
-    }
-    let mut warnings = config.warnings.clone();
-    for u in &config.upstreams {
-        match u.kind.get_ref() {
-            UpstreamKind::Outbox => out.push_str(&format!(
-                "upstream {}: outbox in {}\n",
-                u.name(),
-                u.dir
-                    .as_ref()
-                    .map(|d| d.get_ref().display().to_string())
-                    .unwrap_or_default()
-            )),
-            UpstreamKind::Smtp => {
-                let secret = u.secret();
-                out.push_str(&format!(
-                    "upstream {}: smtp {} tls={:?} user={} password from {}\n",
-                    u.name(),
-                    u.addr.as_ref().map(|a| a.get_ref().as_str()).unwrap_or(""),
-                    u.tls_mode(),
-                    u.username
-                        .as_ref()
-                        .map(|s| s.get_ref().as_str())
-                        .unwrap_or("(none)"),
-                    secret
-                        .as_ref()
-                        .map_or("nowhere".to_owned(), ToString::to_string),
-                ));
-                out.push_str(&format!(
-                    "  pool={} max_connections={} pool_wait={}s idle_timeout={}s health_check_interval={}s\n",
-                    u.pool.unwrap_or(true),
-                    u.max_connections
-                        .unwrap_or(postern::config::DEFAULT_UPSTREAM_MAX_CONNECTIONS),
-                    u.pool_wait
-                        .map_or(postern::config::DEFAULT_POOL_WAIT, |s| s.0)
-                        .as_secs(),
-                    u.idle_timeout
-                        .map_or(postern::config::DEFAULT_UPSTREAM_IDLE_TIMEOUT, |s| s.0)
-                        .as_secs(),
-                    u.health_check_interval
-                        .map_or(postern::config::DEFAULT_HEALTH_CHECK_INTERVAL, |s| s.0)
-                        .as_secs(),
-                ));
-                if let Some(Err(e)) = secret.map(|s| s.resolve()) {
-                    warnings.push(format!(
-                        "upstream {}: {e} (needed by `postern run`)",
-                        u.name()
-                    ));
-                }
-            }
-        }
-    }
-    for u in &config.users {
-        let up = config.user_upstream(u).map_or("?", |x| x.name());
-        let limits = config.user_limits(u);
-        out.push_str(&format!(
-            "user {}: upstream {} auth={} networks={} senders=[{}] rewrite_sender={}\n",
-            u.name(),
-            up,
-            if u.password_hash.is_some() {
-                "password"
-            } else {
-                "none"
-            },
-            u.networks.len(),
-            u.allowed_senders
-                .iter()
-                .map(|s| s.get_ref().as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            u.rewrite_sender
-                .as_ref()
-                .map_or("-", |s| s.get_ref().as_str()),
-        ));
-        out.push_str(&format!(
-            "  limits: max_message_size={} max_recipients={} messages_per_minute={} recipients_per_hour={}\n",
-            limits.max_message_size, limits.max_recipients, limits.messages_per_minute, limits.recipients_per_hour
-        ));
-    }
-    let l = &config.limits;
-    out.push_str(&format!(
-        "limits: max_message_size={} max_recipients={} max_connections={} idle_timeout={}s\n",
-        l.max_message_size,
-        l.max_recipients,
-        l.max_connections,
-        l.idle_timeout.as_secs()
-    ));
-    for w in &warnings {
-        out.push_str(&format!("warning: {w}\n"));
-    }
-    print!("{out}");
-    ExitCode::SUCCESS
 }
 
 fn hash_password() -> ExitCode {
     let password = if std::io::stdin().is_terminal() {
-        eprint!("Password: ");
-        let _ = std::io::stderr().flush();
-        match rpassword::read_password() {
+        match read_password_twice() {
             Ok(p) => p,
-            Err(e) => {
-                eprintln!("postern: cannot read the password: {e}");
-                return ExitCode::FAILURE;
-            }
+            Err(code) => return code,
         }
     } else {
         let mut line = String::new();
@@ -293,5 +247,132 @@ fn hash_password() -> ExitCode {
             eprintln!("postern: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Asks on the terminal, without echo, twice, and compares.
+///
+/// rpassword turns echo and signals off while it reads and, on Ctrl-C, raises
+/// SIGINT *before* it puts the terminal back: with the default action the
+/// process would die with echo still off. So SIGINT is caught for the time of
+/// the prompts; rpassword then returns `Interrupted`, restores the terminal as
+/// it unwinds, and we exit 130. A SIGINT from elsewhere (`kill -INT`) while
+/// the read blocks is answered the same way, the terminal restored with `stty`.
+fn read_password_twice() -> Result<String, ExitCode> {
+    let guard = interrupt::Guard::install();
+    let ask = |prompt: &str| -> Result<String, ExitCode> {
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+        rpassword::read_password().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                eprintln!();
+                std::process::exit(EXIT_INTERRUPTED);
+            }
+            eprintln!("postern: cannot read the password: {e}");
+            ExitCode::FAILURE
+        })
+    };
+    let first = ask("Password: ")?;
+    if first.is_empty() {
+        eprintln!("postern: empty password");
+        return Err(ExitCode::from(EX_USAGE));
+    }
+    let second = ask("Again: ")?;
+    drop(guard);
+    if first != second {
+        eprintln!("postern: the two passwords differ; nothing was hashed");
+        return Err(ExitCode::from(EX_USAGE));
+    }
+    Ok(first)
+}
+
+/// Catching SIGINT while the password prompts are up.
+mod interrupt {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    /// While alive, SIGINT does not kill the process.
+    pub struct Guard {
+        done: Arc<AtomicBool>,
+    }
+
+    impl Guard {
+        pub fn install() -> Option<Guard> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            let mut sig = {
+                let _enter = rt.enter();
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok()?
+            };
+            let done = Arc::new(AtomicBool::new(false));
+            let watch = done.clone();
+            std::thread::spawn(move || {
+                rt.block_on(async {
+                    while sig.recv().await.is_some() {
+                        // rpassword's own Ctrl-C path returns and exits within moments;
+                        // if we are still here, the signal came from outside.
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        if watch.load(Ordering::SeqCst) {
+                            continue;
+                        }
+                        restore_echo();
+                        eprintln!();
+                        std::process::exit(super::EXIT_INTERRUPTED);
+                    }
+                });
+            });
+            Some(Guard { done })
+        }
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.done.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn restore_echo() {
+        if let Ok(tty) = std::fs::File::open("/dev/tty") {
+            let _ = std::process::Command::new("stty")
+                .arg("echo")
+                .arg("icanon")
+                .arg("isig")
+                .stdin(tty)
+                .status();
+        }
+    }
+}
+
+/// systemd's readiness protocol (sd_notify): one datagram per state change to
+/// the unix socket named by `$NOTIFY_SOCKET` (a path, or `@name` for the
+/// abstract namespace). Without the variable, nothing is sent.
+mod notify {
+    use std::os::unix::net::UnixDatagram;
+
+    pub fn send(state: &str) {
+        let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+            return;
+        };
+        if let Err(e) = send_to(&target, state) {
+            tracing::warn!("sd_notify to {}: {e}", target.to_string_lossy());
+        }
+    }
+
+    fn send_to(target: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let sock = UnixDatagram::unbound()?;
+        let bytes = target.as_bytes();
+        #[cfg(target_os = "linux")]
+        if let Some(name) = bytes.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            sock.send_to_addr(state.as_bytes(), &addr)?;
+            return Ok(());
+        }
+        sock.send_to(state.as_bytes(), std::path::Path::new(target))?;
+        Ok(())
     }
 }

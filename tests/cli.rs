@@ -95,8 +95,9 @@ fn check_accepts_the_shipped_config() {
         stdout.contains("metrics: http://127.0.0.1:9465/metrics"),
         "{stdout}"
     );
+    // Relative to the config file's directory: config/../var/outbox.
     assert!(
-        stdout.contains("upstream outbox: outbox in var/outbox"),
+        stdout.contains(&format!("upstream outbox: outbox in {MANIFEST_DIR}/var/outbox\n")),
         "{stdout}"
     );
     assert!(stdout.contains("user demo: upstream outbox"), "{stdout}");
@@ -210,7 +211,7 @@ fn check_rejects_a_bad_config_with_64_naming_key_and_line() {
     let config = minimal_config(2525, dir.path()) + "\n[limits]\nmax_recipients = 0\n";
     let line = config
         .lines()
-        .position(|l| l == "[limits]")
+        .position(|l| l == "max_recipients = 0")
         .map(|i| i + 1)
         .unwrap();
     let path = write(dir.path(), "bad.toml", &config);

@@ -1,0 +1,92 @@
+//! Checks that touch the machine rather than the file: whether the outbox
+//! directories can be written, and what to do when a low port is refused.
+//! Each finding names the key and its line, and the path, so "Permission
+//! denied" never comes without the directory and the key that chose it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use super::shape::line_at;
+use super::*;
+
+/// Creates `dir` when `create`, then writes and removes a probe file in it.
+fn probe_dir(dir: &Path, create: bool) -> io::Result<()> {
+    if create {
+        std::fs::create_dir_all(dir)?;
+    } else if !dir.exists() {
+        // `run` creates it; whether it will be able to is for `run` to say.
+        return Ok(());
+    }
+    let probe = dir.join(format!(".postern-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
+
+impl Config {
+    /// The outbox directories that cannot be written (created first when `create`).
+    /// `run` calls it with `create = true` before serving; `check` with false, as warnings.
+    pub fn check_dirs(&self, create: bool) -> Vec<ConfigError> {
+        let text = std::fs::read_to_string(&self.source).unwrap_or_default();
+        self.upstreams
+            .iter()
+            .filter_map(|u| {
+                let dir = u.dir.as_ref()?;
+                let e = probe_dir(dir.get_ref(), create).err()?;
+                Some(ConfigError::Invalid {
+                    path: self.source.clone(),
+                    line: line_at(&text, dir.span().start),
+                    key: "upstream.dir".to_owned(),
+                    message: format!(
+                        "outbox directory {} of upstream {:?} is not writable: {e}{}",
+                        dir.get_ref().display(),
+                        u.name(),
+                        if e.kind() == io::ErrorKind::PermissionDenied {
+                            " (the shipped systemd unit gives postern /var/lib/postern as its StateDirectory)"
+                        } else {
+                            ""
+                        }
+                    ),
+                })
+            })
+            .collect()
+    }
+}
+
+/// What to do when binding `addr` failed with `err`, if there is something to say.
+pub fn bind_hint(addr: &SocketAddr, err: &io::Error) -> Option<String> {
+    match err.kind() {
+        io::ErrorKind::PermissionDenied if addr.port() < 1024 => Some(format!(
+            "port {} is below 1024 and needs CAP_NET_BIND_SERVICE: start postern from the shipped systemd unit \
+             (contrib/systemd/postern.service has AmbientCapabilities=CAP_NET_BIND_SERVICE), \
+             or `setcap cap_net_bind_service=+ep` on the binary, or listen on a port above 1023",
+            addr.port()
+        )),
+        io::ErrorKind::AddrInUse => Some(format!(
+            "another process listens on {addr} already (`ss -ltnp 'sport = :{}'` shows which)",
+            addr.port()
+        )),
+        io::ErrorKind::AddrNotAvailable => Some(format!(
+            "{} is not an address of this machine (`ip -br addr` lists them); 0.0.0.0 listens on all",
+            addr.ip()
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hint_for_low_ports_only() {
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        let low: SocketAddr = "0.0.0.0:25".parse().unwrap();
+        let high: SocketAddr = "0.0.0.0:2525".parse().unwrap();
+        let hint = bind_hint(&low, &denied).unwrap();
+        assert!(hint.contains("CAP_NET_BIND_SERVICE"), "{hint}");
+        assert!(bind_hint(&high, &denied).is_none());
+        let busy = io::Error::from(io::ErrorKind::AddrInUse);
+        assert!(bind_hint(&high, &busy).unwrap().contains("already"));
+    }
+}
