@@ -128,18 +128,23 @@ fn run(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let chosen_by = config.clone();
     runtime.block_on(async move {
         let server = match postern::Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
-                let hint = match &e {
-                    postern::Error::Bind { addr, source, .. } => {
-                        postern::config::bind_hint(addr, source)
-                    }
-                    _ => None,
+                let (hint, key) = match &e {
+                    postern::Error::Bind { addr, source, .. } => (
+                        postern::config::bind_hint(addr, source),
+                        chosen_by.key_of_addr(addr),
+                    ),
+                    _ => (None, None),
                 };
                 tracing::error!("{e}");
                 eprintln!("postern: {e}");
+                if let Some(k) = key {
+                    eprintln!("postern: set by {k}");
+                }
                 if let Some(h) = hint {
                     eprintln!("postern: hint: {h}");
                 }
@@ -150,10 +155,23 @@ fn run(path: PathBuf) -> ExitCode {
                 };
             }
         };
-        #[cfg(unix)]
-        tokio::spawn(reload_on_sighup(server.reloader(), path));
+        // Every handler is in place before READY=1: a SIGHUP or SIGTERM right
+        // after it must not find the default action (which ends the process).
+        let stop = match StopSignals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("postern: cannot listen for SIGTERM/SIGINT: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hup) => {
+                tokio::spawn(reload_on_sighup(hup, server.reloader(), path));
+            }
+            Err(e) => tracing::warn!("cannot listen for SIGHUP ({e}); reload by restarting"),
+        }
         notify::send("READY=1\nSTATUS=serving");
-        match server.run(shutdown_signal()).await {
+        match server.run(stop.wait()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("postern: {e}");
@@ -164,13 +182,11 @@ fn run(path: PathBuf) -> ExitCode {
 }
 
 /// Re-reads the config file on every SIGHUP and installs what can change while serving.
-#[cfg(unix)]
-async fn reload_on_sighup(reloader: postern::server::Reloader, path: PathBuf) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; reload by restarting");
-        return;
-    };
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    reloader: postern::server::Reloader,
+    path: PathBuf,
+) {
     while hup.recv().await.is_some() {
         tracing::info!(config = %path.display(), "SIGHUP: reloading");
         notify::send("RELOADING=1\nSTATUS=reloading");
@@ -186,28 +202,30 @@ async fn reload_on_sighup(reloader: postern::server::Reloader, path: PathBuf) {
     }
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+/// SIGTERM and SIGINT (Ctrl-C), registered at once so none is missed.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    notify::send("STOPPING=1\nSTATUS=stopping");
-    tracing::info!("stop requested");
+
+    /// Completes on the first of them.
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        notify::send("STOPPING=1\nSTATUS=stopping");
+        tracing::info!("stop requested");
+    }
 }
 
 fn check(path: PathBuf) -> ExitCode {

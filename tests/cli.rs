@@ -97,7 +97,9 @@ fn check_accepts_the_shipped_config() {
     );
     // Relative to the config file's directory: config/../var/outbox.
     assert!(
-        stdout.contains(&format!("upstream outbox: outbox in {MANIFEST_DIR}/var/outbox\n")),
+        stdout.contains(&format!(
+            "upstream outbox: outbox in {MANIFEST_DIR}/var/outbox\n"
+        )),
         "{stdout}"
     );
     assert!(stdout.contains("user demo: upstream outbox"), "{stdout}");

@@ -53,6 +53,24 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Which key chose `addr`: "FILE: line N: listener.addr", or the metrics one.
+    pub fn key_of_addr(&self, addr: &SocketAddr) -> Option<String> {
+        let text = std::fs::read_to_string(&self.source).unwrap_or_default();
+        if let Some(l) = self.listeners.iter().find(|l| l.addr.get_ref() == addr) {
+            return Some(format!(
+                "{}: line {}: listener.addr",
+                self.source,
+                line_at(&text, l.addr.span().start)
+            ));
+        }
+        self.metrics
+            .as_ref()
+            .filter(|m| m.addr == *addr)
+            .map(|_| format!("{}: metrics.addr", self.source))
+    }
+}
+
 /// What to do when binding `addr` failed with `err`, if there is something to say.
 pub fn bind_hint(addr: &SocketAddr, err: &io::Error) -> Option<String> {
     match err.kind() {
