@@ -174,6 +174,9 @@ fn run_from_another_directory_finds_the_relative_outbox_next_to_the_config() {
     );
 }
 
+/// Arguments, environment, and the config file `check` should report.
+type Run<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn config_flag_goes_before_or_after_the_subcommand_and_env_sets_the_default() {
     let dir = tempfile::tempdir().unwrap();
@@ -181,7 +184,7 @@ fn config_flag_goes_before_or_after_the_subcommand_and_env_sets_the_default() {
     let a = write(dir.path(), "a.toml", &config(2525, "out-a"));
     let b = write(dir.path(), "b.toml", &config(2525, "out-b"));
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
-    let runs: [(&[&str], &[(&str, &str)], &str); 6] = [
+    let runs: [Run; 6] = [
         (&["check", "--config", a], &[], a),
         (&["--config", a, "check"], &[], a),
         (&["-c", a, "check"], &[], a),
