@@ -15,7 +15,7 @@
 //! `postern check` prints, with the limits the server enforces; `runtime`
 //! holds the checks that touch the machine (directories, ports).
 
-mod keys;
+pub mod keys;
 mod paths;
 mod runtime;
 mod shape;
