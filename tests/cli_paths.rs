@@ -355,3 +355,27 @@ fn a_refused_low_port_gets_the_capability_hint() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_packaged_config_passes_check_and_is_safe() {
+    let manifest = env!("CARGO_MANIFEST_DIR");
+    let path = format!("{manifest}/contrib/debian/postern.toml");
+    let out = postern(&["check", "-c", &path], Path::new("/"), &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("upstream outbox: outbox in /var/lib/postern/outbox"),
+        "{stdout}"
+    );
+    // Loopback only, and no user: nothing can relay until the operator adds one.
+    for line in stdout.lines().filter(|l| l.starts_with("listener ")) {
+        assert!(line.contains(": 127.0.0.1:"), "{line}");
+    }
+    assert!(!stdout.lines().any(|l| l.starts_with("user ")), "{stdout}");
+    let warnings: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stdout}");
+    assert!(warnings[0].contains("no [[user]]"), "{stdout}");
+}

@@ -96,3 +96,63 @@ fn operations_md_covers_the_operators_questions() {
         );
     }
 }
+
+#[test]
+fn license_files_match_cargo_toml() {
+    let manifest: toml::Table = toml::from_str(&read("Cargo.toml")).unwrap();
+    let license = manifest["package"]["license"].as_str().unwrap();
+    assert_eq!(license, "MIT OR Apache-2.0");
+    assert!(read("LICENSE-MIT").starts_with("MIT License"));
+    let apache = read("LICENSE-APACHE");
+    assert!(apache.contains("Apache License") && apache.contains("Version 2.0, January 2004"));
+    let deb = &manifest["package"]["metadata"]["deb"];
+    assert_eq!(deb["license-file"][0].as_str(), Some("LICENSE-MIT"));
+}
+
+#[test]
+fn the_systemd_unit_has_what_the_service_needs() {
+    let unit = read("contrib/systemd/postern.service");
+    for line in [
+        "Type=notify",
+        "ExecStart=/usr/bin/postern run --config /etc/postern/postern.toml",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "User=postern",
+        "StateDirectory=postern",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "SystemCallFilter=@system-service",
+        "RestartPreventExitStatus=64",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "unit lacks {line:?}");
+    }
+    // The unit's config is the packaged conffile, and the package ships both.
+    let manifest: toml::Table = toml::from_str(&read("Cargo.toml")).unwrap();
+    let deb = &manifest["package"]["metadata"]["deb"];
+    let conf: Vec<&str> = deb["conf-files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(conf, ["/etc/postern/postern.toml"]);
+    let assets = deb["assets"].as_array().unwrap();
+    let dest = |src: &str| {
+        assets
+            .iter()
+            .filter_map(|a| a.as_array())
+            .find(|a| a[0].as_str() == Some(src))
+            .and_then(|a| a[1].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("{src} is not packaged"))
+    };
+    assert_eq!(
+        dest("contrib/debian/postern.toml"),
+        "etc/postern/postern.toml"
+    );
+    assert_eq!(
+        dest("contrib/systemd/postern.service"),
+        "lib/systemd/system/postern.service"
+    );
+}

@@ -103,20 +103,25 @@ finish()
     assert!(!field(&out, "output").contains("half-typ"), "{out}");
 }
 
-#[test]
-fn the_password_is_asked_twice_and_hashed_when_both_match() {
-    let out = on_pty(
+/// Types `first` at the first prompt and `second` at the second; returns the driver's report.
+fn type_twice(first: &str, second: &str) -> String {
+    on_pty(&format!(
         r#"
 read_until(b"Password: ")
 wait_echo_off()
-os.write(fd, b"s3cret-pw\r")
+os.write(fd, b"{first}\r")
 read_until(b"Again: ")
 wait_echo_off()
-os.write(fd, b"s3cret-pw\r")
+os.write(fd, b"{second}\r")
 read_rest()
 finish()
-"#,
-    );
+"#
+    ))
+}
+
+#[test]
+fn the_password_is_asked_twice_and_hashed_when_both_match() {
+    let out = type_twice("s3cret-pw", "s3cret-pw");
     assert_eq!(field(&out, "exit"), "0", "{out}");
     assert_eq!(field(&out, "echo"), "on", "{out}");
     let output = field(&out, "output");
@@ -135,18 +140,7 @@ finish()
 
 #[test]
 fn two_different_passwords_hash_nothing() {
-    let out = on_pty(
-        r#"
-read_until(b"Password: ")
-wait_echo_off()
-os.write(fd, b"first-one\r")
-read_until(b"Again: ")
-wait_echo_off()
-os.write(fd, b"second-one\r")
-read_rest()
-finish()
-"#,
-    );
+    let out = type_twice("first-one", "second-one");
     assert_eq!(field(&out, "exit"), "64", "{out}");
     assert_eq!(field(&out, "echo"), "on", "{out}");
     let output = field(&out, "output");
