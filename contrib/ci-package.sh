@@ -57,7 +57,7 @@ fi
 
 echo "package: cargo deb"
 rm -f target/debian/postern_*.deb
-POSTERN_DEFAULT_CONFIG=/etc/postern/postern.toml cargo deb --quiet >/dev/null
+POSTERN_DEFAULT_CONFIG=/etc/postern/postern.toml cargo deb --quiet -- --locked >/dev/null
 DEB="$(ls -t target/debian/postern_*.deb | head -n 1)"
 echo "package: built $DEB"
 

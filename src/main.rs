@@ -256,7 +256,7 @@ fn hash_password() -> ExitCode {
         eprintln!("postern: empty password");
         return ExitCode::from(EX_USAGE);
     }
-    match postern::auth::hash_password(&password) {
+    match postern::password::hash_password(&password) {
         Ok(h) => {
             println!("{h}");
             ExitCode::SUCCESS

@@ -316,7 +316,8 @@ fn hash_password_prints_an_argon2id_phc_string() {
         1,
         "only the hash on stdout: {stdout}"
     );
-    let parsed = postern::auth::PasswordHash::parse(hash).expect("a PHC string postern accepts");
+    let parsed =
+        postern::password::PasswordHash::parse(hash).expect("a PHC string postern accepts");
     assert!(parsed.verify("pw"));
     assert!(
         !parsed.verify("pw\n"),
@@ -482,7 +483,7 @@ fn sighup_reloads_users_without_dropping_connections() {
     let mut greeting = String::new();
     held_reader.read_line(&mut greeting).unwrap();
 
-    let hash = postern::auth::hash_password("fresh-pw").unwrap();
+    let hash = postern::password::hash_password("fresh-pw").unwrap();
     write(
         dir.path(),
         "postern.toml",

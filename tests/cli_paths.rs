@@ -3,6 +3,9 @@
 //! before or after the subcommand, `POSTERN_CONFIG`, `--help` for every flag,
 //! every mistake of a file in one run, and run-time errors that name the key.
 
+// Wall-clock deadlines of a test run against a real process, not postern's timeouts.
+#![allow(clippy::disallowed_types)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -134,7 +134,7 @@ fn the_password_is_asked_twice_and_hashed_when_both_match() {
         .chars()
         .take_while(|c| !c.is_whitespace() && *c != '\\' && *c != '\'')
         .collect();
-    let parsed = postern::auth::PasswordHash::parse(&hash).expect("a hash postern accepts");
+    let parsed = postern::password::PasswordHash::parse(&hash).expect("a hash postern accepts");
     assert!(parsed.verify("s3cret-pw"));
 }
 
