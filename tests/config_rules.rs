@@ -442,3 +442,61 @@ upstream = "nowhere"
         "{all:#?}"
     );
 }
+
+#[test]
+fn checks_limits_are_the_ones_the_running_upstreams_compute() {
+    // The same numbers from the running side: the upstreams built from this config.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let text = base().replace("dir = \"var/outbox\"", &format!("dir = \"{d}/a\""))
+        + &format!(
+            "\n[[upstream]]\nname = \"capped\"\nkind = \"outbox\"\ndir = \"{d}/b\"\n\
+             max_message_size = \"1MiB\"\nmax_recipients = 5\n\
+             \n[[upstream]]\nname = \"loose\"\nkind = \"outbox\"\ndir = \"{d}/c\"\nmax_recipients = 500\n"
+        );
+    let mut text = text.replace(
+        "allowed_senders = [\"*@example.com\"]\n",
+        "allowed_senders = [\"*@example.com\"]\nupstream = \"outbox\"\n",
+    );
+    for (name, up, size, rcpts) in [
+        ("big", "capped", "20MiB", 100),
+        ("small", "capped", "256KiB", 3),
+        ("other", "loose", "2MiB", 50),
+    ] {
+        text.push_str(&format!(
+            "\n[[user]]\nname = \"{name}\"\npassword_hash = \"{HASH}\"\nallowed_senders = [\"*\"]\n\
+             upstream = \"{up}\"\n[user.limits]\nmax_message_size = \"{size}\"\nmax_recipients = {rcpts}\n"
+        ));
+    }
+    let c = ok(&text);
+    let (_registry, metrics) = postern::metrics::Metrics::new_registry().unwrap();
+    let connector: std::sync::Arc<dyn postern::net::Connector> =
+        std::sync::Arc::new(postern::net::TcpConnector);
+    let ups = postern::upstream::Upstream::all_from_config(&c, &metrics, &connector).unwrap();
+    for u in &c.users {
+        let limits = c.user_limits(u);
+        let name = c.user_upstream(u).unwrap().name();
+        let up = ups.iter().find(|x| &*x.name == name).unwrap();
+        let e = c.effective_limits(u);
+        assert_eq!(
+            e.max_message_size,
+            up.effective_max_size(limits.max_message_size),
+            "user {}",
+            u.name()
+        );
+        assert_eq!(
+            e.max_recipients,
+            up.effective_max_recipients(limits.max_recipients),
+            "user {}",
+            u.name()
+        );
+    }
+    let big = c.users.iter().find(|u| u.name() == "big").unwrap();
+    assert_eq!(
+        (
+            c.effective_limits(big).max_message_size,
+            c.effective_limits(big).max_recipients
+        ),
+        (1 << 20, 5)
+    );
+}
