@@ -41,10 +41,14 @@ impl Config {
                         "outbox directory {} of upstream {:?} is not writable: {e}{}",
                         dir.get_ref().display(),
                         u.name(),
-                        if e.kind() == io::ErrorKind::PermissionDenied {
-                            " (the shipped systemd unit gives postern /var/lib/postern as its StateDirectory)"
-                        } else {
-                            ""
+                        match e.kind() {
+                            io::ErrorKind::PermissionDenied => {
+                                " (the shipped systemd unit gives postern /var/lib/postern as its StateDirectory)"
+                            }
+                            io::ErrorKind::ReadOnlyFilesystem => {
+                                " (under the shipped systemd unit only /var/lib/postern is writable: ProtectSystem=strict; add ReadWritePaths= in a drop-in)"
+                            }
+                            _ => "",
                         }
                     ),
                 })

@@ -544,6 +544,21 @@ fn unknown_key(def: &Table, name: &str) -> String {
         }
         return msg;
     }
+    if def.path.is_empty() {
+        let tables: Vec<String> = def
+            .keys
+            .iter()
+            .filter_map(|k| match k.kind {
+                Kind::Section(p) => Some(format!("[{p}]")),
+                Kind::Blocks(p) => Some(format!("[[{p}]]")),
+                _ => None,
+            })
+            .collect();
+        return format!(
+            "unknown table {name:?}; the file's tables are: {}",
+            tables.join(", ")
+        );
+    }
     let all: Vec<&str> = def.keys.iter().map(|k| k.name).collect();
     format!(
         "unknown key {name:?} in {here}; the keys there are: {}",
