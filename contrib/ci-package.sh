@@ -74,6 +74,17 @@ check "the package holds the binary, the unit, the conffile, docs and licenses" 
 conffiles() { dpkg-deb --ctrl-tarfile "$DEB" | tar -xO ./conffiles | grep -qx /etc/postern/postern.toml; }
 check "/etc/postern/postern.toml is a conffile" conffiles
 
+# The documented `cargo install --path .`, into a scratch root; with the same
+# flags as the package build it reuses that build instead of compiling again.
+INSTALL_ROOT="$(mktemp -d)"
+trap 'rm -rf "$INSTALL_ROOT"' EXIT
+POSTERN_DEFAULT_CONFIG=/etc/postern/postern.toml \
+    cargo install --path . --locked --quiet --root "$INSTALL_ROOT" --target-dir target 2>/dev/null
+installed_check() {
+    (cd / && "$INSTALL_ROOT/bin/postern" check --config "$ROOT/config/postern.toml" >/dev/null)
+}
+check "cargo install --path . gives a postern that checks config/postern.toml from /" installed_check
+
 dpkg_ -i "$DEB"
 check "dpkg -i installs /usr/bin/postern" test -x /usr/bin/postern
 check "systemd-analyze verify accepts the installed unit" \
