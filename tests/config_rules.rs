@@ -500,3 +500,27 @@ fn checks_limits_are_the_ones_the_running_upstreams_compute() {
         (1 << 20, 5)
     );
 }
+
+#[test]
+fn surrounding_spaces_in_other_strings_are_refused_too() {
+    let text = base().replace("name = \"demo\"", "name = \"demo \"");
+    assert_one(
+        &text,
+        "user.name",
+        line_of(&text, "\"demo \""),
+        &["space", "remove it"],
+    );
+    let text = base()
+        + "\n[[upstream]]\nname = \"p\"\nkind = \"smtp\"\naddr = \"smtp.example.com:465\"\n\
+        username = \" u@example.com\"\npassword = \" inline passwords may start with a space \"\n";
+    let text = text.replace(
+        "allowed_senders = [\"*@example.com\"]\n",
+        "allowed_senders = [\"*@example.com\"]\nupstream = \"outbox\"\n",
+    );
+    assert_one(
+        &text,
+        "upstream.username",
+        line_of(&text, "username"),
+        &["space"],
+    );
+}

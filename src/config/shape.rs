@@ -229,7 +229,16 @@ impl Walker<'_> {
                     }
                 }
                 kind => {
-                    if let Err(msg) = value(kind, v) {
+                    let checked = value(kind, v).and_then(|()| {
+                        // An inline password may hold any characters; nothing else
+                        // written as a string means its surrounding spaces.
+                        if name == "password" {
+                            Ok(())
+                        } else {
+                            untrimmed(kind, v.get_ref())
+                        }
+                    });
+                    if let Err(msg) = checked {
                         self.error(&k.span(), key.clone(), msg);
                         match (kdef.default, self.placeholder(kind)) {
                             ("required", Some(p)) => self.replace.push((v.span(), p)),
@@ -273,6 +282,20 @@ fn string<'v>(v: &'v DeValue<'_>) -> Option<&'v str> {
     match v {
         DeValue::String(s) => Some(s.as_ref()),
         _ => None,
+    }
+}
+
+/// A string with a space or line break at either end (pasted?) is refused.
+fn untrimmed(kind: Kind, v: &DeValue<'_>) -> Result<(), String> {
+    let stringy = matches!(
+        kind,
+        Kind::Text | Kind::Name | Kind::Address | Kind::HostPort | Kind::Path | Kind::ListenAddr
+    );
+    match string(v) {
+        Some(s) if stringy && s != s.trim() => Err(format!(
+            "{s:?} has a space or line break at its start or end (pasted?); remove it"
+        )),
+        _ => Ok(()),
     }
 }
 
