@@ -17,18 +17,23 @@
 
 pub mod keys;
 mod paths;
+mod reference;
 mod runtime;
 mod shape;
+mod suggest;
 mod summary;
 mod types;
 mod units;
+mod upstream_rules;
 mod validate;
+mod values;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use keys::{Key, Kind, TABLES, Table};
 pub use paths::resolve;
+pub use reference::markdown_reference;
 pub use runtime::bind_hint;
 pub use summary::EffectiveLimits;
 pub use types::*;
@@ -247,5 +252,7 @@ impl Config {
     }
 }
 
+#[cfg(test)]
+mod schema_tests;
 #[cfg(test)]
 mod tests;

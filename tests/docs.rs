@@ -21,7 +21,7 @@ fn configuration_md_lists_exactly_the_keys_of_the_code() {
     let doc = read("docs/configuration.md");
     let start = doc.find(BEGIN).expect("the keys:begin marker") + BEGIN.len();
     let end = doc[start..].find(END).expect("the keys:end marker") + start;
-    let want = postern::config::keys::markdown_reference();
+    let want = postern::config::markdown_reference();
     if doc[start..end] != want {
         if std::env::var_os("POSTERN_WRITE_DOCS").is_some() {
             let new = format!("{}{want}{}", &doc[..start], &doc[end..]);

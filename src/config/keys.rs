@@ -130,229 +130,65 @@ pub const AUTH_MODES: &[&str] = &["required", "optional"];
 pub const LOG_FORMATS: &[&str] = &["text", "json"];
 pub const UPSTREAM_KINDS: &[&str] = &["smtp", "outbox"];
 
+// One line per key, so the schema reads as a table (rustfmt would spread each
+// call over seven lines).
+#[rustfmt::skip]
 const LIMIT_KEYS: &[Key] = &[
-    key(
-        "max_message_size",
-        Kind::Size,
-        "8MiB",
-        "\"8MiB\"",
-        "SIZE advertised and enforced while the message streams; the upstream's max_message_size and advertised SIZE lower it",
-    ),
-    key(
-        "max_recipients",
-        Kind::Count,
-        "100",
-        "100",
-        "recipients per message; the next RCPT gets 452 4.5.3; the upstream's max_recipients lowers it",
-    ),
-    key(
-        "messages_per_minute",
-        Kind::Count,
-        "60",
-        "60",
-        "messages per user per minute (burst the same); the next MAIL gets 450 4.7.1",
-    ),
-    key(
-        "recipients_per_hour",
-        Kind::Count,
-        "1000",
-        "1000",
-        "recipients per user per hour; the next RCPT gets 450 4.7.1",
-    ),
-    key(
-        "max_connections_per_user",
-        Kind::Count,
-        "10",
-        "10",
-        "concurrent sessions of one user; the AUTH over it gets 421 4.7.0",
-    ),
-    key(
-        "max_connections_per_ip",
-        Kind::Count,
-        "20",
-        "20",
-        "concurrent connections from one IPv4 address or IPv6 /64; refused at connect with 421 4.7.0",
-    ),
-    key(
-        "max_connections",
-        Kind::Count,
-        "1000",
-        "1000",
-        "concurrent connections to the whole server",
-    ),
-    key(
-        "idle_timeout",
-        Kind::Duration,
-        "5m",
-        "\"5m\"",
-        "a client silent this long gets 421 4.4.2 and is closed",
-    ),
-    key(
-        "auth_failures_per_ip_per_minute",
-        Kind::Count,
-        "10",
-        "10",
-        "failed AUTHs from one address before further AUTHs get 454 4.7.0 unchecked",
-    ),
+    key("max_message_size", Kind::Size, "8MiB", "\"8MiB\"", "SIZE advertised and enforced while the message streams; the upstream's max_message_size and advertised SIZE lower it"),
+    key("max_recipients", Kind::Count, "100", "100", "recipients per message; the next RCPT gets 452 4.5.3; the upstream's max_recipients lowers it"),
+    key("messages_per_minute", Kind::Count, "60", "60", "messages per user per minute (burst the same); the next MAIL gets 450 4.7.1"),
+    key("recipients_per_hour", Kind::Count, "1000", "1000", "recipients per user per hour; the next RCPT gets 450 4.7.1"),
+    key("max_connections_per_user", Kind::Count, "10", "10", "concurrent sessions of one user; the AUTH over it gets 421 4.7.0"),
+    key("max_connections_per_ip", Kind::Count, "20", "20", "concurrent connections from one IPv4 address or IPv6 /64; refused at connect with 421 4.7.0"),
+    key("max_connections", Kind::Count, "1000", "1000", "concurrent connections to the whole server"),
+    key("idle_timeout", Kind::Duration, "5m", "\"5m\"", "a client silent this long gets 421 4.4.2 and is closed"),
+    key("auth_failures_per_ip_per_minute", Kind::Count, "10", "10", "failed AUTHs from one address before further AUTHs get 454 4.7.0 unchecked"),
 ];
 
 /// Every table of the file, the top level first.
+#[rustfmt::skip]
 pub const TABLES: &[Table] = &[
     Table {
         path: "",
         array: false,
         keys: &[
-            key(
-                "server",
-                Kind::Section("server"),
-                "defaults",
-                "[server]",
-                "greeting name, shutdown, logs",
-            ),
-            key(
-                "listener",
-                Kind::Blocks("listener"),
-                "required",
-                "[[listener]]",
-                "one block per address postern listens on",
-            ),
-            key(
-                "tls",
-                Kind::Section("tls"),
-                "none",
-                "[tls]",
-                "the certificate for STARTTLS and implicit-TLS listeners",
-            ),
-            key(
-                "metrics",
-                Kind::Section("metrics"),
-                "none (no metrics endpoint)",
-                "[metrics]",
-                "the Prometheus endpoint",
-            ),
-            key(
-                "limits",
-                Kind::Section("limits"),
-                "defaults",
-                "[limits]",
-                "server-wide limits, each overridable per user",
-            ),
-            key(
-                "upstream",
-                Kind::Blocks("upstream"),
-                "required",
-                "[[upstream]]",
-                "one block per provider or outbox",
-            ),
-            key(
-                "user",
-                Kind::Blocks("user"),
-                "none",
-                "[[user]]",
-                "one block per device or application",
-            ),
+            key("server", Kind::Section("server"), "defaults", "[server]", "greeting name, shutdown, logs"),
+            key("listener", Kind::Blocks("listener"), "required", "[[listener]]", "one block per address postern listens on"),
+            key("tls", Kind::Section("tls"), "none", "[tls]", "the certificate for STARTTLS and implicit-TLS listeners"),
+            key("metrics", Kind::Section("metrics"), "none (no metrics endpoint)", "[metrics]", "the Prometheus endpoint"),
+            key("limits", Kind::Section("limits"), "defaults", "[limits]", "server-wide limits, each overridable per user"),
+            key("upstream", Kind::Blocks("upstream"), "required", "[[upstream]]", "one block per provider or outbox"),
+            key("user", Kind::Blocks("user"), "none", "[[user]]", "one block per device or application"),
         ],
     },
     Table {
         path: "server",
         array: false,
         keys: &[
-            key(
-                "hostname",
-                Kind::Hostname,
-                "postern.localdomain",
-                "\"relay.example.lan\"",
-                "the name in the greeting and the EHLO reply, and the EHLO name postern gives upstream",
-            ),
-            key(
-                "shutdown_grace",
-                Kind::Duration,
-                "30s",
-                "\"30s\"",
-                "on SIGTERM, transactions in flight may finish for this long",
-            ),
-            key(
-                "log_format",
-                Kind::Choice(LOG_FORMATS),
-                "text",
-                "\"json\"",
-                "log lines as text or JSON, on standard error",
-            ),
+            key("hostname", Kind::Hostname, "postern.localdomain", "\"relay.example.lan\"", "the name in the greeting and the EHLO reply, and the EHLO name postern gives upstream"),
+            key("shutdown_grace", Kind::Duration, "30s", "\"30s\"", "on SIGTERM, transactions in flight may finish for this long"),
+            key("log_format", Kind::Choice(LOG_FORMATS), "text", "\"json\"", "log lines as text or JSON, on standard error"),
         ],
     },
     Table {
         path: "listener",
         array: true,
         keys: &[
-            key(
-                "name",
-                Kind::Name,
-                "required",
-                "\"submission\"",
-                "label in logs and metrics",
-            ),
-            key(
-                "addr",
-                Kind::ListenAddr,
-                "required",
-                "\"0.0.0.0:587\"",
-                "IP address and port to listen on (no host names)",
-            ),
-            key(
-                "tls",
-                Kind::Choice(TLS_MODES),
-                "none",
-                "\"starttls\"",
-                "\"starttls\" and \"implicit\" need [tls]",
-            ),
-            key(
-                "auth",
-                Kind::Choice(AUTH_MODES),
-                "required",
-                "\"optional\"",
-                "\"optional\": a client in a user's networks sends as that user without AUTH",
-            ),
-            key(
-                "allow_plaintext_auth",
-                Kind::Bool,
-                "true on loopback addresses, else false",
-                "false",
-                "AUTH before TLS",
-            ),
-            key(
-                "proxy_protocol",
-                Kind::Bool,
-                "false",
-                "true",
-                "read a HAProxy PROXY v1/v2 header first",
-            ),
-            key(
-                "proxy_from",
-                Kind::Networks,
-                "[]",
-                "[\"10.0.0.0/8\"]",
-                "sources allowed to send a PROXY header (required with proxy_protocol)",
-            ),
+            key("name", Kind::Name, "required", "\"submission\"", "label in logs and metrics"),
+            key("addr", Kind::ListenAddr, "required", "\"0.0.0.0:587\"", "IP address and port to listen on (no host names)"),
+            key("tls", Kind::Choice(TLS_MODES), "none", "\"starttls\"", "\"starttls\" and \"implicit\" need [tls]"),
+            key("auth", Kind::Choice(AUTH_MODES), "required", "\"optional\"", "\"optional\": a client in a user's networks sends as that user without AUTH"),
+            key("allow_plaintext_auth", Kind::Bool, "true on loopback addresses, else false", "false", "AUTH before TLS"),
+            key("proxy_protocol", Kind::Bool, "false", "true", "read a HAProxy PROXY v1/v2 header first"),
+            key("proxy_from", Kind::Networks, "[]", "[\"10.0.0.0/8\"]", "sources allowed to send a PROXY header (required with proxy_protocol)"),
         ],
     },
     Table {
         path: "tls",
         array: false,
         keys: &[
-            key(
-                "cert",
-                Kind::Path,
-                "required",
-                "\"/etc/letsencrypt/live/relay/fullchain.pem\"",
-                "PEM certificate chain",
-            ),
-            key(
-                "key",
-                Kind::Path,
-                "required",
-                "\"/etc/letsencrypt/live/relay/privkey.pem\"",
-                "PEM private key",
-            ),
+            key("cert", Kind::Path, "required", "\"/etc/letsencrypt/live/relay/fullchain.pem\"", "PEM certificate chain"),
+            key("key", Kind::Path, "required", "\"/etc/letsencrypt/live/relay/privkey.pem\"", "PEM private key"),
         ],
     },
     Table {
@@ -375,194 +211,38 @@ pub const TABLES: &[Table] = &[
         path: "upstream",
         array: true,
         keys: &[
-            key(
-                "name",
-                Kind::Name,
-                "required",
-                "\"aliyun\"",
-                "what users name in upstream; label in metrics",
-            ),
-            key(
-                "kind",
-                Kind::Choice(UPSTREAM_KINDS),
-                "required",
-                "\"smtp\"",
-                "a provider (smtp) or a directory of .eml files (outbox)",
-            ),
-            key(
-                "addr",
-                Kind::HostPort,
-                "required for smtp",
-                "\"smtpdm.aliyun.com:465\"",
-                "the provider's submission server",
-            ),
-            key(
-                "tls",
-                Kind::Choice(TLS_MODES),
-                "implicit",
-                "\"starttls\"",
-                "TLS toward the provider",
-            ),
-            key(
-                "tls_verify",
-                Kind::Bool,
-                "true",
-                "true",
-                "verify the provider's certificate (false: lab use only, warned about)",
-            ),
-            key(
-                "ca_file",
-                Kind::Path,
-                "the webpki roots",
-                "\"provider-ca.pem\"",
-                "PEM trust anchors instead of the webpki roots",
-            ),
-            key(
-                "username",
-                Kind::Text,
-                "none (no AUTH)",
-                "\"noreply@mail.example.com\"",
-                "the provider account",
-            ),
-            key(
-                "password",
-                Kind::Text,
-                "none",
-                "\"secret\"",
-                "inline password: demos only, warned about",
-            ),
-            key(
-                "password_env",
-                Kind::Text,
-                "none",
-                "\"ALIYUN_SMTP_PASSWORD\"",
-                "environment variable holding the password, read when run starts",
-            ),
-            key(
-                "password_file",
-                Kind::Path,
-                "none",
-                "\"/etc/postern/aliyun.secret\"",
-                "file holding the password (trailing newline ignored)",
-            ),
-            key(
-                "max_connections",
-                Kind::Count,
-                "10",
-                "10",
-                "the provider's per-account connection cap",
-            ),
-            key(
-                "pool",
-                Kind::Bool,
-                "true",
-                "true",
-                "keep authenticated connections warm and reuse them",
-            ),
-            key(
-                "pool_wait",
-                Kind::Duration,
-                "10s",
-                "\"10s\"",
-                "a client waits this long for a free connection, then 451 4.4.5",
-            ),
-            key(
-                "health_check_interval",
-                Kind::Duration,
-                "5m",
-                "\"5m\"",
-                "EHLO+AUTH+QUIT probe of the credentials; 0 = off",
-            ),
-            key(
-                "idle_timeout",
-                Kind::Duration,
-                "25s",
-                "\"25s\"",
-                "a pooled connection idle this long is closed (under the provider's cut)",
-            ),
-            key(
-                "max_recipients",
-                Kind::Count,
-                "no cap of its own",
-                "100",
-                "caps every user's max_recipients toward this upstream",
-            ),
-            key(
-                "max_message_size",
-                Kind::Size,
-                "no cap of its own",
-                "\"8MiB\"",
-                "caps every user's max_message_size toward this upstream",
-            ),
-            key(
-                "dir",
-                Kind::Path,
-                "required for outbox",
-                "\"/var/lib/postern/outbox\"",
-                "outbox directory: <id>.eml plus <id>.json per message",
-            ),
+            key("name", Kind::Name, "required", "\"aliyun\"", "what users name in upstream; label in metrics"),
+            key("kind", Kind::Choice(UPSTREAM_KINDS), "required", "\"smtp\"", "a provider (smtp) or a directory of .eml files (outbox)"),
+            key("addr", Kind::HostPort, "required for smtp", "\"smtpdm.aliyun.com:465\"", "the provider's submission server"),
+            key("tls", Kind::Choice(TLS_MODES), "implicit", "\"starttls\"", "TLS toward the provider"),
+            key("tls_verify", Kind::Bool, "true", "true", "verify the provider's certificate (false: lab use only, warned about)"),
+            key("ca_file", Kind::Path, "the webpki roots", "\"provider-ca.pem\"", "PEM trust anchors instead of the webpki roots"),
+            key("username", Kind::Text, "none (no AUTH)", "\"noreply@mail.example.com\"", "the provider account"),
+            key("password", Kind::Text, "none", "\"secret\"", "inline password: demos only, warned about"),
+            key("password_env", Kind::Text, "none", "\"ALIYUN_SMTP_PASSWORD\"", "environment variable holding the password, read when run starts"),
+            key("password_file", Kind::Path, "none", "\"/etc/postern/aliyun.secret\"", "file holding the password (trailing newline ignored)"),
+            key("max_connections", Kind::Count, "10", "10", "the provider's per-account connection cap"),
+            key("pool", Kind::Bool, "true", "true", "keep authenticated connections warm and reuse them"),
+            key("pool_wait", Kind::Duration, "10s", "\"10s\"", "a client waits this long for a free connection, then 451 4.4.5"),
+            key("health_check_interval", Kind::Duration, "5m", "\"5m\"", "EHLO+AUTH+QUIT probe of the credentials; 0 = off"),
+            key("idle_timeout", Kind::Duration, "25s", "\"25s\"", "a pooled connection idle this long is closed (under the provider's cut)"),
+            key("max_recipients", Kind::Count, "no cap of its own", "100", "caps every user's max_recipients toward this upstream"),
+            key("max_message_size", Kind::Size, "no cap of its own", "\"8MiB\"", "caps every user's max_message_size toward this upstream"),
+            key("dir", Kind::Path, "required for outbox", "\"/var/lib/postern/outbox\"", "outbox directory: <id>.eml plus <id>.json per message"),
         ],
     },
     Table {
         path: "user",
         array: true,
         keys: &[
-            key(
-                "name",
-                Kind::Name,
-                "required",
-                "\"printer-2f\"",
-                "the AUTH user name; label in metrics",
-            ),
-            key(
-                "password_hash",
-                Kind::PasswordHash,
-                "none (networks only)",
-                "\"$argon2id$v=19$...\"",
-                "from `postern hash-password`",
-            ),
-            key(
-                "networks",
-                Kind::Networks,
-                "[]",
-                "[\"192.168.10.23\"]",
-                "may send from these without AUTH on an auth = \"optional\" listener; a bare address is /32",
-            ),
-            key(
-                "upstream",
-                Kind::Text,
-                "the only upstream",
-                "\"aliyun\"",
-                "the upstream this user relays through",
-            ),
-            key(
-                "allowed_senders",
-                Kind::Senders,
-                "[] (none)",
-                "[\"*@example.com\"]",
-                "envelope senders: a@b, *@domain, or *",
-            ),
-            key(
-                "rewrite_sender",
-                Kind::Address,
-                "none",
-                "\"noreply@mail.example.com\"",
-                "envelope MAIL FROM sent upstream instead of the device's",
-            ),
-            key(
-                "rewrite_header_from",
-                Kind::Bool,
-                "false",
-                "true",
-                "also replace the From: header (the original goes to Reply-To:)",
-            ),
-            key(
-                "limits",
-                Kind::Section("user.limits"),
-                "[limits]",
-                "[user.limits]",
-                "this user's overrides of [limits]",
-            ),
+            key("name", Kind::Name, "required", "\"printer-2f\"", "the AUTH user name; label in metrics"),
+            key("password_hash", Kind::PasswordHash, "none (networks only)", "\"$argon2id$v=19$...\"", "from `postern hash-password`"),
+            key("networks", Kind::Networks, "[]", "[\"192.168.10.23\"]", "may send from these without AUTH on an auth = \"optional\" listener; a bare address is /32"),
+            key("upstream", Kind::Text, "the only upstream", "\"aliyun\"", "the upstream this user relays through"),
+            key("allowed_senders", Kind::Senders, "[] (none)", "[\"*@example.com\"]", "envelope senders: a@b, *@domain, or *"),
+            key("rewrite_sender", Kind::Address, "none", "\"noreply@mail.example.com\"", "envelope MAIL FROM sent upstream instead of the device's"),
+            key("rewrite_header_from", Kind::Bool, "false", "true", "also replace the From: header (the original goes to Reply-To:)"),
+            key("limits", Kind::Section("user.limits"), "[limits]", "[user.limits]", "this user's overrides of [limits]"),
         ],
     },
     Table {
@@ -575,60 +255,4 @@ pub const TABLES: &[Table] = &[
 /// The table at `path`.
 pub fn table(path: &str) -> Option<&'static Table> {
     TABLES.iter().find(|t| t.path == path)
-}
-
-/// How a table is written in a file.
-fn header(t: &Table) -> String {
-    match (t.path, t.array) {
-        ("", _) => "top level".to_owned(),
-        (p, true) => format!("`[[{p}]]`"),
-        (p, false) => format!("`[{p}]`"),
-    }
-}
-
-fn type_text(kind: Kind) -> String {
-    match kind {
-        Kind::Choice(words) => {
-            let w: Vec<String> = words.iter().map(|w| format!("`\"{w}\"`")).collect();
-            format!("one of {}", w.join(", "))
-        }
-        Kind::Size => "size: integer or `\"8MiB\"`".to_owned(),
-        Kind::Duration => "duration: integer or `\"30s\"`".to_owned(),
-        other => other.type_name().to_owned(),
-    }
-}
-
-/// The key reference of `docs/configuration.md`: one table per section, every
-/// key with its type, unit, default, an example and its meaning. A test keeps
-/// the file equal to this.
-pub fn markdown_reference() -> String {
-    let mut out = String::new();
-    for t in TABLES.iter().filter(|t| !t.path.is_empty()) {
-        out.push_str(&format!("### {}\n\n", header(t)));
-        out.push_str("| key | type | unit | default | example | meaning |\n");
-        out.push_str("| --- | --- | --- | --- | --- | --- |\n");
-        for k in t.keys {
-            if matches!(k.kind, Kind::Section(_) | Kind::Blocks(_)) {
-                continue;
-            }
-            let default = if t.path == "user.limits" {
-                "the `[limits]` value".to_owned()
-            } else if k.default.contains(' ') {
-                k.default.to_owned()
-            } else {
-                format!("`{}`", k.default)
-            };
-            out.push_str(&format!(
-                "| `{}` | {} | {} | {} | `{}` | {} |\n",
-                k.name,
-                type_text(k.kind),
-                k.kind.unit(),
-                default,
-                k.example,
-                k.doc.replace('|', "\\|"),
-            ));
-        }
-        out.push('\n');
-    }
-    out
 }

@@ -1,0 +1,178 @@
+//! The rules of `[[upstream]]` blocks: names, caps, and the keys that belong to
+//! one kind only (an outbox has no `addr`, an SMTP provider no `dir`), a
+//! password that comes with a username from exactly one source, and the
+//! warnings about TLS toward the provider.
+
+use toml::Spanned;
+
+use super::validate::Validator;
+use super::*;
+
+impl Validator<'_> {
+    pub(super) fn upstreams(&mut self) {
+        let c = self.config.clone();
+        if c.upstreams.is_empty() {
+            self.err(&(0..0), "upstream", "at least one [[upstream]] is required");
+        }
+        for (i, u) in c.upstreams.iter().enumerate() {
+            let at = |k: &str| format!("upstream.{i}.{k}");
+            let head = u.name.span();
+            let earlier: Vec<String> = c.upstreams[..i]
+                .iter()
+                .map(|o| o.name().to_owned())
+                .collect();
+            self.unique_name("upstream", &u.name, &earlier);
+            if u.max_recipients == Some(0) {
+                let s = self.at(&at("max_recipients"), &head);
+                self.err(&s, "upstream.max_recipients", "must be at least 1");
+            }
+            if let Some(ByteSize(n)) = u.max_message_size
+                && n < 64 * 1024
+            {
+                let s = self.at(&at("max_message_size"), &head);
+                self.err(
+                    &s,
+                    "upstream.max_message_size",
+                    format!("{n} bytes is below the 64 KiB every SMTP server must accept"),
+                );
+            }
+            match *u.kind.get_ref() {
+                UpstreamKind::Outbox => self.outbox_upstream(i, u),
+                UpstreamKind::Smtp => self.smtp_upstream(i, u),
+            }
+        }
+    }
+
+    fn outbox_upstream(&mut self, i: usize, u: &UpstreamConfig) {
+        let smtp_only: [(&str, bool); 13] = [
+            ("addr", u.addr.is_some()),
+            ("tls", u.tls.is_some()),
+            ("tls_verify", u.tls_verify.is_some()),
+            ("ca_file", u.ca_file.is_some()),
+            ("username", u.username.is_some()),
+            ("password", u.password.is_some()),
+            ("password_env", u.password_env.is_some()),
+            ("password_file", u.password_file.is_some()),
+            ("max_connections", u.max_connections.is_some()),
+            ("pool", u.pool.is_some()),
+            ("pool_wait", u.pool_wait.is_some()),
+            ("health_check_interval", u.health_check_interval.is_some()),
+            ("idle_timeout", u.idle_timeout.is_some()),
+        ];
+        for (key, _) in smtp_only.iter().filter(|(_, set)| *set) {
+            let s = self.at(&format!("upstream.{i}.{key}"), &u.name.span());
+            self.err(
+                &s,
+                format!("upstream.{key}"),
+                format!(
+                    "upstream {:?} is kind = \"outbox\"; {key} applies only to kind = \"smtp\"",
+                    u.name()
+                ),
+            );
+        }
+        if u.dir.is_none() {
+            self.err(
+                u.kind.span(),
+                "upstream.dir",
+                format!(
+                    "outbox upstream {:?} needs dir (the directory for the .eml files)",
+                    u.name()
+                ),
+            );
+        }
+    }
+
+    fn smtp_upstream(&mut self, i: usize, u: &UpstreamConfig) {
+        let at = |k: &str| format!("upstream.{i}.{k}");
+        let head = u.name.span();
+        if let Some(dir) = &u.dir {
+            self.err(
+                dir.span(),
+                "upstream.dir",
+                format!(
+                    "upstream {:?} is kind = \"smtp\"; dir applies only to kind = \"outbox\"",
+                    u.name()
+                ),
+            );
+        }
+        if u.addr.is_none() {
+            self.err(
+                u.kind.span(),
+                "upstream.addr",
+                format!("smtp upstream {:?} needs addr = \"host:port\"", u.name()),
+            );
+        }
+        let sources = [
+            u.password.as_ref().map(InlinePassword::span),
+            u.password_env.as_ref().map(Spanned::span),
+            u.password_file.as_ref().map(Spanned::span),
+        ];
+        let given: Vec<_> = sources.iter().flatten().cloned().collect();
+        if given.len() > 1 {
+            self.err(
+                &given[1],
+                "upstream.password",
+                "give only one of password, password_env, password_file",
+            );
+        }
+        match (&u.username, given.is_empty()) {
+            (Some(user), true) => self.err(
+                user.span(),
+                "upstream.password_env",
+                format!(
+                    "upstream {:?} has a username but no password_env, password_file or password",
+                    u.name()
+                ),
+            ),
+            (None, false) => self.err(
+                &given[0],
+                "upstream.username",
+                format!("upstream {:?} has a password but no username", u.name()),
+            ),
+            _ => {}
+        }
+        if let Some(p) = &u.password {
+            self.warn(
+                Some(p.span().into()),
+                format!(
+                    "upstream {:?} has an inline password; use password_env or password_file outside demos",
+                    u.name()
+                ),
+            );
+        }
+        if u.max_connections == Some(0) {
+            let s = self.at(&at("max_connections"), &head);
+            self.err(&s, "upstream.max_connections", "must be at least 1");
+        }
+        for (key, d) in [("pool_wait", u.pool_wait), ("idle_timeout", u.idle_timeout)] {
+            if d.is_some_and(|d| d.0.is_zero()) {
+                let s = self.at(&at(key), &head);
+                self.err(&s, format!("upstream.{key}"), "must be longer than 0s");
+            }
+        }
+        if let Some(ca) = &u.ca_file
+            && let Err(e) = crate::tls::load_ca(ca.get_ref())
+        {
+            self.err(ca.span(), "upstream.ca_file", e.to_string());
+        }
+        if u.tls_verify == Some(false) {
+            let s = self.at(&at("tls_verify"), &head);
+            self.warn(
+                Some(s),
+                format!(
+                    "upstream {:?}: tls_verify = false; the provider's certificate is not checked",
+                    u.name()
+                ),
+            );
+        }
+        if u.tls_mode() == TlsMode::None && u.username.is_some() {
+            self.warn(
+                u.tls.as_ref().map(|t| t.span().into()),
+                format!(
+                    "upstream {:?}: tls = \"none\" sends the provider password in clear text",
+                    u.name()
+                ),
+            );
+        }
+    }
+}
