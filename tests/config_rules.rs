@@ -524,3 +524,21 @@ fn surrounding_spaces_in_other_strings_are_refused_too() {
         &["space"],
     );
 }
+
+#[test]
+fn a_missing_required_key_is_named_at_its_block() {
+    let text = base().replace("name = \"demo\"\n", "");
+    assert_one(
+        &text,
+        "user.name",
+        line_of(&text, "[[user]]"),
+        &["has no name", "required"],
+    );
+    let text = base().replace("addr = \"127.0.0.1:2525\"\n", "");
+    assert_one(
+        &text,
+        "listener.addr",
+        line_of(&text, "[[listener]]"),
+        &["has no addr", "e.g. addr = \"0.0.0.0:587\""],
+    );
+}

@@ -156,3 +156,28 @@ fn the_systemd_unit_has_what_the_service_needs() {
         "lib/systemd/system/postern.service"
     );
 }
+
+#[test]
+fn the_sample_mistakes_in_configuration_md_are_what_check_prints() {
+    let doc = read("docs/configuration.md");
+    let at = doc
+        .find("and for a file with mistakes, `five.toml`:")
+        .expect("the sample in configuration.md");
+    let rest = &doc[at..];
+    let file_start = rest.find("```toml\n").unwrap() + "```toml\n".len();
+    let file_end = file_start + rest[file_start..].find("```").unwrap();
+    let out_start = file_end + 3 + rest[file_end + 3..].find("```\n").unwrap() + 4;
+    let out_end = out_start + rest[out_start..].find("```").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("five.toml"), &rest[file_start..file_end]).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["check", "-c", "five.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        &rest[out_start..out_end]
+    );
+}

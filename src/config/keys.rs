@@ -80,7 +80,7 @@ impl Kind {
 pub struct Key {
     pub name: &'static str,
     pub kind: Kind,
-    /// What applies when the key is left out ("required" when it cannot be).
+    /// What applies when the key is left out (`REQUIRED` when it cannot be).
     pub default: &'static str,
     pub example: &'static str,
     pub doc: &'static str,
@@ -125,6 +125,9 @@ const fn key(
     }
 }
 
+/// The `default` of a key that must be given.
+pub const REQUIRED: &str = "(required)";
+
 pub const TLS_MODES: &[&str] = &["none", "starttls", "implicit"];
 pub const AUTH_MODES: &[&str] = &["required", "optional"];
 pub const LOG_FORMATS: &[&str] = &["text", "json"];
@@ -153,11 +156,11 @@ pub const TABLES: &[Table] = &[
         array: false,
         keys: &[
             key("server", Kind::Section("server"), "defaults", "[server]", "greeting name, shutdown, logs"),
-            key("listener", Kind::Blocks("listener"), "required", "[[listener]]", "one block per address postern listens on"),
+            key("listener", Kind::Blocks("listener"), REQUIRED, "[[listener]]", "one block per address postern listens on"),
             key("tls", Kind::Section("tls"), "none", "[tls]", "the certificate for STARTTLS and implicit-TLS listeners"),
             key("metrics", Kind::Section("metrics"), "none (no metrics endpoint)", "[metrics]", "the Prometheus endpoint"),
             key("limits", Kind::Section("limits"), "defaults", "[limits]", "server-wide limits, each overridable per user"),
-            key("upstream", Kind::Blocks("upstream"), "required", "[[upstream]]", "one block per provider or outbox"),
+            key("upstream", Kind::Blocks("upstream"), REQUIRED, "[[upstream]]", "one block per provider or outbox"),
             key("user", Kind::Blocks("user"), "none", "[[user]]", "one block per device or application"),
         ],
     },
@@ -174,8 +177,8 @@ pub const TABLES: &[Table] = &[
         path: "listener",
         array: true,
         keys: &[
-            key("name", Kind::Name, "required", "\"submission\"", "label in logs and metrics"),
-            key("addr", Kind::ListenAddr, "required", "\"0.0.0.0:587\"", "IP address and port to listen on (no host names)"),
+            key("name", Kind::Name, REQUIRED, "\"submission\"", "label in logs and metrics"),
+            key("addr", Kind::ListenAddr, REQUIRED, "\"0.0.0.0:587\"", "IP address and port to listen on (no host names)"),
             key("tls", Kind::Choice(TLS_MODES), "none", "\"starttls\"", "\"starttls\" and \"implicit\" need [tls]"),
             key("auth", Kind::Choice(AUTH_MODES), "required", "\"optional\"", "\"optional\": a client in a user's networks sends as that user without AUTH"),
             key("allow_plaintext_auth", Kind::Bool, "true on loopback addresses, else false", "false", "AUTH before TLS"),
@@ -187,8 +190,8 @@ pub const TABLES: &[Table] = &[
         path: "tls",
         array: false,
         keys: &[
-            key("cert", Kind::Path, "required", "\"/etc/letsencrypt/live/relay/fullchain.pem\"", "PEM certificate chain"),
-            key("key", Kind::Path, "required", "\"/etc/letsencrypt/live/relay/privkey.pem\"", "PEM private key"),
+            key("cert", Kind::Path, REQUIRED, "\"/etc/letsencrypt/live/relay/fullchain.pem\"", "PEM certificate chain"),
+            key("key", Kind::Path, REQUIRED, "\"/etc/letsencrypt/live/relay/privkey.pem\"", "PEM private key"),
         ],
     },
     Table {
@@ -211,8 +214,8 @@ pub const TABLES: &[Table] = &[
         path: "upstream",
         array: true,
         keys: &[
-            key("name", Kind::Name, "required", "\"aliyun\"", "what users name in upstream; label in metrics"),
-            key("kind", Kind::Choice(UPSTREAM_KINDS), "required", "\"smtp\"", "a provider (smtp) or a directory of .eml files (outbox)"),
+            key("name", Kind::Name, REQUIRED, "\"aliyun\"", "what users name in upstream; label in metrics"),
+            key("kind", Kind::Choice(UPSTREAM_KINDS), REQUIRED, "\"smtp\"", "a provider (smtp) or a directory of .eml files (outbox)"),
             key("addr", Kind::HostPort, "required for smtp", "\"smtpdm.aliyun.com:465\"", "the provider's submission server"),
             key("tls", Kind::Choice(TLS_MODES), "implicit", "\"starttls\"", "TLS toward the provider"),
             key("tls_verify", Kind::Bool, "true", "true", "verify the provider's certificate (false: lab use only, warned about)"),
@@ -235,7 +238,7 @@ pub const TABLES: &[Table] = &[
         path: "user",
         array: true,
         keys: &[
-            key("name", Kind::Name, "required", "\"printer-2f\"", "the AUTH user name; label in metrics"),
+            key("name", Kind::Name, REQUIRED, "\"printer-2f\"", "the AUTH user name; label in metrics"),
             key("password_hash", Kind::PasswordHash, "none (networks only)", "\"$argon2id$v=19$...\"", "from `postern hash-password`"),
             key("networks", Kind::Networks, "[]", "[\"192.168.10.23\"]", "may send from these without AUTH on an auth = \"optional\" listener; a bare address is /32"),
             key("upstream", Kind::Text, "the only upstream", "\"aliyun\"", "the upstream this user relays through"),

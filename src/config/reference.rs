@@ -39,6 +39,8 @@ pub fn markdown_reference() -> String {
             }
             let default = if t.path == "user.limits" {
                 "the `[limits]` value".to_owned()
+            } else if k.default == super::keys::REQUIRED {
+                "required".to_owned()
             } else if k.default.contains(' ') {
                 k.default.to_owned()
             } else {

@@ -67,7 +67,7 @@ pub(super) fn check(text: &str, source: &str) -> Result<Shape, ConfigError> {
         placeholders: 0,
     };
     let top = keys::table("").expect("the top-level table is in the schema");
-    w.table(top, "", doc.get_ref());
+    w.table(top, "", doc.get_ref(), &(0..0));
     // Blank each wrong key = value, or put a placeholder where the key is required;
     // every newline stays, so a line number means the same in both texts.
     let mut edits: Vec<(Range<usize>, String)> = w
@@ -150,7 +150,23 @@ impl Walker<'_> {
     }
 
     /// `def` is the schema of `table`; `at` is its place ("user.0"), for spans.
-    fn table(&mut self, def: &Table, at: &str, table: &DeTable<'_>) {
+    /// `head` is where the table starts (its header), for a key it lacks.
+    fn table(&mut self, def: &Table, at: &str, table: &DeTable<'_>, head: &Range<usize>) {
+        if !def.path.is_empty() {
+            for k in def.keys.iter().filter(|k| k.default == keys::REQUIRED) {
+                if !table.iter().any(|(name, _)| name.get_ref() == k.name) {
+                    let msg = format!(
+                        "this {} has no {}, which is required (e.g. {} = {})",
+                        def.display(),
+                        k.name,
+                        k.name,
+                        k.example
+                    );
+                    self.error(head, dotted(def.path, k.name), msg);
+                    self.structural = true;
+                }
+            }
+        }
         for (k, v) in table.iter() {
             let name: &str = k.get_ref();
             let key = dotted(def.path, name);
@@ -172,7 +188,7 @@ impl Walker<'_> {
                 Kind::Section(path) => {
                     let sub = keys::table(path).expect("every section is in the schema");
                     match v.get_ref() {
-                        DeValue::Table(t) => self.table(sub, &dotted(at, name), t),
+                        DeValue::Table(t) => self.table(sub, &dotted(at, name), t, &k.span()),
                         DeValue::Array(_) => {
                             let msg = format!(
                                 "use [{path}] (single brackets): there is one {} section{}",
@@ -204,7 +220,12 @@ impl Walker<'_> {
                         DeValue::Array(items) if items.iter().all(|i| i.get_ref().is_table()) => {
                             for (i, item) in items.iter().enumerate() {
                                 if let DeValue::Table(t) = item.get_ref() {
-                                    self.table(sub, &format!("{}.{i}", dotted(at, name)), t);
+                                    self.table(
+                                        sub,
+                                        &format!("{}.{i}", dotted(at, name)),
+                                        t,
+                                        &item.span(),
+                                    );
                                 }
                             }
                         }
@@ -240,8 +261,8 @@ impl Walker<'_> {
                     if let Err(msg) = checked {
                         self.error(&k.span(), key.clone(), msg);
                         match (kdef.default, self.placeholder(kind)) {
-                            ("required", Some(p)) => self.replace.push((v.span(), p)),
-                            ("required", None) => self.structural = true,
+                            (keys::REQUIRED, Some(p)) => self.replace.push((v.span(), p)),
+                            (keys::REQUIRED, None) => self.structural = true,
                             _ => self.blank.push(whole),
                         }
                         self.blanked.push(key);
