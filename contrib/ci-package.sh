@@ -104,6 +104,8 @@ default_check() {
     grep -q '^/etc/postern/postern.toml: OK$' <<<"$out"
 }
 check "postern check (no --config) checks /etc/postern/postern.toml" default_check
+help_default() { /usr/bin/postern --help | grep -q 'else /etc/postern/postern.toml\]'; }
+check "postern --help names /etc/postern/postern.toml as the default" help_default
 check "postern check --config /etc/postern/postern.toml" \
     /usr/bin/postern check --config /etc/postern/postern.toml
 as_postern() {

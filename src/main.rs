@@ -28,8 +28,7 @@ const EXIT_INTERRUPTED: i32 = 130;
                   Exit codes: 0 ok, 64 bad configuration or usage, 1 other failures."
 )]
 struct Cli {
-    /// Config file [default: $POSTERN_CONFIG, else the built-in default shown by `postern check --help`]
-    #[arg(short = 'c', long, global = true, value_name = "FILE")]
+    #[arg(short = 'c', long, global = true, value_name = "FILE", help = config_flag_help())]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
@@ -45,6 +44,10 @@ enum Cmd {
     Check,
     /// Print an argon2id hash for `password_hash`: asks twice on a terminal, else reads one line from stdin.
     HashPassword,
+}
+
+fn config_flag_help() -> String {
+    format!("Config file [default: ${CONFIG_ENV}, else {DEFAULT_CONFIG_PATH}]")
 }
 
 fn run_help() -> String {
