@@ -1,4 +1,4 @@
-//! Configuration: the TOML schema of DESIGN.md, parsed once and validated whole.
+//! Configuration: the TOML schema (documented key by key in docs/configuration.md), parsed once and validated whole.
 //!
 //! A file goes through two passes, and every mistake of both is reported in
 //! one run, each naming the file, the line of the key and the key:

@@ -715,7 +715,7 @@ async fn ehlo_offers_what_the_upstream_offers() {
 async fn upstream_closing_between_transactions_is_invisible_to_the_client() {
     // The provider cuts an idle connection (its idle timeout, a restart): the next
     // transaction of the same client session must go through a new connection
-    // (DESIGN: a broken connection is replaced without the client noticing when no
+    // (the pool contract: a broken connection is replaced without the client noticing when no
     // byte of its transaction was accepted yet).
     let fake = FakeUpstream::start(UpstreamConfig::default()).await;
     let proxy = ChunkProxy::start(fake.addr).await;

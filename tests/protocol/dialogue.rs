@@ -44,7 +44,7 @@ async fn command_order_and_simple_commands() {
 }
 
 /// RFC 5321 §3.3/§4.1.4: DATA with no RCPT at all is out of sequence (503). The
-/// contract (DESIGN.md "Wrong order: 503") keeps 554 for "all RCPTs were refused".
+/// wire contract ("Wrong order: 503") keeps 554 for "all RCPTs were refused".
 #[tokio::test]
 async fn data_after_mail_without_rcpt_is_out_of_sequence() {
     let p = spawn_postern(&config("", "", &outbox_toml(), "")).await;
