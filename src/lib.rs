@@ -17,7 +17,8 @@
 //! - `upstream` — the provider client and the outbox
 //! - `tls`      — rustls configs and PEM loading
 //! - `net`      — one stream type for plain TCP and TLS
-//! - `metrics`  — Prometheus metrics and the /metrics endpoint
+//! - `metrics`  — Prometheus metrics and the /metrics, /healthz, /readyz endpoint
+//! - `logging`  — the text and JSON log formats
 
 #![forbid(unsafe_code)]
 
@@ -27,6 +28,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod password;

@@ -8,7 +8,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -17,10 +16,14 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use tokio::net::TcpListener;
+
+use crate::config::{Config, TlsMode, UpstreamKind};
 
 /// Every metric postern exports.
 #[derive(Clone)]
@@ -42,6 +45,31 @@ pub struct Metrics {
     pub relay_duration: HistogramVec,
     pub limit_hits: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    // --- Health and readiness (issue 6) ---
+    /// 1, labelled with the crate version.
+    pub build_info: IntGaugeVec,
+    /// 1 after a successful set-up (probe or traffic), 0 before the first and after a failed one.
+    pub upstream_up: IntGaugeVec,
+    /// When an upstream last accepted postern's credentials (Unix seconds).
+    pub upstream_last_auth_success: IntGaugeVec,
+    /// Health probes by result; kept apart from the traffic families.
+    pub upstream_health_checks: IntCounterVec,
+    /// TCP + TLS + greeting + EHLO + AUTH of traffic connections.
+    pub upstream_connection_setup_duration: HistogramVec,
+    /// The pool's cap (`max_connections`).
+    pub upstream_pool_max: IntGaugeVec,
+    /// Pool slots taken (checked out, or held by a probe).
+    pub upstream_pool_in_use: IntGaugeVec,
+    /// Sessions waiting for a free slot now.
+    pub upstream_pool_waiters: IntGaugeVec,
+    /// How long sessions waited for a slot (timeouts included).
+    pub upstream_pool_wait_duration: HistogramVec,
+    /// 1 when the last reload (or the start) succeeded, 0 after a failed one.
+    pub config_last_reload_success: IntGauge,
+    /// When the configuration was last loaded successfully (Unix seconds).
+    pub config_last_reload_success_timestamp: IntGauge,
+    /// The `notAfter` of the certificate each TLS listener presents (Unix seconds).
+    pub tls_certificate_expiry: IntGaugeVec,
 }
 
 fn counter(
@@ -61,6 +89,12 @@ fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::R
     Ok(g)
 }
 
+fn plain_gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    let g = IntGauge::new(name, help)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
 fn histogram(
     r: &Registry,
     name: &str,
@@ -73,16 +107,63 @@ fn histogram(
     Ok(h)
 }
 
+/// SMTP latency buckets (seconds): 5 ms up to the 300 s command timeout.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+/// End-of-data buckets: the latency ones and the 600 s final-dot timeout.
+pub const RELAY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// `mechanism` words of `postern_auth_attempts_total`.
+pub const AUTH_MECHANISMS: &[&str] = &["plain", "login", "other"];
+/// `result` words of `postern_auth_attempts_total`.
+pub const AUTH_RESULTS: &[&str] = &["ok", "fail", "cancelled", "throttled"];
+/// `result` words of `postern_tls_handshakes_total`.
+pub const TLS_RESULTS: &[&str] = &["ok", "error", "timeout"];
+/// `reason` words of `postern_connections_rejected_total` on every listener.
+pub const REJECT_REASONS: &[&str] = &["max_connections", "connections_per_ip"];
+/// More `reason` words on listeners with `proxy_protocol`.
+pub const PROXY_REJECT_REASONS: &[&str] = &["proxy_source", "proxy_header"];
+/// `command` words of the upstream reply and latency families.
+pub const UPSTREAM_COMMANDS: &[&str] = &[
+    "EHLO", "HELO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "DATA_END", "RSET",
+];
+/// `class` words of `postern_upstream_replies_total`.
+pub const REPLY_CLASSES: &[&str] = &["2xx", "3xx", "4xx", "5xx"];
+/// `result` words of `postern_config_reloads_total`.
+pub const RELOAD_RESULTS: &[&str] = &["ok", "error"];
+/// Limits that belong to a user (`postern_limit_hits_total{user=...}`).
+pub const USER_LIMITS: &[&str] = &[
+    "connections_per_user",
+    "message_size",
+    "messages_per_minute",
+    "recipients_per_hour",
+    "max_recipients",
+];
+/// Limits of the whole server or of a client address (`user="-"`).
+pub const SERVER_LIMITS: &[&str] = &["max_connections", "connections_per_ip", "auth_failures"];
+/// The limit that belongs to an upstream (its pool's cap), counted per user.
+pub const UPSTREAM_LIMIT: &str = "upstream_connections";
+/// The label value where a label does not apply (no user, no upstream).
+pub const NONE: &str = "-";
+
+/// Seconds since the Unix epoch, for timestamp gauges.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 impl Metrics {
     /// Creates every metric and registers it into `r` (which should carry the `postern` prefix).
     ///
     /// # Errors
     /// If a name is registered twice in `r`.
     pub fn register(r: &Registry) -> prometheus::Result<Metrics> {
-        let latency = vec![
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-        ];
-        Ok(Metrics {
+        let latency = LATENCY_BUCKETS.to_vec();
+        let m = Metrics {
             connections_opened: counter(
                 r,
                 "connections_opened_total",
@@ -116,13 +197,13 @@ impl Metrics {
             messages: counter(
                 r,
                 "messages_total",
-                "Messages by user and result",
+                "Mail transactions by user and outcome (one count per transaction)",
                 &["user", "result"],
             )?,
             recipients: counter(
                 r,
                 "recipients_total",
-                "Recipients by user and result",
+                "RCPT commands by user and outcome",
                 &["user", "result"],
             )?,
             message_bytes: counter(
@@ -134,19 +215,19 @@ impl Metrics {
             upstream_connections_opened: counter(
                 r,
                 "upstream_connections_opened_total",
-                "Upstream connections established (connected, TLS, authenticated)",
+                "Upstream connections established for traffic (connected, TLS, authenticated)",
                 &["upstream"],
             )?,
             upstream_connections_failed: counter(
                 r,
                 "upstream_connections_failed_total",
-                "Upstream connection failures by stage",
+                "Upstream connection failures for traffic, by stage",
                 &["upstream", "stage"],
             )?,
             upstream_connections_active: gauge(
                 r,
                 "upstream_connections_active",
-                "Upstream connections open now",
+                "Upstream connections open now (health probes included: they count against the cap)",
                 &["upstream"],
             )?,
             upstream_connections_idle: gauge(
@@ -158,13 +239,13 @@ impl Metrics {
             upstream_replies: counter(
                 r,
                 "upstream_replies_total",
-                "Upstream replies by command and class (2xx, 3xx, 4xx, 5xx)",
+                "Upstream replies to traffic by command and class (2xx, 3xx, 4xx, 5xx)",
                 &["upstream", "command", "class"],
             )?,
             upstream_command_duration: histogram(
                 r,
                 "upstream_command_duration_seconds",
-                "Time from sending an upstream command to its reply",
+                "Time from sending an upstream command to its reply (traffic only)",
                 &["upstream", "command"],
                 latency.clone(),
             )?,
@@ -173,13 +254,13 @@ impl Metrics {
                 "message_relay_duration_seconds",
                 "Time from the client's end-of-data to the upstream's final reply",
                 &["upstream"],
-                latency,
+                RELAY_BUCKETS.to_vec(),
             )?,
             limit_hits: counter(
                 r,
                 "limit_hits_total",
-                "Requests refused by a limit",
-                &["limit"],
+                "Requests refused by a limit, with the user (or -) and upstream (or -) it hit",
+                &["limit", "user", "upstream"],
             )?,
             config_reloads: counter(
                 r,
@@ -187,14 +268,190 @@ impl Metrics {
                 "Configuration reloads by result",
                 &["result"],
             )?,
-        })
+            build_info: gauge(r, "build_info", "postern's version; always 1", &["version"])?,
+            upstream_up: gauge(
+                r,
+                "upstream_up",
+                "1 when the upstream's last connection set-up (health probe or traffic) succeeded",
+                &["upstream"],
+            )?,
+            upstream_last_auth_success: gauge(
+                r,
+                "upstream_last_auth_success_timestamp_seconds",
+                "When the upstream last accepted postern's credentials (Unix time)",
+                &["upstream"],
+            )?,
+            upstream_health_checks: counter(
+                r,
+                "upstream_health_checks_total",
+                "Health probes (EHLO, AUTH, QUIT) by result: ok or the stage that failed",
+                &["upstream", "result"],
+            )?,
+            upstream_connection_setup_duration: histogram(
+                r,
+                "upstream_connection_setup_duration_seconds",
+                "TCP, TLS, greeting, EHLO and AUTH of a new traffic connection",
+                &["upstream"],
+                latency.clone(),
+            )?,
+            upstream_pool_max: gauge(
+                r,
+                "upstream_pool_max_connections",
+                "The pool's cap (max_connections)",
+                &["upstream"],
+            )?,
+            upstream_pool_in_use: gauge(
+                r,
+                "upstream_pool_connections_in_use",
+                "Pool slots taken now (by sessions or a health probe)",
+                &["upstream"],
+            )?,
+            upstream_pool_waiters: gauge(
+                r,
+                "upstream_pool_waiters",
+                "Sessions waiting for a free upstream connection now",
+                &["upstream"],
+            )?,
+            upstream_pool_wait_duration: histogram(
+                r,
+                "upstream_pool_wait_seconds",
+                "How long sessions waited for an upstream connection (timeouts included)",
+                &["upstream"],
+                latency,
+            )?,
+            config_last_reload_success: plain_gauge(
+                r,
+                "config_last_reload_success",
+                "1 when the last configuration load (start or reload) succeeded, 0 after a failed reload",
+            )?,
+            config_last_reload_success_timestamp: plain_gauge(
+                r,
+                "config_last_reload_success_timestamp_seconds",
+                "When the configuration was last loaded successfully (Unix time)",
+            )?,
+            tls_certificate_expiry: gauge(
+                r,
+                "tls_certificate_expiry_timestamp_seconds",
+                "notAfter of the certificate a TLS listener presents (Unix time)",
+                &["listener"],
+            )?,
+        };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        m.config_last_reload_success.set(1);
+        m.config_last_reload_success_timestamp.set(unix_now());
+        Ok(m)
     }
 
-    /// Every exported metric name, with the `postern_` prefix (histograms without
-    /// their `_bucket`/`_sum`/`_count` suffixes).
-    pub fn names(&self) -> Vec<String> {
-        use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 17] = [
+    /// Creates, at 0, every series whose labels `config` determines: per
+    /// listener, user and upstream, and every fixed word. Run at start and at
+    /// each reload (new users and upstreams get their series; old ones stay).
+    pub fn prepare(&self, config: &Config) {
+        for l in &config.listeners {
+            let name = l.name.get_ref().as_str();
+            self.connections_opened.with_label_values(&[name]);
+            self.connections_active.with_label_values(&[name]);
+            let proxy = l.proxy_protocol.as_ref().is_some_and(|p| *p.get_ref());
+            let reasons = REJECT_REASONS
+                .iter()
+                .chain(proxy.then_some(PROXY_REJECT_REASONS).into_iter().flatten());
+            for reason in reasons {
+                self.connections_rejected.with_label_values(&[name, reason]);
+            }
+            if *l.tls.get_ref() != TlsMode::None {
+                for result in TLS_RESULTS {
+                    self.tls_handshakes.with_label_values(&[name, result]);
+                }
+            }
+        }
+        for mechanism in AUTH_MECHANISMS {
+            for result in AUTH_RESULTS {
+                self.auth_attempts.with_label_values(&[mechanism, result]);
+            }
+        }
+        for result in RELOAD_RESULTS {
+            self.config_reloads.with_label_values(&[result]);
+        }
+        for limit in SERVER_LIMITS {
+            self.limit_hits.with_label_values(&[limit, NONE, NONE]);
+        }
+        self.messages
+            .with_label_values(&[NONE, crate::refusal::NO_USER_RESULT]);
+        for u in &config.users {
+            let user = u.name();
+            for result in crate::refusal::MESSAGE_RESULTS {
+                self.messages.with_label_values(&[user, result]);
+            }
+            for result in crate::refusal::RECIPIENT_RESULTS {
+                self.recipients.with_label_values(&[user, result]);
+            }
+            self.message_bytes.with_label_values(&[user]);
+            for limit in USER_LIMITS {
+                self.limit_hits.with_label_values(&[limit, user, NONE]);
+            }
+            if let Some(up) = config.user_upstream(u)
+                && *up.kind.get_ref() == UpstreamKind::Smtp
+            {
+                self.limit_hits
+                    .with_label_values(&[UPSTREAM_LIMIT, user, up.name()]);
+            }
+        }
+        for up in &config.upstreams {
+            let name = up.name();
+            self.relay_duration.with_label_values(&[name]);
+            if *up.kind.get_ref() != UpstreamKind::Smtp {
+                continue;
+            }
+            self.upstream_connections_opened.with_label_values(&[name]);
+            self.upstream_connections_active.with_label_values(&[name]);
+            self.upstream_connections_idle.with_label_values(&[name]);
+            for stage in crate::upstream::UpstreamError::CONNECT_STAGES {
+                self.upstream_connections_failed
+                    .with_label_values(&[name, stage]);
+                self.upstream_health_checks
+                    .with_label_values(&[name, stage]);
+            }
+            self.upstream_health_checks.with_label_values(&[name, "ok"]);
+            for command in UPSTREAM_COMMANDS {
+                self.upstream_command_duration
+                    .with_label_values(&[name, command]);
+                for class in REPLY_CLASSES {
+                    self.upstream_replies
+                        .with_label_values(&[name, command, class]);
+                }
+            }
+            self.upstream_up.with_label_values(&[name]);
+            self.upstream_last_auth_success.with_label_values(&[name]);
+            self.upstream_connection_setup_duration
+                .with_label_values(&[name]);
+            self.upstream_pool_max.with_label_values(&[name]);
+            self.upstream_pool_in_use.with_label_values(&[name]);
+            self.upstream_pool_waiters.with_label_values(&[name]);
+            self.upstream_pool_wait_duration.with_label_values(&[name]);
+        }
+    }
+
+    /// Counts one limit hit. `user` and `upstream` are `NONE` where they do not apply.
+    pub fn limit_hit(&self, limit: &str, user: &str, upstream: &str) {
+        self.limit_hits
+            .with_label_values(&[limit, user, upstream])
+            .inc();
+    }
+
+    /// Records the outcome of a configuration load (start or reload).
+    pub fn reload_result(&self, ok: bool) {
+        self.config_reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+        self.config_last_reload_success.set(i64::from(ok));
+        if ok {
+            self.config_last_reload_success_timestamp.set(unix_now());
+        }
+    }
+
+    fn collectors(&self) -> Vec<&dyn Collector> {
+        vec![
             &self.connections_opened,
             &self.connections_active,
             &self.connections_rejected,
@@ -212,24 +469,60 @@ impl Metrics {
             &self.relay_duration,
             &self.limit_hits,
             &self.config_reloads,
-        ];
-        collectors
+            // issue 6
+            &self.build_info,
+            &self.upstream_up,
+            &self.upstream_last_auth_success,
+            &self.upstream_health_checks,
+            &self.upstream_connection_setup_duration,
+            &self.upstream_pool_max,
+            &self.upstream_pool_in_use,
+            &self.upstream_pool_waiters,
+            &self.upstream_pool_wait_duration,
+            &self.config_last_reload_success,
+            &self.config_last_reload_success_timestamp,
+            &self.tls_certificate_expiry,
+        ]
+    }
+
+    /// Every metric name postern itself exports, with the `postern_` prefix
+    /// (histograms without their `_bucket`/`_sum`/`_count` suffixes). The
+    /// process metrics are not in it: see `PROCESS_METRICS`.
+    pub fn names(&self) -> Vec<String> {
+        self.collectors()
             .iter()
             .flat_map(|c| c.desc())
             .map(|d| format!("postern_{}", d.fq_name))
             .collect()
     }
 
-    /// A fresh registry with the `postern_` prefix and the metrics in it.
+    /// A fresh registry with the `postern_` prefix, the metrics and the
+    /// process collector (where the platform has one) in it.
     ///
     /// # Errors
     /// Only on a programming error (a duplicate name).
     pub fn new_registry() -> prometheus::Result<(Registry, Metrics)> {
         let registry = Registry::new_custom(Some("postern".to_owned()), None)?;
         let metrics = Metrics::register(&registry)?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok((registry, metrics))
     }
 }
+
+/// The process metrics (Linux), as exported under the `postern_` prefix.
+pub const PROCESS_METRICS: &[&str] = &[
+    "postern_process_cpu_seconds_total",
+    "postern_process_open_fds",
+    "postern_process_max_fds",
+    "postern_process_virtual_memory_bytes",
+    "postern_process_virtual_memory_max_bytes",
+    "postern_process_resident_memory_bytes",
+    "postern_process_start_time_seconds",
+    "postern_process_threads",
+];
 
 /// Renders the registry in the Prometheus text format.
 pub fn render(registry: &Registry) -> String {
@@ -243,9 +536,17 @@ pub fn render(registry: &Registry) -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
+/// Answers `/readyz`: `Ok` when postern can take mail, else the reason.
+pub type ReadyCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// How long a client of the metrics endpoint may take to send its headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one metrics connection may stay open at all.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task is dropped.
-/// `/readyz` answers 200 once `ready` is set (every SMTP listener bound), 503 before.
-pub async fn serve(listener: TcpListener, registry: Registry, ready: Arc<AtomicBool>) {
+/// `/healthz` says the process lives; `/readyz` asks `ready`: 200, or 503 with its reason.
+pub async fn serve(listener: TcpListener, registry: Registry, ready: ReadyCheck) {
     let registry = Arc::new(registry);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -257,34 +558,49 @@ pub async fn serve(listener: TcpListener, registry: Registry, ready: Arc<AtomicB
             let svc = service_fn(move |req: Request<Incoming>| {
                 let registry = registry.clone();
                 let ready = ready.clone();
-                async move { Ok::<_, Infallible>(respond(req.uri().path(), &registry, &ready)) }
+                async move { Ok::<_, Infallible>(respond(&req, &registry, &ready)) }
             });
-            let _ = http1::Builder::new()
+            let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
         });
     }
 }
 
-fn respond(path: &str, registry: &Registry, ready: &AtomicBool) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match path {
-        "/metrics" => (StatusCode::OK, prometheus::TEXT_FORMAT, render(registry)),
-        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        "/readyz" if ready.load(Ordering::Acquire) => {
-            (StatusCode::OK, "text/plain", "ready\n".to_owned())
-        }
-        "/readyz" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "starting\n".to_owned(),
-        ),
-        _ => (
+fn respond(
+    req: &Request<Incoming>,
+    registry: &Registry,
+    ready: &ReadyCheck,
+) -> Response<Full<Bytes>> {
+    let known = matches!(req.uri().path(), "/metrics" | "/healthz" | "/readyz");
+    let (status, content_type, body) = if !known {
+        (
             StatusCode::NOT_FOUND,
             "text/plain",
             "not found\n".to_owned(),
-        ),
+        )
+    } else if req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".to_owned(),
+        )
+    } else {
+        match req.uri().path() {
+            "/metrics" => (StatusCode::OK, prometheus::TEXT_FORMAT, render(registry)),
+            "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+            _ => match ready() {
+                Ok(()) => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
+                Err(why) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready: {why}\n"),
+                ),
+            },
+        }
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;

@@ -305,23 +305,122 @@ impl Refusal {
         }
     }
 
-    /// The `result` word a message refused at end-of-data is counted under
-    /// (`postern_messages_total`).
+    /// The user a refusal names, for the `user` label of a limit hit.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Refusal::UserConnections(user)
+            | Refusal::SenderNotAllowed(user)
+            | Refusal::MessageRate { user, .. }
+            | Refusal::RecipientRate { user, .. } => Some(user),
+            _ => None,
+        }
+    }
+
+    /// The upstream a refusal concerns, for the `upstream` label of a limit hit.
+    pub fn upstream(&self) -> Option<&str> {
+        match self {
+            Refusal::UpstreamSetup { upstream, .. } | Refusal::UpstreamNoSmtputf8(upstream) => {
+                Some(upstream)
+            }
+            _ => None,
+        }
+    }
+
+    /// The `result` word a transaction ended by this refusal is counted under
+    /// (`postern_messages_total`): at MAIL, at DATA or at end-of-data. Always
+    /// one of `MESSAGE_RESULTS` (or `NO_USER_RESULT`).
     pub fn message_result(&self) -> &'static str {
         use Refusal as R;
         match self {
             R::Data(DataError::BareLineEnding) => "rejected_bare_line_ending",
             R::Data(DataError::LineTooLong) => "rejected_line_too_long",
-            R::Data(DataError::TooBig) | R::HeaderTooLarge => "rejected_too_big",
-            R::SenderNotAllowed(_) => "sender_refused",
+            R::Data(DataError::TooBig) | R::HeaderTooLarge | R::SizeDeclaredTooBig => {
+                "rejected_too_big"
+            }
+            R::SenderNotAllowed(_) => "rejected_sender",
+            R::MessageRate { .. } => "rejected_rate",
+            R::UserConnections(_) => "rejected_connections",
+            R::NoValidRecipients => "rejected_no_recipients",
+            R::UpstreamNoSmtputf8(_) | R::NonAsciiSender => "rejected_smtputf8",
+            R::AuthRequired => NO_USER_RESULT,
+            R::UpstreamSetup { failure, .. } => match failure {
+                SetupFailure::Credentials => "upstream_auth_failed",
+                SetupFailure::PoolFull => "pool_timeout",
+                SetupFailure::Tls => "upstream_tls_failed",
+                SetupFailure::Unavailable => "upstream_unavailable",
+            },
             R::LocalError => "outbox_failed",
             R::UpstreamLost | R::UpstreamGone | R::UpstreamLostInData | R::UpstreamUnconfirmed => {
                 "upstream_failed"
             }
+            R::IdleTimeout | R::ShuttingDown => "abandoned",
+            _ => "refused",
+        }
+    }
+
+    /// The `result` word a RCPT refused by postern is counted under
+    /// (`postern_recipients_total`); one of `RECIPIENT_RESULTS`.
+    pub fn recipient_result(&self) -> &'static str {
+        use Refusal as R;
+        match self {
+            R::TooManyRecipients => "rejected_too_many",
+            R::RecipientRate { .. } => "rejected_rate",
+            R::NonAsciiRecipient => "rejected_smtputf8",
+            R::UpstreamLost | R::UpstreamGone => "upstream_failed",
             _ => "refused",
         }
     }
 }
+
+/// The `result` word of an upstream's own verdict (MAIL, RCPT, DATA or
+/// end-of-data): `accepted`, `upstream_tempfail` (4xx) or `upstream_rejected` (5xx).
+pub fn upstream_result(reply: &Reply) -> &'static str {
+    match reply.class() {
+        2 | 3 => "accepted",
+        4 => "upstream_tempfail",
+        _ => "upstream_rejected",
+    }
+}
+
+/// Every `result` of `postern_messages_total` for a user; each transaction is
+/// counted once, under one of these. `spooled` is reserved for the spool.
+pub const MESSAGE_RESULTS: &[&str] = &[
+    "accepted",
+    "upstream_tempfail",
+    "upstream_rejected",
+    "upstream_failed",
+    "upstream_unavailable",
+    "upstream_auth_failed",
+    "upstream_tls_failed",
+    "pool_timeout",
+    "rejected_sender",
+    "rejected_rate",
+    "rejected_too_big",
+    "rejected_bare_line_ending",
+    "rejected_line_too_long",
+    "rejected_no_recipients",
+    "rejected_smtputf8",
+    "rejected_connections",
+    "outbox_failed",
+    "abandoned",
+    "refused",
+];
+
+/// The one `result` counted under `user="-"`: MAIL from a client that is
+/// neither authenticated nor trusted by its network.
+pub const NO_USER_RESULT: &str = "rejected_auth_required";
+
+/// Every `result` of `postern_recipients_total`.
+pub const RECIPIENT_RESULTS: &[&str] = &[
+    "accepted",
+    "upstream_tempfail",
+    "upstream_rejected",
+    "upstream_failed",
+    "rejected_too_many",
+    "rejected_rate",
+    "rejected_smtputf8",
+    "refused",
+];
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -368,6 +467,80 @@ mod tests {
                 "{r}"
             );
         }
+    }
+
+    #[test]
+    fn result_words_come_from_the_documented_sets() {
+        let user: Arc<str> = Arc::from("u");
+        let up: Arc<str> = Arc::from("up");
+        let mut all = vec![
+            Refusal::LineTooLong,
+            Refusal::AuthRequired,
+            Refusal::SizeDeclaredTooBig,
+            Refusal::SenderNotAllowed(user.clone()),
+            Refusal::MessageRate {
+                user: user.clone(),
+                wait: Duration::ZERO,
+            },
+            Refusal::RecipientRate {
+                user: user.clone(),
+                wait: Duration::ZERO,
+            },
+            Refusal::UserConnections(user),
+            Refusal::TooManyRecipients,
+            Refusal::NoValidRecipients,
+            Refusal::HeaderTooLarge,
+            Refusal::NonAsciiSender,
+            Refusal::NonAsciiRecipient,
+            Refusal::UpstreamNoSmtputf8(up.clone()),
+            Refusal::UpstreamLost,
+            Refusal::UpstreamGone,
+            Refusal::UpstreamLostInData,
+            Refusal::UpstreamUnconfirmed,
+            Refusal::LocalError,
+            Refusal::IdleTimeout,
+            Refusal::ShuttingDown,
+            Refusal::Internal,
+            Refusal::Data(DataError::BareLineEnding),
+            Refusal::Data(DataError::LineTooLong),
+            Refusal::Data(DataError::TooBig),
+        ];
+        for failure in [
+            SetupFailure::Credentials,
+            SetupFailure::PoolFull,
+            SetupFailure::Tls,
+            SetupFailure::Unavailable,
+        ] {
+            all.push(Refusal::UpstreamSetup {
+                upstream: up.clone(),
+                failure,
+            });
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &all {
+            let m = r.message_result();
+            assert!(
+                MESSAGE_RESULTS.contains(&m) || m == NO_USER_RESULT,
+                "{r}: {m}"
+            );
+            seen.insert(m);
+            let rc = r.recipient_result();
+            assert!(RECIPIENT_RESULTS.contains(&rc), "{r}: {rc}");
+        }
+        // Distinct causes get distinct words.
+        assert!(seen.len() >= 16, "{seen:?}");
+        for code in [250, 354, 451, 550] {
+            let w = upstream_result(&Reply::new(code, "2.0.0", "x"));
+            assert!(MESSAGE_RESULTS.contains(&w) && RECIPIENT_RESULTS.contains(&w));
+        }
+        assert_eq!(
+            upstream_result(&Reply::new(451, "4.3.0", "x")),
+            "upstream_tempfail"
+        );
+        assert_eq!(
+            upstream_result(&Reply::new(554, "5.0.0", "x")),
+            "upstream_rejected"
+        );
     }
 
     #[test]

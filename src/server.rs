@@ -126,7 +126,15 @@ impl Server {
         let mut background = JoinSet::new();
         if let Some((sock, addr)) = metrics_sock {
             tracing::info!(%addr, "metrics endpoint listening");
-            background.spawn(metrics::serve(sock, registry, ready.clone()));
+            let (shared, ready) = (shared.clone(), ready.clone());
+            let check: metrics::ReadyCheck = Arc::new(move || {
+                if ready.load(Ordering::Acquire) {
+                    shared.policy().readiness()
+                } else {
+                    Err("starting or stopping".to_owned())
+                }
+            });
+            background.spawn(metrics::serve(sock, registry, check));
         }
         shared.policy().start_upstreams();
         let pruned = shared.clone();
@@ -172,7 +180,7 @@ impl Server {
                     let limits = shared.policy().config.limits.clone();
                     if sessions.len() >= limits.max_connections as usize {
                         shared.metrics.connections_rejected.with_label_values(&[&info.name, "max_connections"]).inc();
-                        shared.metrics.limit_hits.with_label_values(&["max_connections"]).inc();
+                        shared.metrics.limit_hit("max_connections", metrics::NONE, metrics::NONE);
                         tokio::spawn(refuse(tcp, "Too many connections, try again later"));
                         continue;
                     }
@@ -251,9 +259,7 @@ async fn connection(
         refused("connections_per_ip");
         shared
             .metrics
-            .limit_hits
-            .with_label_values(&["connections_per_ip"])
-            .inc();
+            .limit_hit("connections_per_ip", metrics::NONE, metrics::NONE);
         refuse(
             tcp,
             "Too many connections from your address, try again later",

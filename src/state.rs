@@ -24,7 +24,7 @@ use crate::limits::{AuthThrottle, Limiters};
 use crate::metrics::Metrics;
 use crate::net::{Connector, TcpConnector};
 use crate::upstream::Upstream;
-use crate::upstream::pool::Pool;
+use crate::upstream::pool::{Health, Pool};
 
 /// What a configuration reload replaces: the config itself, the users, the
 /// upstreams (with their credentials and pools) and the AUTH throttle.
@@ -48,6 +48,7 @@ impl Policy {
         previous: Option<&Policy>,
     ) -> Result<Policy, String> {
         let users = Arc::new(Users::from_config(&config)?);
+        metrics.prepare(&config);
         let upstreams = Upstream::all_from_config(&config, metrics, connector)?;
         let per_minute = config.limits.auth_failures_per_ip_per_minute;
         let auth_throttle = match previous {
@@ -85,11 +86,39 @@ impl Policy {
             }
         }
     }
+
+    /// Whether every user can send: `Err` names each user whose every route
+    /// is down (today a user has one route, its upstream), with the reason.
+    ///
+    /// # Errors
+    /// The reasons, one per line.
+    pub fn readiness(&self) -> Result<(), String> {
+        let mut down = Vec::new();
+        for user in self.users.all() {
+            let Some(up) = self.upstreams.get(user.upstream) else {
+                continue;
+            };
+            if let Some(pool) = up.pool()
+                && let Health::Down(why) = pool.health()
+            {
+                down.push(format!(
+                    "user {}: upstream {} down: {why}",
+                    user.name, up.name
+                ));
+            }
+        }
+        if down.is_empty() {
+            Ok(())
+        } else {
+            Err(down.join("\n"))
+        }
+    }
 }
 
 async fn probe(name: Arc<str>, pool: Arc<Pool>) {
     match pool.probe().await {
-        Ok(()) => tracing::info!(upstream = %name, "upstream reachable; capabilities learned"),
+        Ok(true) => tracing::info!(upstream = %name, "upstream reachable; capabilities learned"),
+        Ok(false) => tracing::debug!(upstream = %name, "every pool slot busy; no start-up probe"),
         Err(e) => {
             tracing::warn!(upstream = %name, error = %e, "upstream probe failed; will retry on first use")
         }
@@ -186,6 +215,24 @@ impl State {
             )?)),
             None => None,
         };
+        if let Some(t) = &config.tls {
+            // Checked at start only: `[tls]` changes need a restart.
+            match crate::tls::certificate_expiry(t.cert.get_ref()) {
+                Ok(not_after) => {
+                    for l in config
+                        .listeners
+                        .iter()
+                        .filter(|l| *l.tls.get_ref() != TlsMode::None)
+                    {
+                        metrics
+                            .tls_certificate_expiry
+                            .with_label_values(&[l.name.get_ref().as_str()])
+                            .set(not_after);
+                    }
+                }
+                Err(e) => tracing::warn!("cannot read the certificate's expiry: {e}"),
+            }
+        }
         let policy = Policy::build(config, &metrics, &connector, None).map_err(Error::Setup)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -224,12 +271,7 @@ impl Reloader {
     /// A missing secret or another set-up failure, as a message.
     pub fn reload(&self, config: Config) -> Result<(), String> {
         let result = self.apply(config);
-        let label = if result.is_ok() { "ok" } else { "error" };
-        self.shared
-            .metrics
-            .config_reloads
-            .with_label_values(&[label])
-            .inc();
+        self.shared.metrics.reload_result(result.is_ok());
         result
     }
 
@@ -241,11 +283,7 @@ impl Reloader {
         match Config::load(path) {
             Ok(config) => self.reload(config),
             Err(e) => {
-                self.shared
-                    .metrics
-                    .config_reloads
-                    .with_label_values(&["error"])
-                    .inc();
+                self.shared.metrics.reload_result(false);
                 Err(e.to_string())
             }
         }

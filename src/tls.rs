@@ -54,6 +54,23 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// The `notAfter` of the first (leaf) certificate in a PEM file, in Unix seconds.
+///
+/// # Errors
+/// The file does not hold a parseable certificate.
+pub fn certificate_expiry(path: &Path) -> Result<i64, TlsError> {
+    let certs = load_certs(path)?;
+    let leaf = certs.first().ok_or_else(|| TlsError::Cert {
+        path: path.display().to_string(),
+        reason: "no PEM certificate found".to_owned(),
+    })?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| TlsError::Cert {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
 /// Reads extra trust anchors for an upstream.
 pub fn load_ca(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();

@@ -72,8 +72,10 @@ async fn messages_per_minute_answers_450_with_a_retry_hint() {
     assert!(r.contains("retry in") && r.contains(" s"), "{r}");
     assert_eq!(p.files("outbox", "eml").len(), 2);
     assert_eq!(
-        p.metric("postern_limit_hits_total{limit=\"messages_per_minute\"}")
-            .await,
+        p.metric(
+            "postern_limit_hits_total{limit=\"messages_per_minute\",upstream=\"-\",user=\"dev\"}"
+        )
+        .await,
         1.0
     );
     c.cmd("QUIT").await;
@@ -110,8 +112,10 @@ async fn connections_per_user_are_capped_and_released() {
     assert!(r.starts_with("421 4.7.0 "), "{r}");
     assert!(second.closed().await, "the refused connection is closed");
     assert_eq!(
-        p.metric("postern_limit_hits_total{limit=\"connections_per_user\"}")
-            .await,
+        p.metric(
+            "postern_limit_hits_total{limit=\"connections_per_user\",upstream=\"-\",user=\"dev\"}"
+        )
+        .await,
         1.0
     );
     // Once the first one is gone, the user may connect again.

@@ -81,10 +81,16 @@ async fn one_connection_serves_sessions_one_after_another() {
             .await,
         1.0
     );
+    // The probe is counted apart from traffic.
     assert_eq!(
         p.metric("postern_upstream_connections_opened_total{upstream=\"fake\"}")
             .await,
-        2.0
+        1.0
+    );
+    assert_eq!(
+        p.metric("postern_upstream_health_checks_total{result=\"ok\",upstream=\"fake\"}")
+            .await,
+        1.0
     );
     p.stop().await;
 }

@@ -409,7 +409,7 @@ async fn the_recipient_limit_answers_452() {
     t.cmd("RCPT TO:<b@example.net>", "250").await;
     t.cmd("RCPT TO:<c@example.net>", "452 4.5.3").await;
     assert_eq!(
-        s.metric("postern_limit_hits_total{limit=\"max_recipients\"}"),
+        s.metric("postern_limit_hits_total{limit=\"max_recipients\",upstream=\"-\",user=\"dev\"}"),
         1.0
     );
 }
@@ -575,7 +575,9 @@ async fn pool_wait_ends_with_451_when_every_connection_is_busy() {
         started.elapsed()
     );
     assert_eq!(
-        s.metric("postern_limit_hits_total{limit=\"upstream_connections\"}"),
+        s.metric(
+            "postern_limit_hits_total{limit=\"upstream_connections\",upstream=\"mem\",user=\"dev\"}"
+        ),
         1.0,
         "counted once"
     );

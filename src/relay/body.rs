@@ -28,12 +28,12 @@ pub struct Finished<'a> {
 }
 
 impl Relay {
-    /// Starts an outbox message (after the outbox route's DATA).
+    /// Starts an outbox message (after the outbox route's DATA) under the transaction's id.
     ///
     /// # Errors
     /// `LocalError` when the file cannot be created.
-    pub fn begin_outbox(ob: &outbox::Outbox) -> Result<Sink, Refusal> {
-        ob.begin().map(Sink::Outbox).map_err(|e| {
+    pub fn begin_outbox(ob: &outbox::Outbox, id: &str) -> Result<Sink, Refusal> {
+        ob.begin_as(id).map(Sink::Outbox).map_err(|e| {
             tracing::error!(error = %e, "outbox: cannot create a message file");
             Refusal::LocalError
         })

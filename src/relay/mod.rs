@@ -73,6 +73,8 @@ pub struct Resolution {
     pub accepted: Vec<String>,
     /// The upstream's reply to DATA, when one was read.
     pub data: Option<Reply>,
+    /// The upstream's refusal of MAIL, when that ended the transaction.
+    pub mail_refused: Option<Reply>,
 }
 
 /// What the session should do after queueing a command upstream.
@@ -278,6 +280,11 @@ impl Relay {
             let Some(reply) = reply else {
                 // The upstream connection is gone: so is its transaction.
                 out.ended = true;
+                if let (Expect::Rcpt(_), Some(m)) = (&expect, &metrics) {
+                    m.recipients
+                        .with_label_values(&[user, "upstream_failed"])
+                        .inc();
+                }
                 if !matches!(expect, Expect::Silent) {
                     resolved.push_back(Slot::Ready(Refusal::UpstreamLost.reply()));
                 }
@@ -286,16 +293,25 @@ impl Relay {
             let client_reply = from_upstream(&name, &reply);
             match expect {
                 Expect::Silent => continue,
-                Expect::Mail if !reply.is_positive() => out.ended = true,
+                Expect::Mail if !reply.is_positive() => {
+                    out.ended = true;
+                    out.mail_refused = Some(reply.clone());
+                }
                 Expect::Mail => {}
                 Expect::Rcpt(path) => {
-                    let result = if reply.is_positive() {
-                        "accepted"
-                    } else {
-                        "rejected"
-                    };
+                    let result = crate::refusal::upstream_result(&reply);
                     if let Some(m) = &metrics {
                         m.recipients.with_label_values(&[user, result]).inc();
+                    }
+                    if !reply.is_positive() {
+                        let text = client_reply.to_string();
+                        tracing::info!(
+                            user,
+                            upstream = &*name,
+                            result,
+                            reply = text.as_str(),
+                            "recipient refused"
+                        );
                     }
                     if reply.is_positive() && !out.ended {
                         out.accepted.push(path);

@@ -119,6 +119,7 @@ impl Session {
     async fn check_credentials(&mut self, creds: Credentials, mechanism: &str) -> Next {
         // No impersonation: an authorization identity must be the user itself.
         if !creds.authzid.is_empty() && creds.authzid != creds.username {
+            self.log_auth_failure(&creds.username, mechanism, "authzid differs");
             self.push(Refusal::BadCredentials.reply());
             return self.auth_failed(mechanism);
         }
@@ -138,11 +139,24 @@ impl Session {
                 Next::Continue
             }
             Verdict::Denied => {
-                tracing::info!(mechanism, "authentication failed");
+                self.log_auth_failure(&creds.username, mechanism, "bad credentials");
                 self.push(Refusal::BadCredentials.reply());
                 self.auth_failed(mechanism)
             }
         }
+    }
+
+    /// One line per failed AUTH: the username tried (bounded; quoted and
+    /// escaped by the log format) and the client address. Never the password.
+    fn log_auth_failure(&self, username: &str, mechanism: &str, why: &'static str) {
+        let client = self.peer.to_string();
+        tracing::info!(
+            username = super::record::bounded(username),
+            client = client.as_str(),
+            mechanism,
+            reason = why,
+            "authentication failed"
+        );
     }
 
     /// Too many failures from this address lately: refuse without looking at a password.

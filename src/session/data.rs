@@ -9,9 +9,10 @@
 
 use tokio::time::Instant;
 
+use super::record::Record;
 use super::{Next, Phase, Session, Slot, Txn};
-use crate::refusal::Refusal;
-use crate::relay::{Relay, Route, Sink, body::Finished};
+use crate::refusal::{Refusal, upstream_result};
+use crate::relay::{Relay, Route, Sink, body::Finished, from_upstream};
 use crate::smtp::data::{DataError, Receiver, Step};
 use crate::smtp::header;
 use crate::smtp::reply::Reply;
@@ -26,7 +27,7 @@ enum Headers {
 
 /// The DATA phase: the transaction, the framer, and where the body goes.
 pub(super) struct Body {
-    txn: Txn,
+    pub(super) txn: Txn,
     rx: Receiver,
     headers: Headers,
     /// The header `From:` to write, with `rewrite_header_from`.
@@ -34,7 +35,6 @@ pub(super) struct Body {
     pub(super) sink: Sink,
     /// Set at the first failure; the rest of the body is read and dropped.
     fault: Option<Refusal>,
-    started: Instant,
 }
 
 fn go_ahead() -> Reply {
@@ -53,7 +53,7 @@ impl Session {
             return self.decline(Refusal::NoValidRecipients);
         }
         if let Route::Outbox(ob) = &txn.route {
-            return match Relay::begin_outbox(ob) {
+            return match Relay::begin_outbox(ob, &txn.id) {
                 Ok(sink) => {
                     self.push(go_ahead());
                     self.start_body(sink)
@@ -67,7 +67,7 @@ impl Session {
         }
         // MAIL, RCPTs and DATA go upstream together; the replies come back in order.
         if !self.relay.data(&mut self.replies) {
-            self.txn = None;
+            self.end_txn_refused(&Refusal::UpstreamLost);
             return self.decline(Refusal::UpstreamLost);
         }
         let reply = self.drain().await;
@@ -83,14 +83,22 @@ impl Session {
             Some(r) if r.code == 354 => {
                 // The upstream would take a message with no recipient: refuse it here.
                 self.relay.drop_connection();
-                self.txn = None;
+                self.end_txn_refused(&Refusal::NoValidRecipients);
                 if let Some(Slot::Ready(last)) = self.replies.back_mut() {
                     *last = Refusal::NoValidRecipients.reply();
                 }
                 Next::Continue
             }
-            _ => {
-                self.txn = None;
+            Some(r) => {
+                // The provider refused DATA.
+                let name = self.txn.as_ref().map(|t| t.upstream.name.clone());
+                let shown = name.map_or_else(|| r.clone(), |n| from_upstream(&n, &r));
+                self.end_txn(upstream_result(&r), &shown);
+                Next::Continue
+            }
+            None => {
+                // Lost before DATA was answered (`drain` recorded a MAIL refusal).
+                self.end_txn_refused(&Refusal::UpstreamLost);
                 Next::Continue
             }
         }
@@ -117,7 +125,6 @@ impl Session {
             rewrite,
             sink,
             fault: None,
-            started: Instant::now(),
         }));
         Next::Flush
     }
@@ -186,6 +193,8 @@ impl Session {
 
     /// End-of-data: the final reply for the client, counted and logged once.
     async fn end_of_data(&mut self, mut body: Body, end: Result<u64, DataError>) -> Reply {
+        // `relay_ms` runs from here, the client's final dot, not from the 354.
+        let end_of_data = Instant::now();
         let size = match end {
             Ok(size) => size,
             Err(e) => {
@@ -207,16 +216,11 @@ impl Session {
         let txn = &body.txn;
         if let Some(fault) = body.fault {
             self.relay.abort(body.sink);
-            let result = fault.message_result();
-            if let Some(limit) = fault
-                .limit()
-                .filter(|_| !matches!(fault, Refusal::HeaderTooLarge))
-            {
-                metrics.limit_hits.with_label_values(&[limit]).inc();
-            }
-            metrics.messages.with_label_values(&[&user, result]).inc();
+            self.count_limit(&fault);
             let reply = fault.reply();
-            tracing::info!(user = %user, upstream = %txn.upstream.name, result, reply = %reply, "message refused");
+            let mut record = Record::of(txn, fault.message_result(), Some(&reply));
+            record.size = Some(size);
+            self.record(&record);
             return reply;
         }
         let finished = Finished {
@@ -229,26 +233,21 @@ impl Session {
             body: txn.mail.params.body,
         };
         let (reply, result) = self.relay.finish(body.sink, &finished).await;
+        let relay = end_of_data.elapsed();
         metrics
             .relay_duration
             .with_label_values(&[&txn.upstream.name])
-            .observe(body.started.elapsed().as_secs_f64());
-        metrics.messages.with_label_values(&[&user, result]).inc();
+            .observe(relay.as_secs_f64());
         if result == "accepted" {
             metrics
                 .message_bytes
                 .with_label_values(&[&user])
                 .inc_by(size);
         }
-        tracing::info!(
-            user = %user,
-            upstream = %txn.upstream.name,
-            recipients = txn.accepted.len(),
-            size,
-            result,
-            reply = %reply,
-            "message"
-        );
+        let mut record = Record::of(txn, result, Some(&reply));
+        record.size = Some(size);
+        record.relay = Some(relay);
+        self.record(&record);
         reply
     }
 }

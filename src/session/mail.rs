@@ -1,11 +1,13 @@
 //! MAIL: identity, sender policy, limits, then the route's own answer. Toward
-//! a provider the command is queued, not awaited (see `relay`).
+//! a provider the command is queued, not awaited (see `relay`). A MAIL
+//! refused here is counted and logged once (`record`), with its user.
 
 use super::{Next, Session, Txn};
 use crate::policy;
 use crate::refusal::Refusal;
 use crate::relay::{After, Route};
 use crate::smtp::command::MailFrom;
+use crate::upstream::outbox;
 
 impl Session {
     pub(super) async fn mail(&mut self, mail: MailFrom) -> Next {
@@ -15,39 +17,40 @@ impl Session {
         if self.txn.is_some() {
             return self.refuse(Refusal::NestedMail);
         }
+        let id = outbox::new_id();
         let Some(user) = self.sender_identity() else {
-            return self.refuse(Refusal::AuthRequired);
+            let r = Refusal::AuthRequired;
+            self.record_mail_refusal(&id, &mail.path, &r);
+            return self.refuse(r);
         };
         if !self.claim_user_slot(&user) {
+            let r = Refusal::UserConnections(user.name.clone());
+            self.record_mail_refusal(&id, &mail.path, &r);
             return Next::Close;
         }
         if !mail.path.is_ascii() && !mail.params.smtputf8 {
-            return self.refuse(Refusal::NonAsciiSender);
+            let r = Refusal::NonAsciiSender;
+            self.record_mail_refusal(&id, &mail.path, &r);
+            return self.refuse(r);
         }
         let upstream = self.policy.upstreams[user.upstream].clone();
         let max_size = upstream.effective_max_size(user.limits.max_message_size);
         if mail.params.size.is_some_and(|s| s > max_size) {
-            return self.decline(Refusal::SizeDeclaredTooBig);
+            return self.mail_refused(&id, &mail, Refusal::SizeDeclaredTooBig);
         }
         if !policy::sender_allowed(
             &user.allowed_senders,
             user.rewrite_sender.is_some(),
             &mail.path,
         ) {
-            tracing::info!(user = %user.name, "sender refused by allowed_senders");
-            let r = Refusal::SenderNotAllowed(user.name.clone());
-            self.shared
-                .metrics
-                .messages
-                .with_label_values(&[&user.name, r.message_result()])
-                .inc();
-            return self.decline(r);
+            return self.mail_refused(&id, &mail, Refusal::SenderNotAllowed(user.name.clone()));
         }
         if let Err(wait) = user.rates.take_message() {
-            return self.decline(Refusal::MessageRate {
+            let r = Refusal::MessageRate {
                 user: user.name.clone(),
                 wait,
-            });
+            };
+            return self.mail_refused(&id, &mail, r);
         }
         let sender = user
             .rewrite_sender
@@ -55,6 +58,8 @@ impl Session {
             .unwrap_or_else(|| mail.path.clone());
         let route = Route::of(&upstream);
         let txn = Txn {
+            id,
+            started: tokio::time::Instant::now(),
             max_recipients: upstream.effective_max_recipients(user.limits.max_recipients),
             upstream,
             route,
@@ -85,7 +90,14 @@ impl Session {
                 }
                 Next::Continue
             }
-            Err(refusal) => self.decline(refusal),
+            Err(refusal) => self.mail_refused(&txn.id, &txn.mail, refusal),
         }
+    }
+
+    /// A MAIL refused by policy or because the upstream cannot be set up:
+    /// counted and logged once, answered without counting a client error.
+    fn mail_refused(&mut self, id: &str, mail: &MailFrom, r: Refusal) -> Next {
+        self.record_mail_refusal(id, &mail.path, &r);
+        self.decline(r)
     }
 }

@@ -42,7 +42,8 @@ impl Session {
 
     /// RSET, EHLO, STARTTLS: abandons the transaction here and upstream.
     pub(super) fn reset_transaction(&mut self) {
-        if self.txn.take().is_some() {
+        if let Some(txn) = self.txn.take() {
+            self.record_abandoned(&txn, None);
             self.relay.rset(&mut self.replies);
         }
     }

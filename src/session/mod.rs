@@ -18,6 +18,7 @@ mod ehlo;
 mod mail;
 mod misc;
 mod rcpt;
+mod record;
 mod starttls;
 
 use std::net::SocketAddr;
@@ -69,6 +70,10 @@ enum Phase {
 
 /// A mail transaction in progress.
 struct Txn {
+    /// postern's message id (the outbox file's name too).
+    id: String,
+    /// When MAIL came, for `total_ms`.
+    started: tokio::time::Instant,
     upstream: Arc<Upstream>,
     route: Route,
     /// The sender as the client gave it.
@@ -190,6 +195,8 @@ impl Session {
                 Input::Shutdown => Some(Refusal::ShuttingDown),
             };
             if let Phase::Data(body) = std::mem::replace(&mut self.phase, Phase::Command) {
+                let body = *body;
+                self.record_abandoned(&body.txn, closing.as_ref().map(Refusal::reply).as_ref());
                 self.relay.abort(body.sink);
             }
             if let Some(r) = closing {
@@ -305,15 +312,23 @@ impl Session {
     /// Answers a refusal that is not the client's fault (no error counted),
     /// counting the limit it hit, if any.
     fn decline(&mut self, r: Refusal) -> Next {
-        if let Some(limit) = r.limit() {
-            self.shared
-                .metrics
-                .limit_hits
-                .with_label_values(&[limit])
-                .inc();
-        }
+        self.count_limit(&r);
         self.push(r.reply());
         Next::Continue
+    }
+
+    /// Counts the limit `r` hit, if it is a limit hit, with its user and upstream.
+    fn count_limit(&self, r: &Refusal) {
+        use crate::metrics::{NONE, SERVER_LIMITS};
+        let Some(limit) = r.limit() else { return };
+        let user: Arc<str> = if SERVER_LIMITS.contains(&limit) {
+            Arc::from(NONE)
+        } else {
+            r.user().map_or_else(|| self.user_label(), Arc::from)
+        };
+        self.shared
+            .metrics
+            .limit_hit(limit, &user, r.upstream().unwrap_or(NONE));
     }
 
     /// Counts a refused command; too many close the session.
@@ -390,9 +405,20 @@ impl Session {
             ended,
             accepted,
             data,
+            mail_refused,
         } = self.relay.resolve(&mut self.replies, &user).await;
         if ended {
-            self.txn = None;
+            if let Some(txn) = self.txn.as_ref() {
+                // The provider refused MAIL, or the connection was lost.
+                let (result, reply) = match &mail_refused {
+                    Some(r) => (
+                        crate::refusal::upstream_result(r),
+                        crate::relay::from_upstream(&txn.upstream.name, r),
+                    ),
+                    None => ("upstream_failed", Refusal::UpstreamLost.reply()),
+                };
+                self.end_txn(result, &reply);
+            }
         } else if let Some(txn) = self.txn.as_mut() {
             txn.accepted.extend(accepted);
         }
@@ -449,6 +475,12 @@ impl Session {
     /// Ends the session's use of its upstream connection: back to the pool when
     /// clean, dropped (closing it, which abandons any transaction) otherwise.
     fn end(&mut self) {
+        if let Some(txn) = self.txn.take() {
+            self.record_abandoned(&txn, None);
+        }
+        if let Phase::Data(body) = &self.phase {
+            self.record_abandoned(&body.txn, None);
+        }
         if !matches!(self.phase, Phase::Data(_)) {
             self.release_idle_upstream();
         }

@@ -1,5 +1,6 @@
 //! RCPT: the recipient limits, then the route. Toward a provider the command
-//! is queued and its reply is the provider's (see `relay`).
+//! is queued and its reply is the provider's (see `relay`, which counts those
+//! replies); what postern refuses or accepts itself is counted here.
 
 use super::{Next, Session};
 use crate::refusal::Refusal;
@@ -13,15 +14,17 @@ impl Session {
         };
         txn.rcpt_commands += 1;
         if !rcpt.path.is_ascii() && !txn.mail.params.smtputf8 {
-            return self.refuse(Refusal::NonAsciiRecipient);
+            let r = Refusal::NonAsciiRecipient;
+            self.record_rcpt_refusal(&r);
+            return self.refuse(r);
         }
         if txn.forwarded >= txn.max_recipients {
-            return self.decline(Refusal::TooManyRecipients);
+            return self.rcpt_refused(Refusal::TooManyRecipients);
         }
         if let Some(user) = self.sender_identity()
             && let Err(wait) = user.rates.take_recipient()
         {
-            return self.decline(Refusal::RecipientRate {
+            return self.rcpt_refused(Refusal::RecipientRate {
                 user: user.name.clone(),
                 wait,
             });
@@ -33,10 +36,20 @@ impl Session {
         let (accepted, after) = self.relay.rcpt(&txn.route, &rcpt, &mut self.replies);
         if accepted {
             txn.accepted.push(rcpt.path);
+            self.shared
+                .metrics
+                .recipients
+                .with_label_values(&[&self.user_label(), "accepted"])
+                .inc();
         }
         if after == After::Resolve {
             self.drain().await;
         }
         Next::Continue
+    }
+
+    fn rcpt_refused(&mut self, r: Refusal) -> Next {
+        self.record_rcpt_refusal(&r);
+        self.decline(r)
     }
 }

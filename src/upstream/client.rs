@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, timeout};
 
 use super::dial::Dial;
+use super::pool::Purpose;
 use super::{Capabilities, UpstreamError};
 use crate::config::TlsMode;
 use crate::net::BoxIo;
@@ -51,7 +52,9 @@ pub struct Client {
     /// fresh connection if this one turns out dead before answering any of them.
     last_batch: Vec<u8>,
     /// The pool slot this connection occupies while checked out.
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    permit: Option<super::pool::Slot>,
+    /// Traffic connections count their replies; a health probe's do not.
+    traffic: bool,
     _active: ActiveGuard,
 }
 
@@ -80,35 +83,43 @@ impl Client {
     ///
     /// # Errors
     /// `UpstreamError` with the stage that failed; nothing of the password is in it.
-    pub async fn connect(dial: Arc<Dial>) -> Result<Client, UpstreamError> {
+    pub async fn connect(dial: Arc<Dial>, purpose: Purpose) -> Result<Client, UpstreamError> {
         let metrics = dial.metrics.clone();
         let name = dial.name.clone();
-        match timeout(CONNECT_TIMEOUT, Client::connect_inner(dial)).await {
-            Ok(Ok(c)) => {
-                metrics
-                    .upstream_connections_opened
-                    .with_label_values(&[&name])
-                    .inc();
-                Ok(c)
-            }
-            Ok(Err(e)) => {
-                metrics
+        let traffic = purpose == Purpose::Traffic;
+        let started = Instant::now();
+        let result = match timeout(CONNECT_TIMEOUT, Client::connect_inner(dial, traffic)).await {
+            Ok(r) => r,
+            Err(_) => Err(UpstreamError::Timeout("connect")),
+        };
+        let word = result.as_ref().err().map_or("ok", UpstreamError::stage);
+        if traffic {
+            match &result {
+                Ok(_) => {
+                    metrics
+                        .upstream_connections_opened
+                        .with_label_values(&[&name])
+                        .inc();
+                    metrics
+                        .upstream_connection_setup_duration
+                        .with_label_values(&[&name])
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                Err(_) => metrics
                     .upstream_connections_failed
-                    .with_label_values(&[&name, e.stage()])
-                    .inc();
-                Err(e)
+                    .with_label_values(&[&name, word])
+                    .inc(),
             }
-            Err(_) => {
-                metrics
-                    .upstream_connections_failed
-                    .with_label_values(&[&name, "timeout"])
-                    .inc();
-                Err(UpstreamError::Timeout("connect"))
-            }
+        } else {
+            metrics
+                .upstream_health_checks
+                .with_label_values(&[&name, word])
+                .inc();
         }
+        result
     }
 
-    async fn connect_inner(dial: Arc<Dial>) -> Result<Client, UpstreamError> {
+    async fn connect_inner(dial: Arc<Dial>, traffic: bool) -> Result<Client, UpstreamError> {
         let io = dial.open().await?;
         let mode = dial.tls_mode;
         let (stream, tls) = if mode == TlsMode::Implicit {
@@ -128,6 +139,7 @@ impl Client {
             replies: 0,
             last_batch: Vec::new(),
             permit: None,
+            traffic,
         };
         let greeting = c.read_reply_within(COMMAND_TIMEOUT).await?;
         if greeting.code != 220 {
@@ -292,12 +304,12 @@ impl Client {
     }
 
     /// Gives the connection the pool slot it occupies.
-    pub(super) fn set_permit(&mut self, permit: tokio::sync::OwnedSemaphorePermit) {
+    pub(super) fn set_permit(&mut self, permit: super::pool::Slot) {
         self.permit = Some(permit);
     }
 
     /// Takes the pool slot back out (when the connection returns to the pool).
-    pub(super) fn take_permit(&mut self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    pub(super) fn take_permit(&mut self) -> Option<super::pool::Slot> {
         self.permit.take()
     }
 
@@ -344,6 +356,9 @@ impl Client {
     ) -> Result<Reply, UpstreamError> {
         let reply = self.read_reply_within(limit).await?;
         self.replies += 1;
+        if !self.traffic {
+            return Ok(reply);
+        }
         let m = &self.dial.metrics;
         let name = &*self.dial.name;
         m.upstream_command_duration

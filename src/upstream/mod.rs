@@ -109,6 +109,11 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// Every `stage` a connection set-up can fail at (`Client::connect`).
+    pub const CONNECT_STAGES: &'static [&'static str] = &[
+        "connect", "tls", "timeout", "io", "protocol", "auth", "rejected",
+    ];
+
     /// A fixed word for the metrics label.
     pub fn stage(&self) -> &'static str {
         match self {
@@ -267,7 +272,7 @@ impl Upstream {
     /// What connecting reports.
     pub async fn probe(&self) -> Result<(), UpstreamError> {
         match self.pool() {
-            Some(p) => p.probe().await,
+            Some(p) => p.probe().await.map(|_| ()),
             None => Ok(()),
         }
     }

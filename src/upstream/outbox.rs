@@ -60,15 +60,16 @@ impl Outbox {
     /// # Errors
     /// If the temporary file cannot be created.
     pub fn begin(&self) -> io::Result<Spool> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let id = format!(
-            "{}-{:06}-{:016x}",
-            now.as_secs(),
-            now.subsec_micros(),
-            rand::random::<u64>()
-        );
+        self.begin_as(&new_id())
+    }
+
+    /// Starts a message under `id` (postern's message id for the transaction,
+    /// from `new_id`), so the file and the log line carry the same id.
+    ///
+    /// # Errors
+    /// If the temporary file cannot be created (one with that id exists).
+    pub fn begin_as(&self, id: &str) -> io::Result<Spool> {
+        let id = id.to_owned();
         let tmp = self.dir.join(format!(".{id}.eml.tmp"));
         let file = File::options().write(true).create_new(true).open(&tmp)?;
         Ok(Spool {
@@ -127,6 +128,20 @@ impl Spool {
     pub fn abort(self) {
         let _ = fs::remove_file(&self.tmp);
     }
+}
+
+/// A fresh message id: seconds, microseconds and 64 random bits
+/// (`1795382246-765026-f4777a0caa791525`); safe in a file name.
+pub fn new_id() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{}-{:06}-{:016x}",
+        now.as_secs(),
+        now.subsec_micros(),
+        rand::random::<u64>()
+    )
 }
 
 /// Seconds since the epoch, for envelopes.

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use super::client::Client;
 use super::dial::Dial;
@@ -38,6 +39,62 @@ pub struct Pool {
     retired: AtomicBool,
     /// What the upstream offered at its last EHLO.
     learned: RwLock<Option<Capabilities>>,
+    /// What the last connection set-up (probe or traffic) showed.
+    health: Mutex<Health>,
+}
+
+/// What the last connection set-up of an upstream showed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Not tried yet.
+    Unknown,
+    Up,
+    /// The last set-up failed, and why (never a password).
+    Down(String),
+}
+
+/// Why a connection is opened: traffic is counted in the traffic families,
+/// a health probe only in `postern_upstream_health_checks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Traffic,
+    Probe,
+}
+
+/// One of the pool's `max_connections` slots, held by a checked-out
+/// connection or a probe; counted in `upstream_pool_connections_in_use`.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    in_use: prometheus::IntGauge,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, dial: &Dial) -> Slot {
+        let in_use = dial
+            .metrics
+            .upstream_pool_in_use
+            .with_label_values(&[&dial.name]);
+        in_use.inc();
+        Slot {
+            _permit: permit,
+            in_use,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.in_use.dec();
+    }
+}
+
+/// Counts a session in `upstream_pool_waiters` while it waits.
+struct Waiting(prometheus::IntGauge);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Pool {
@@ -48,6 +105,10 @@ impl Pool {
         wait: Duration,
         health_check: Duration,
     ) -> Pool {
+        dial.metrics
+            .upstream_pool_max
+            .with_label_values(&[&dial.name])
+            .set(i64::from(max.max(1)));
         Pool {
             dial,
             enabled,
@@ -57,7 +118,37 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             retired: AtomicBool::new(false),
             learned: RwLock::new(None),
+            health: Mutex::new(Health::Unknown),
         }
+    }
+
+    /// What the last connection set-up showed.
+    pub fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records a set-up outcome: `upstream_up`, the last AUTH success, `health`.
+    /// A full pool says nothing about the upstream and is not recorded.
+    fn record_setup(&self, result: Result<(), &UpstreamError>) {
+        let m = &self.dial.metrics;
+        let name = &*self.dial.name;
+        let health = match result {
+            Ok(()) => {
+                m.upstream_last_auth_success
+                    .with_label_values(&[name])
+                    .set(crate::metrics::unix_now());
+                Health::Up
+            }
+            Err(UpstreamError::PoolTimeout) => return,
+            Err(e) => Health::Down(e.to_string()),
+        };
+        m.upstream_up
+            .with_label_values(&[name])
+            .set(i64::from(health == Health::Up));
+        *self.health.lock().unwrap_or_else(|p| p.into_inner()) = health;
     }
 
     pub fn dial(&self) -> &Arc<Dial> {
@@ -88,10 +179,31 @@ impl Pool {
     }
 
     /// Opens and authenticates a new connection, learning its capabilities.
-    async fn connect(&self) -> Result<Client, UpstreamError> {
-        let c = Client::connect(self.dial.clone()).await?;
+    async fn connect(&self, purpose: Purpose) -> Result<Client, UpstreamError> {
+        let result = Client::connect(self.dial.clone(), purpose).await;
+        self.record_setup(result.as_ref().map(|_| ()));
+        let c = result?;
         self.learn(c.caps());
         Ok(c)
+    }
+
+    /// Waits up to `pool_wait` for a slot, counted as a waiter and timed.
+    async fn acquire(&self) -> Result<Slot, UpstreamError> {
+        let m = &self.dial.metrics;
+        let name = &*self.dial.name;
+        let waiters = m.upstream_pool_waiters.with_label_values(&[name]);
+        waiters.inc();
+        let waiting = Waiting(waiters);
+        let started = Instant::now();
+        let got = tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await;
+        drop(waiting);
+        m.upstream_pool_wait_duration
+            .with_label_values(&[name])
+            .observe(started.elapsed().as_secs_f64());
+        match got {
+            Ok(Ok(p)) => Ok(Slot::new(p, &self.dial)),
+            _ => Err(UpstreamError::PoolTimeout),
+        }
     }
 
     /// A connection for one transaction: an idle one if a fresh one is there,
@@ -100,12 +212,8 @@ impl Pool {
     /// # Errors
     /// `PoolTimeout` when every connection stayed busy, or what connecting reports.
     pub async fn checkout(&self) -> Result<Client, UpstreamError> {
-        let permit: OwnedSemaphorePermit =
-            match tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await {
-                Ok(Ok(p)) => p,
-                // Counted as a limit hit where it is refused (`Refusal::limit`).
-                _ => return Err(UpstreamError::PoolTimeout),
-            };
+        // Counted as a limit hit where it is refused (`Refusal::limit`), with the user.
+        let permit = self.acquire().await?;
         loop {
             let candidate = self.idle().pop();
             let Some(mut c) = candidate else { break };
@@ -117,7 +225,7 @@ impl Pool {
             c.set_permit(permit);
             return Ok(c);
         }
-        let mut c = self.connect().await?;
+        let mut c = self.connect(Purpose::Traffic).await?;
         c.set_permit(permit);
         Ok(c)
     }
@@ -143,7 +251,7 @@ impl Pool {
         let batch = dead.take_last_batch();
         let permit = dead.take_permit();
         drop(dead);
-        let mut fresh = self.connect().await?;
+        let mut fresh = self.connect(Purpose::Traffic).await?;
         if let Some(p) = permit {
             fresh.set_permit(p);
         }
@@ -200,13 +308,27 @@ impl Pool {
         }
     }
 
-    /// Connects once (EHLO, AUTH), learns the capabilities and says QUIT.
+    /// Health probe: connects once (EHLO, AUTH), learns the capabilities and
+    /// says QUIT, in a slot of the pool, so a probe never takes the upstream
+    /// over `max_connections`. `Ok(false)`: every slot was busy, no probe
+    /// (the traffic shows the upstream's health then).
     ///
     /// # Errors
     /// What connecting reports.
-    pub async fn probe(&self) -> Result<(), UpstreamError> {
-        self.connect().await?.quit().await;
-        Ok(())
+    pub async fn probe(&self) -> Result<bool, UpstreamError> {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return Ok(false);
+        };
+        let _slot = Slot::new(permit, &self.dial);
+        // An idle connection holds no slot but is open at the provider: close
+        // one to make room, so idle + in use + the probe stay within the cap.
+        let idle = self.idle().pop();
+        if let Some(c) = idle {
+            self.idle_gauge().dec();
+            c.quit().await;
+        }
+        self.connect(Purpose::Probe).await?.quit().await;
+        Ok(true)
     }
 
     /// Keeps the pool tidy and probes the credentials, until it is retired or dropped.
@@ -230,9 +352,6 @@ impl Pool {
             if !health.is_zero() && since_probe >= health {
                 since_probe = Duration::ZERO;
                 // The probe is a connection too: only when one is free under the cap.
-                let Ok(_slot) = p.permits.clone().try_acquire_owned() else {
-                    continue;
-                };
                 if let Err(e) = p.probe().await {
                     tracing::warn!(upstream = %p.dial.name, error = %e, "upstream health check failed");
                 }

@@ -5,8 +5,11 @@
 //! It offers PIPELINING, SIZE and AUTH PLAIN; accepts AUTH, MAIL, RSET, NOOP;
 //! refuses RCPT to addresses starting with `reject` (550 5.1.1) and answers
 //! RCPT to addresses starting with `busy` with 451 4.3.0; hangs up at RCPT to
-//! addresses starting with `drop`; takes DATA and records
-//! each message.
+//! addresses starting with `drop`; answers MAIL from senders starting with
+//! `tempfail` 451 and `reject` 553; takes DATA and records each message,
+//! except that a message with a `X-Verdict: tempfail` (or `reject`) line is
+//! answered 451 (554) after its dot. `refuse_auth(true)` makes AUTH fail
+//! with 535, as when the provider password changed.
 
 use std::sync::{Arc, Mutex};
 
@@ -23,7 +26,10 @@ pub struct Delivered {
 
 #[derive(Default)]
 struct Record {
+    refuse_auth: bool,
     connections: usize,
+    open: usize,
+    max_open: usize,
     commands: Vec<String>,
     messages: Vec<Delivered>,
 }
@@ -41,6 +47,16 @@ impl MemoryUpstream {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Record> {
         self.record.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// From now on AUTH gets 535 (true) or 235 (false).
+    pub fn refuse_auth(&self, refuse: bool) {
+        self.lock().refuse_auth = refuse;
+    }
+
+    /// The most connections that were open at the same time.
+    pub fn max_open(&self) -> usize {
+        self.lock().max_open
     }
 
     pub fn connections(&self) -> usize {
@@ -67,10 +83,16 @@ impl MemoryUpstream {
 impl Connector for MemoryUpstream {
     fn connect<'a>(&'a self, _addr: &'a str) -> Connecting<'a> {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
-        self.lock().connections += 1;
+        {
+            let mut r = self.lock();
+            r.connections += 1;
+            r.open += 1;
+            r.max_open = r.max_open.max(r.open);
+        }
         let me = self.clone();
         tokio::spawn(async move {
             let _ = me.serve(ours).await;
+            me.lock().open -= 1;
         });
         Box::pin(async move { Ok(Box::new(theirs) as BoxIo) })
     }
@@ -92,11 +114,21 @@ impl MemoryUpstream {
             let reply: &[u8] = if upper.starts_with("EHLO") {
                 b"250-provider.test\r\n250-PIPELINING\r\n250-SIZE 10000000\r\n250 AUTH PLAIN\r\n"
             } else if upper.starts_with("AUTH") {
-                b"235 2.7.0 ok\r\n"
+                if self.lock().refuse_auth {
+                    b"535 5.7.8 authentication failed\r\n"
+                } else {
+                    b"235 2.7.0 ok\r\n"
+                }
             } else if upper.starts_with("MAIL FROM:") {
                 from = line[10..].trim_matches(['<', '>']).to_owned();
                 to.clear();
-                b"250 2.1.0 ok\r\n"
+                if from.starts_with("tempfail") {
+                    b"451 4.3.2 try later\r\n"
+                } else if from.starts_with("reject") {
+                    b"553 5.7.1 sender refused\r\n"
+                } else {
+                    b"250 2.1.0 ok\r\n"
+                }
             } else if upper.starts_with("RCPT TO:") {
                 let addr = line[8..].trim_matches(['<', '>']).to_owned();
                 if addr.starts_with("drop") {
@@ -123,12 +155,19 @@ impl MemoryUpstream {
                         None => return Ok(()),
                     }
                 }
-                self.lock().messages.push(Delivered {
-                    from: from.clone(),
-                    to: std::mem::take(&mut to),
-                    data,
-                });
-                b"250 2.0.0 queued as M1\r\n"
+                let text = String::from_utf8_lossy(&data).into_owned();
+                if text.contains("X-Verdict: tempfail") {
+                    b"451 4.3.0 queue full\r\n"
+                } else if text.contains("X-Verdict: reject") {
+                    b"554 5.6.0 content refused\r\n"
+                } else {
+                    self.lock().messages.push(Delivered {
+                        from: from.clone(),
+                        to: std::mem::take(&mut to),
+                        data,
+                    });
+                    b"250 2.0.0 queued as M1\r\n"
+                }
             } else if upper == "QUIT" {
                 io.write_all(b"221 2.0.0 bye\r\n").await?;
                 return Ok(());

@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod memory_upstream;
+pub mod observe;
 pub mod postern;
 pub mod transcript;
 pub mod upstream;
