@@ -70,6 +70,8 @@ pub struct Metrics {
     pub config_last_reload_success_timestamp: IntGauge,
     /// The `notAfter` of the certificate each TLS listener presents (Unix seconds).
     pub tls_certificate_expiry: IntGaugeVec,
+    /// Client TLS sessions by the protocol version negotiated.
+    pub tls_versions: IntCounterVec,
 }
 
 fn counter(
@@ -122,6 +124,8 @@ pub const AUTH_MECHANISMS: &[&str] = &["plain", "login", "other"];
 pub const AUTH_RESULTS: &[&str] = &["ok", "fail", "cancelled", "throttled"];
 /// `result` words of `postern_tls_handshakes_total`.
 pub const TLS_RESULTS: &[&str] = &["ok", "error", "timeout"];
+/// `version` words of `postern_tls_sessions_total` (rustls speaks only these).
+pub const TLS_VERSIONS: &[&str] = &["TLSv1.2", "TLSv1.3"];
 /// `reason` words of `postern_connections_rejected_total` on every listener.
 pub const REJECT_REASONS: &[&str] = &["max_connections", "connections_per_ip"];
 /// More `reason` words on listeners with `proxy_protocol`.
@@ -335,6 +339,12 @@ impl Metrics {
                 "notAfter of the certificate a TLS listener presents (Unix time)",
                 &["listener"],
             )?,
+            tls_versions: counter(
+                r,
+                "tls_sessions_total",
+                "Client TLS handshakes that succeeded, by protocol version",
+                &["listener", "version"],
+            )?,
         };
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -362,6 +372,9 @@ impl Metrics {
             if *l.tls.get_ref() != TlsMode::None {
                 for result in TLS_RESULTS {
                     self.tls_handshakes.with_label_values(&[name, result]);
+                }
+                for version in TLS_VERSIONS {
+                    self.tls_versions.with_label_values(&[name, version]);
                 }
             }
         }
@@ -482,6 +495,7 @@ impl Metrics {
             &self.config_last_reload_success,
             &self.config_last_reload_success_timestamp,
             &self.tls_certificate_expiry,
+            &self.tls_versions,
         ]
     }
 

@@ -461,6 +461,13 @@ impl Session {
             .tls_handshakes
             .with_label_values(&[&self.listener.name, result])
             .inc();
+        if let Some(version) = self.conn.tls_version() {
+            self.shared
+                .metrics
+                .tls_versions
+                .with_label_values(&[&self.listener.name, version])
+                .inc();
+        }
         result == "ok"
     }
 
