@@ -1,6 +1,6 @@
 //! The Grafana dashboard and the alert rules query only metrics postern
 //! exports, the dashboard shows every one of them, the README and
-//! docs/monitoring.md list exactly them, and the provisioning file is there.
+//! docs/operations.md list exactly them, and the provisioning file is there.
 
 use std::collections::BTreeSet;
 
@@ -103,7 +103,8 @@ fn the_alert_rules_use_exported_metrics() {
     );
 }
 
-/// The README's metrics table and docs/monitoring.md name exactly the exported families.
+/// The README's metrics table and the "Metrics, alerts and logs" section of
+/// docs/operations.md name exactly the exported families.
 #[test]
 fn the_documented_metrics_are_the_exported_ones() {
     let exported = exported();
@@ -120,8 +121,13 @@ fn the_documented_metrics_are_the_exported_ones() {
         missing.is_empty() && extra.is_empty(),
         "README metrics table: missing {missing:?}, not exported {extra:?}"
     );
-    let doc = read("docs/monitoring.md");
-    let named = names_in(&doc);
+    let ops = read("docs/operations.md");
+    let start = ops
+        .find("## Metrics, alerts and logs")
+        .expect("docs/operations.md has a \"Metrics, alerts and logs\" section");
+    let doc = &ops[start..];
+    let doc = &doc[..doc[2..].find("\n## ").map_or(doc.len(), |i| i + 2)];
+    let named = names_in(doc);
     let missing: Vec<_> = exported.difference(&named).collect();
     let extra: Vec<_> = named
         .iter()
@@ -131,7 +137,7 @@ fn the_documented_metrics_are_the_exported_ones() {
         .collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
-        "docs/monitoring.md: missing {missing:?}, not exported {extra:?}"
+        "docs/operations.md: missing {missing:?}, not exported {extra:?}"
     );
     // And the result words a user sees in postern_messages_total.
     for word in postern::refusal::MESSAGE_RESULTS
@@ -140,7 +146,7 @@ fn the_documented_metrics_are_the_exported_ones() {
     {
         assert!(
             doc.contains(&format!("`{word}`")),
-            "docs/monitoring.md does not explain `{word}`"
+            "docs/operations.md does not explain `{word}`"
         );
     }
 }
