@@ -57,13 +57,18 @@ impl Policy {
         };
         if let Some(old) = previous {
             for up in &upstreams {
-                if let Some(prev) = old
+                let Some(prev) = old
                     .upstreams
                     .iter()
                     .find(|o| o.name == up.name && o.addr == up.addr)
-                    && let Some(caps) = prev.capabilities()
-                {
+                else {
+                    continue;
+                };
+                if let Some(caps) = prev.capabilities() {
                     up.learn(&caps);
+                }
+                if let (Some(new), Some(old)) = (up.pool(), prev.pool()) {
+                    new.inherit_health(old);
                 }
             }
         }

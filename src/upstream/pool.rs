@@ -130,6 +130,13 @@ impl Pool {
             .clone()
     }
 
+    /// After a reload: until its own first set-up, this pool reports what the
+    /// pool it replaces last saw (so a reload never makes a down upstream look ready).
+    pub fn inherit_health(&self, previous: &Pool) {
+        let h = previous.health();
+        *self.health.lock().unwrap_or_else(|p| p.into_inner()) = h;
+    }
+
     /// Records a set-up outcome: `upstream_up`, the last AUTH success, `health`.
     /// A full pool says nothing about the upstream and is not recorded.
     fn record_setup(&self, result: Result<(), &UpstreamError>) {
