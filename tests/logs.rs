@@ -164,4 +164,21 @@ async fn the_text_log_quotes_what_needs_quoting() {
     ] {
         assert!(line.contains(want), "{want} not in {line}");
     }
+    // Client-chosen text with quotes, spaces and a newline stays one quoted value.
+    let mut bad = s.connect();
+    bad.expect("220").await;
+    bad.cmd("EHLO x", "250").await;
+    let user = "evil \"user\" x=1\nfake=line";
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0nope"));
+    bad.cmd(&format!("AUTH PLAIN {token}"), "535").await;
+    let text = log.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("authentication failed"))
+        .unwrap_or_else(|| panic!("no AUTH line: {text}"));
+    assert!(
+        line.contains(r#"username="evil \"user\" x=1\nfake=line""#),
+        "{line}"
+    );
+    assert!(!text.lines().any(|l| l.starts_with("fake=line")), "{text}");
 }
