@@ -7,6 +7,8 @@
 #   bash scripts/bench.sh --quick      # small counts, a minute or two (CI runs this with --out DIR)
 #   options: --quick  --debug (use the debug build)  --out DIR (where BENCHMARKS.md and the charts go)
 #            --no-postfix (skip the Postfix relay rows)  --messages N (2 KB runs)  --idle N (idle connections)
+#            --only LIST (comma-separated, of: small,large,tls,idle; default all)
+#            --perf (record postern's rows with `perf record`; the top symbols go to docs/bench/perf-*.txt)
 #
 # Tools, installed from Debian when missing: postfix (smtp-source, smtp-sink,
 # and the Postfix daemons for the relay rows), sasl2-bin (the Postfix SASL
@@ -46,6 +48,8 @@ OUT="$ROOT"
 POSTFIX_ROWS=1
 MSG_SMALL=""
 IDLE_N=""
+ONLY=",small,large,tls,idle,"
+PERF=0
 while (( $# > 0 )); do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -54,6 +58,8 @@ while (( $# > 0 )); do
         --no-postfix) POSTFIX_ROWS=0 ;;
         --messages) MSG_SMALL="$2"; shift ;;
         --idle) IDLE_N="$2"; shift ;;
+        --only) ONLY=",$2,"; shift ;;
+        --perf) PERF=1 ;;
         -h|--help) sed -n '2,9p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
@@ -78,6 +84,7 @@ command -v saslpasswd2 >/dev/null 2>&1 || need+=(sasl2-bin)
 command -v gnuplot >/dev/null 2>&1 || need+=(gnuplot-nox)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+if (( PERF )); then command -v perf >/dev/null 2>&1 || need+=(linux-perf); fi
 if (( ${#need[@]} > 0 )); then
     mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
     echo "bench: installing ${need[*]} from Debian"
@@ -425,12 +432,32 @@ run_row() {
     if [[ -n "$relay" ]]; then
         if [[ "$path" == postfix* ]]; then r0="$(tree_ticks "$relay")"; else r0="$(cpu_ticks "$relay")"; fi
     fi
+    local perf_pid=""
+    if (( PERF )) && [[ "$path" == postern ]]; then
+        perf record -q -F 997 -g -o "$TMP/perf.data" -p "$relay" 2> "$TMP/perf.log" &
+        perf_pid=$!
+        sleep 0.5   # perf attaches
+    fi
     times > "$TMP/times.0"
     t0="$(now)"
     "$@" > "$TMP/client.out" 2> "$TMP/client.log" || rc=$?
     times > "$TMP/times.1"
     wait_sink $(( base + N )) "$limit"
     t1="$(now)"
+    if [[ -n "$perf_pid" ]]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || true
+        local slug
+        slug="$(tr -c 'a-zA-Z0-9\n' '-' <<<"$scenario" | tr -s '-')"
+        mkdir -p "$OUT/docs/bench"
+        {
+            echo "# perf record -F 997 -g -p <postern> over the row \"$scenario\"; where the samples fell, by object, then the top symbols"
+            perf report -i "$TMP/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -n 8
+            echo "# top symbols ([k] kernel, [.] user space)"
+            perf report -i "$TMP/perf.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -n 40
+        } > "$OUT/docs/bench/perf-$slug.txt" || true
+        echo "bench: perf profile of postern in $OUT/docs/bench/perf-$slug.txt"
+    fi
     s1="$(cpu_ticks "$SINK_PID")"
     if [[ -n "$relay" ]]; then
         if [[ "$path" == postfix* ]]; then r1="$(tree_ticks "$relay")"; else r1="$(cpu_ticks "$relay")"; fi
@@ -518,23 +545,26 @@ LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 STARTED="$(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "bench: load average before: $LOAD_BEFORE (2 cores shared with whatever else runs here)"
 
-plain_scenario "plain 2KB x20" 20 2048 "$MSG_SMALL"
-plain_scenario "plain 1MiB x5" 5 1048576 "$MSG_LARGE"
-tls_scenario "tls+auth 2KB x10" 10 2048 "$MSG_TLS"
+want() { [[ "$ONLY" == *",$1,"* ]]; }
+if want small; then plain_scenario "plain 2KB x20" 20 2048 "$MSG_SMALL"; fi
+if want large; then plain_scenario "plain 1MiB x5" 5 1048576 "$MSG_LARGE"; fi
+if want tls; then tls_scenario "tls+auth 2KB x10" 10 2048 "$MSG_TLS"; fi
 
 # --- idle connections -------------------------------------------------------------
-
-start_sink; start_postern
-IDLE_JSON="$( (ulimit -n 262144 2>/dev/null || ulimit -n "$(ulimit -Hn)"; \
-    python3 "$ROOT/scripts/bench/idle.py" 127.0.0.1 "$POSTERN_PORT" "$IDLE_N" "$POSTERN_PID") )"
-stop_postern; stop_sink
-read -r IDLE_OPEN IDLE_FAILED IDLE_BEFORE IDLE_AFTER IDLE_HWM < <(python3 -c '
-import json, sys
+IDLE_ARG=""
+if want idle; then
+    start_sink; start_postern
+    IDLE_JSON="$( (ulimit -n 262144 2>/dev/null || ulimit -n "$(ulimit -Hn)"; \
+        python3 "$ROOT/scripts/bench/idle.py" 127.0.0.1 "$POSTERN_PORT" "$IDLE_N" "$POSTERN_PID") )"
+    stop_postern; stop_sink
+    read -r IDLE_OPEN IDLE_FAILED IDLE_BEFORE IDLE_AFTER IDLE_HWM < <(python3 -c 'import json, sys
 r = json.loads(sys.argv[1])
 print(r["open"], r["failed"], r["rss_before_kib"], r["rss_after_kib"], r["hwm_kib"])' "$IDLE_JSON")
-IDLE_PER="$(awk -v a="$IDLE_AFTER" -v b="$IDLE_BEFORE" -v n="$IDLE_OPEN" 'BEGIN { printf "%.1f", (n > 0 ? (a - b) / n : 0) }')"
-echo "bench: idle: $IDLE_OPEN connections open ($IDLE_FAILED failed): VmRSS $IDLE_BEFORE -> $IDLE_AFTER KiB, $IDLE_PER KiB per connection"
-(( IDLE_FAILED == 0 )) || failures=$((failures + 1))
+    IDLE_PER="$(awk -v a="$IDLE_AFTER" -v b="$IDLE_BEFORE" -v n="$IDLE_OPEN" 'BEGIN { printf "%.1f", (n > 0 ? (a - b) / n : 0) }')"
+    echo "bench: idle: $IDLE_OPEN connections open ($IDLE_FAILED failed): VmRSS $IDLE_BEFORE -> $IDLE_AFTER KiB, $IDLE_PER KiB per connection"
+    (( IDLE_FAILED == 0 )) || failures=$((failures + 1))
+    IDLE_ARG="$IDLE_OPEN,$IDLE_BEFORE,$IDLE_AFTER,$IDLE_HWM"
+fi
 
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -545,7 +575,7 @@ cp "$RESULTS" "$OUT/docs/bench/results.tsv"   # the raw rows the report is made 
 python3 "$ROOT/scripts/bench/report.py" "$RESULTS" "$OUT" \
     --started "$STARTED" --load-before "$LOAD_BEFORE" --load-after "$LOAD_AFTER" \
     --profile "$PROFILE" --quick "$QUICK" \
-    --idle "$IDLE_OPEN,$IDLE_BEFORE,$IDLE_AFTER,$IDLE_HWM"
+    --idle "$IDLE_ARG"
 
 if (( failures > 0 )); then
     echo "bench: $failures run(s) failed or lost messages" >&2
