@@ -104,7 +104,7 @@ impl Connection {
         if self.rbuf.is_empty() {
             // Everything read was consumed: the client may stay silent for
             // minutes. Give the big buffers back while it does, so an idle
-            // connection costs a few KiB (issue 10; `scripts/bench.sh` measures it).
+            // connection costs a few KiB (`scripts/bench.sh` measures it).
             if self.rbuf.capacity() > IDLE_READ {
                 self.rbuf = Vec::new();
             }
