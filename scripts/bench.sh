@@ -60,7 +60,7 @@ while (( $# > 0 )); do
         --idle) IDLE_N="$2"; shift ;;
         --only) ONLY=",$2,"; shift ;;
         --perf) PERF=1 ;;
-        -h|--help) sed -n '2,9p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed -E 's/^# ?//'; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -451,11 +451,12 @@ run_row() {
         slug="$(tr -c 'a-zA-Z0-9\n' '-' <<<"$scenario" | tr -s '-')"
         mkdir -p "$OUT/docs/bench"
         {
-            echo "# perf record -F 997 -g -p <postern> over the row \"$scenario\"; where the samples fell, by object, then the top symbols"
+            echo "# perf record -F 997 -g -p <postern> over the row \"$scenario\" ($N messages), $(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+            echo "# (postern's figures in a --perf run pay the profiler's overhead.) Where the samples fell, by object, then the top symbols:"
             perf report -i "$TMP/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -n 8
             echo "# top symbols ([k] kernel, [.] user space)"
             perf report -i "$TMP/perf.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -n 40
-        } > "$OUT/docs/bench/perf-$slug.txt" || true
+        } | sed -E "s/( +- +-)? *$//" > "$OUT/docs/bench/perf-$slug.txt" || true
         echo "bench: perf profile of postern in $OUT/docs/bench/perf-$slug.txt"
     fi
     s1="$(cpu_ticks "$SINK_PID")"

@@ -59,9 +59,12 @@ def table(rows):
 
 
 def cpu_lines(rows):
-    """postern's CPU per message against the sink doing both halves of the work."""
+    """postern's CPU per message against the sink doing both halves of the work.
+    Plain scenarios only: in the tls+auth one the sink does no TLS."""
     lines = []
     for sc in scenarios(rows):
+        if not sc.startswith("plain"):
+            continue
         d = direct_of(rows, sc)
         p = next((r for r in rows if r["scenario"] == sc and r["path"] == "postern"), None)
         if not d or not p or p["relay_us"] is None:
@@ -220,6 +223,12 @@ run; the absolute numbers are this machine's (2 cores, shared: load average
         md += "Memory of idle client connections (each has had its greeting), postern:\n\n" + idle_md + "\n"
     for pic in pictures:
         md += f"![{os.path.basename(pic)}]({pic})\n\n"
+    bench_dir = os.path.join(a.outdir, "docs", "bench")
+    perf = sorted(f for f in os.listdir(bench_dir) if f.startswith("perf-")) if os.path.isdir(bench_dir) else []
+    if perf:
+        md += ("Profiles of postern (`bash scripts/bench.sh --perf`; each file's first line names its run, "
+               "which may be an earlier one than this table's):\n\n")
+        md += "".join(f"- [docs/bench/{f}](docs/bench/{f})\n" for f in perf) + "\n"
     with open(os.path.join(a.outdir, "BENCHMARKS.md"), "w") as f:
         f.write(md)
     print(f"report: wrote {os.path.join(a.outdir, 'BENCHMARKS.md')}" + (f" and {len(pictures)} charts" if pictures else ""))
