@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 
 pub use crate::addr::canonical_ip;
 use crate::config::{Config, Limits, UpstreamConfig, UserConfig};
+use crate::password::Scratch;
 pub use crate::password::{PasswordHash, hash_password};
 use crate::policy::SenderPattern;
 
@@ -37,6 +38,11 @@ pub struct Users {
     dummy: PasswordHash,
     /// Bounds concurrent hash verifications (each costs ~19 MiB and ~30 ms of a core).
     verifiers: Semaphore,
+    /// Argon2 working memory, one per permit of `verifiers` at most, reused
+    /// from check to check (see `password::Scratch`). A short-held `std`
+    /// lock, taken on the blocking thread, never across an `.await`.
+    scratch: std::sync::Mutex<Vec<Scratch>>,
+    max_scratch: usize,
 }
 
 /// Outcome of a password check.
@@ -64,6 +70,8 @@ impl Users {
             users,
             dummy,
             verifiers: Semaphore::new(cores),
+            scratch: std::sync::Mutex::new(Vec::new()),
+            max_scratch: cores,
         })
     }
 
@@ -104,12 +112,38 @@ impl Users {
             None => self.dummy.clone(),
         };
         let password = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || hash.verify(&password))
-            .await
-            .unwrap_or(false);
+        let users = Arc::clone(self);
+        let ok = tokio::task::spawn_blocking(move || {
+            let mut scratch = users.take_scratch();
+            let ok = hash.verify_with(&password, &mut scratch);
+            users.give_scratch(scratch);
+            ok
+        })
+        .await
+        .unwrap_or(false);
         match (ok, user) {
             (true, Some(u)) if u.hash.is_some() => Verdict::Ok(u),
             _ => Verdict::Denied,
+        }
+    }
+}
+
+impl Users {
+    fn take_scratch(&self) -> Scratch {
+        self.scratch
+            .lock()
+            .map(|mut free| free.pop().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn give_scratch(&self, scratch: Scratch) {
+        // Kept for at most as many checks as may run at once; a blocking check
+        // that outlived its session (and so its permit) may leave one more,
+        // which is dropped here.
+        if let Ok(mut free) = self.scratch.lock()
+            && free.len() < self.max_scratch
+        {
+            free.push(scratch);
         }
     }
 }

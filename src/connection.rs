@@ -23,6 +23,10 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much the client may send beyond what postern has read before it stops reading.
 const READ_CHUNK: usize = 64 * 1024;
+/// The read buffer while a connection waits with nothing unread: enough for a
+/// pipelined command batch. A session that then streams a body gets
+/// `READ_CHUNK` from its next read on; an idle one holds only this, not 64 KiB.
+const IDLE_READ: usize = 1024;
 
 /// What waiting for input ended with.
 #[derive(Debug, PartialEq, Eq)]
@@ -64,8 +68,9 @@ impl Connection {
         Connection {
             stream: Some(stream),
             tls: None,
-            rbuf: Vec::with_capacity(4096),
-            wbuf: Vec::with_capacity(4096),
+            // Allocated when there is something to hold (see `read_more`, `send`).
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
             idle_timeout,
             shutdown,
         }
@@ -96,7 +101,18 @@ impl Connection {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(Input::Eof);
         };
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+        if self.rbuf.is_empty() {
+            // Everything read was consumed: the client may stay silent for
+            // minutes. Give the big buffers back while it does, so an idle
+            // connection costs a few KiB (`scripts/bench.sh` measures it).
+            if self.rbuf.capacity() > IDLE_READ {
+                self.rbuf = Vec::new();
+            }
+            if self.wbuf.is_empty() {
+                self.wbuf = Vec::new();
+            }
+            self.rbuf.reserve_exact(IDLE_READ);
+        } else if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
             self.rbuf.reserve(READ_CHUNK);
         }
         let stopping = async {

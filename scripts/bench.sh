@@ -1,0 +1,585 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: the same load sent straight to a counting sink
+# (the baseline), through postern, and through a private Postfix relay, all in
+# one run on this machine, so the ratios compare like with like.
+#
+#   bash scripts/bench.sh              # the full run (a few minutes); writes BENCHMARKS.md and docs/bench/*.png
+#   bash scripts/bench.sh --quick      # small counts, a minute or two (CI runs this with --out DIR)
+#   options: --quick  --debug (use the debug build)  --out DIR (where BENCHMARKS.md and the charts go)
+#            --no-postfix (skip the Postfix relay rows)  --messages N (2 KB runs)  --idle N (idle connections)
+#            --only LIST (comma-separated, of: small,large,tls,idle; default all)
+#            --perf (record postern's rows with `perf record`; the top symbols go to docs/bench/perf-*.txt)
+#
+# Tools, installed from Debian when missing: postfix (smtp-source, smtp-sink,
+# and the Postfix daemons for the relay rows), sasl2-bin (the Postfix SASL
+# database), gnuplot-nox (charts), openssl, python3. Postfix is installed with
+# "No configuration": no system MTA is configured or started. The Postfix
+# relay here is a private instance: its config, queue and data directories are
+# under a temporary directory, it listens on free loopback ports only, and it
+# is stopped by its master's PID at the end.
+#
+# Scenarios (every path ends in the same smtp-sink):
+#   plain 2 KB  x 20 clients, 1 MiB x 5 clients: Postfix's smtp-source, a new
+#     session per message, no TLS, no AUTH (postern trusts 127.0.0.1 as a
+#     `networks` user; Postfix relays for mynetworks).
+#   tls+auth 2 KB x 10 clients: Python smtplib (scripts/bench/sessions.py), a
+#     new session per message with STARTTLS and AUTH PLAIN, the device case.
+#     smtp-source cannot do STARTTLS or AUTH. The direct row is the same client
+#     without TLS (smtp-sink has none) but with AUTH.
+#   idle: N connections held open against postern, VmRSS before and after.
+#
+# Measured per row: messages per second from the start of the load until the
+# sink has counted every message (a store-and-forward relay is not done when the
+# client is), the ratio to the direct row of the same scenario in this run,
+# CPU microseconds per message of the relay (postern, or every Postfix daemon)
+# and of the sink (utime+stime from /proc/PID/stat), the relay's peak RSS
+# (VmHWM), and lost messages (sent minus counted by the sink; must be 0).
+#
+# Loopback only; every loop is bounded; it stops only the processes it started,
+# by their PIDs. Exits non-zero if a message was lost or a run failed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+QUICK=0
+PROFILE=release
+OUT="$ROOT"
+POSTFIX_ROWS=1
+MSG_SMALL=""
+IDLE_N=""
+ONLY=",small,large,tls,idle,"
+PERF=0
+while (( $# > 0 )); do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --debug) PROFILE=debug ;;
+        --out) OUT="$2"; shift ;;
+        --no-postfix) POSTFIX_ROWS=0 ;;
+        --messages) MSG_SMALL="$2"; shift ;;
+        --idle) IDLE_N="$2"; shift ;;
+        --only) ONLY=",$2,"; shift ;;
+        --perf) PERF=1 ;;
+        -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed -E 's/^# ?//'; exit 0 ;;
+        *) echo "bench: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+if (( QUICK )); then
+    MSG_SMALL="${MSG_SMALL:-500}"; MSG_LARGE=25; MSG_TLS=60; IDLE_N="${IDLE_N:-1000}"
+else
+    MSG_SMALL="${MSG_SMALL:-5000}"; MSG_LARGE=200; MSG_TLS=400; IDLE_N="${IDLE_N:-10000}"
+fi
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+
+# --- tools ------------------------------------------------------------------
+
+POSTFIX_MASTER=/usr/lib/postfix/sbin/master
+need=()
+command -v smtp-source >/dev/null 2>&1 || need+=(postfix)
+command -v smtp-sink >/dev/null 2>&1 || need+=(postfix)
+[[ -x "$POSTFIX_MASTER" ]] || need+=(postfix)
+command -v saslpasswd2 >/dev/null 2>&1 || need+=(sasl2-bin)
+command -v gnuplot >/dev/null 2>&1 || need+=(gnuplot-nox)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+if (( PERF )); then command -v perf >/dev/null 2>&1 || need+=(linux-perf); fi
+if (( ${#need[@]} > 0 )); then
+    mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+    echo "bench: installing ${need[*]} from Debian"
+    SUDO=()
+    if [[ "$(id -u)" -ne 0 ]]; then SUDO=(sudo); fi
+    # Masters running before the install are not ours; one that the install
+    # started (it should not, with "No configuration") is stopped by its PID.
+    masters_before="$(pgrep -x master || true)"
+    echo "postfix postfix/main_mailer_type select No configuration" | "${SUDO[@]}" debconf-set-selections
+    export DEBIAN_FRONTEND=noninteractive
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    for pid in $(pgrep -x master || true); do
+        if ! grep -qx "$pid" <<<"$masters_before"; then
+            echo "bench: the install started a Postfix master (pid $pid); stopping it"
+            "${SUDO[@]}" kill -TERM "$pid" || true
+        fi
+    done
+fi
+
+echo "bench: building postern ($PROFILE)"
+if [[ "$PROFILE" == release ]]; then
+    cargo build --quiet --release --bin postern
+else
+    cargo build --quiet --bin postern
+fi
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/postern"
+[[ -x "$BIN" ]] || { echo "bench: $BIN was not built" >&2; exit 2; }
+
+# --- processes we start, and cleanup ------------------------------------------
+
+TMP="$(mktemp -d)"
+chmod 755 "$TMP"   # the Postfix daemons (user postfix) read their config below it
+PIDS=()            # everything started here; stopped by PID at exit
+
+stop_pid() {
+    local pid="$1" i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    local rc=$? pid
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    if (( rc != 0 )); then
+        for f in "$TMP"/*.log "$TMP"/pf/maillog; do
+            [[ -f "$f" ]] || continue
+            echo "bench: --- $f (last lines) ---" >&2
+            sed 's/\x1b\[[0-9;]*m//g' "$f" | tail -n 15 >&2
+        done
+    fi
+    rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+
+# free_ports N: N distinct free loopback ports, held together while chosen.
+# They are taken below the ephemeral range: a run leaves thousands of client
+# ports there in TIME_WAIT, and a listener cannot bind one of those.
+free_ports() {
+    python3 - "$1" <<'PY'
+import random, socket, sys
+low = 20000
+try:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        eph = int(f.read().split()[0])
+except OSError:
+    eph = 32768
+high = max(low + 1000, eph - 1)
+socks = []
+for port in random.sample(range(low, high), min(500, high - low)):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        s.close()
+        continue
+    socks.append(s)
+    if len(socks) == int(sys.argv[1]):
+        break
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+wait_port() { # wait_port PORT PID: until PORT accepts, at most 30 s, while PID lives
+    local port="$1" pid="$2" deadline=$((SECONDS + 30))
+    until python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1).close()" "$port" 2>/dev/null; do
+        kill -0 "$pid" 2>/dev/null || { echo "bench: pid $pid exited before port $port opened" >&2; return 1; }
+        (( SECONDS < deadline )) || { echo "bench: port $port not open within 30 s" >&2; return 1; }
+        sleep 0.1
+    done
+}
+
+CLK_TCK="$(getconf CLK_TCK)"
+# cpu_ticks PID: utime+stime of PID.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# tree_ticks PID: utime+stime of PID, of its live children, and of the children
+# it has reaped (cutime+cstime): the whole of a Postfix instance under its master.
+tree_ticks() {
+    local master="$1"
+    awk -v m="$master" '
+        FNR == 1 {
+            # the fields after the command name, which is in parentheses
+            line = $0; sub(/^.*\) /, "", line); n = split(line, f, " ")
+            # f[1] = state, f[2] = ppid; utime = f[12], stime = f[13], cutime = f[14], cstime = f[15]
+            pid = FILENAME; sub(/^\/proc\//, "", pid); sub(/\/stat$/, "", pid)
+            if (pid == m) total += f[12] + f[13] + f[14] + f[15]
+            else if (f[2] == m) total += f[12] + f[13]
+        }
+        END { print total + 0 }' /proc/[0-9]*/stat 2>/dev/null
+}
+# child_us FILE: user+sys microseconds of the reaped children in the output of
+# `times` (its second line). `times` must run in the measuring shell itself
+# (not in a $(...) subshell, whose counters start at zero).
+child_us() {
+    awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); sub(/s$/, "", a[2]); t += a[1] * 60 + a[2] }
+                   printf "%.0f", t * 1e6 }' "$1"
+}
+hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+now() { date +%s.%N; }
+
+# --- the sink -------------------------------------------------------------------
+
+SINK_PID=""
+SINK_PORT=""
+start_sink() {
+    read -r SINK_PORT <<<"$(free_ports 1)"
+    # -c: running counters on stdout; as root smtp-sink must drop to a user (-u).
+    smtp-sink -c -u nobody "127.0.0.1:$SINK_PORT" 1024 > "$TMP/sink.out" 2> "$TMP/sink.log" &
+    SINK_PID=$!
+    PIDS+=("$SINK_PID")
+    wait_port "$SINK_PORT" "$SINK_PID"
+}
+stop_sink() { stop_pid "$SINK_PID"; SINK_PID=""; }
+# The sink's message counter (its last "mesg=N").
+sink_count() {
+    local n
+    n="$(tail -c 200 "$TMP/sink.out" | tr '\r' '\n' | grep -o 'mesg=[0-9]*' | tail -n 1 | cut -d= -f2)"
+    echo "${n:-0}"
+}
+# wait_sink N SECONDS: until the sink has counted N messages; bounded. One
+# process that polls the counter file itself, so waiting costs the machine
+# (2 shared cores) next to nothing while a relay is still delivering.
+wait_sink() {
+    python3 - "$TMP/sink.out" "$1" "$2" <<'PY'
+import re, sys, time
+path, want, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+deadline = time.monotonic() + limit
+pat = re.compile(rb"mesg=(\d+)")
+while time.monotonic() < deadline:
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 200))
+        found = pat.findall(f.read())
+    if found and int(found[-1]) >= want:
+        break
+    time.sleep(0.01)
+PY
+}
+
+# --- postern ----------------------------------------------------------------------
+
+POSTERN_PID=""
+POSTERN_PORT=""
+POSTERN_TLS_PORT=""
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=bench.localhost" \
+    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
+chmod 644 "$TMP/key.pem"   # the private Postfix smtpd (user postfix) reads it too
+DEMO_PASSWORD="bench-password"
+DEMO_HASH="$(printf '%s\n' "$DEMO_PASSWORD" | "$BIN" hash-password)"
+
+start_postern() {
+    local metrics
+    read -r POSTERN_PORT POSTERN_TLS_PORT metrics <<<"$(free_ports 3)"
+    cat > "$TMP/postern.toml" <<EOF
+[server]
+hostname = "postern.bench"
+[[listener]]
+name = "plain"
+addr = "127.0.0.1:$POSTERN_PORT"
+tls = "none"
+auth = "optional"          # smtp-source cannot AUTH: 127.0.0.1 is user "device"'s network
+[[listener]]
+name = "submission"
+addr = "127.0.0.1:$POSTERN_TLS_PORT"
+tls = "starttls"
+auth = "required"
+allow_plaintext_auth = false
+[tls]
+cert = "$TMP/cert.pem"
+key = "$TMP/key.pem"
+[metrics]
+addr = "127.0.0.1:$metrics"
+[limits]                   # the bench measures throughput, not the limits
+max_message_size = "8MiB"
+messages_per_minute = 100000000
+recipients_per_hour = 100000000
+max_connections_per_user = 100000
+max_connections_per_ip = 200000
+max_connections = 200000
+[[upstream]]
+name = "sink"
+kind = "smtp"
+addr = "127.0.0.1:$SINK_PORT"
+tls = "none"
+max_connections = 20
+health_check_interval = "0s"
+[[user]]
+name = "device"
+networks = ["127.0.0.1/32"]
+upstream = "sink"
+allowed_senders = ["*"]
+[[user]]
+name = "demo"
+password_hash = "$DEMO_HASH"
+upstream = "sink"
+allowed_senders = ["*"]
+EOF
+    # Idle probe: the file limit must cover the idle connections.
+    ( ulimit -n 262144 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$BIN" run --config "$TMP/postern.toml" ) \
+        > "$TMP/postern.log" 2>&1 &
+    POSTERN_PID=$!
+    PIDS+=("$POSTERN_PID")
+    wait_port "$POSTERN_PORT" "$POSTERN_PID"
+}
+stop_postern() { stop_pid "$POSTERN_PID"; POSTERN_PID=""; }
+
+# --- a private Postfix relay ----------------------------------------------------
+
+PF_PID=""
+PF_PORT=""
+PF_TLS_PORT=""
+start_postfix() {
+    local pf="$TMP/pf"
+    read -r PF_PORT PF_TLS_PORT <<<"$(free_ports 2)"
+    rm -rf "$pf"
+    mkdir -p "$pf/conf/sasl" "$pf/queue" "$pf/data"
+    chown postfix "$pf/data"
+    cat > "$pf/conf/main.cf" <<EOF
+compatibility_level = 3.6
+queue_directory = $pf/queue
+data_directory = $pf/data
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file_prefixes = $pf
+maillog_file = $pf/maillog
+myhostname = bench.localhost
+mydomain = localhost
+myorigin = \$myhostname
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:$SINK_PORT
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtputf8_enable = no
+biff = no
+smtpd_sasl_type = cyrus
+smtpd_sasl_path = smtpd
+smtpd_sasl_local_domain = bench.localhost
+EOF
+    cat > "$pf/conf/sasl/smtpd.conf" <<EOF
+pwcheck_method: auxprop
+auxprop_plugin: sasldb
+mech_list: PLAIN LOGIN
+sasldb_path: $pf/sasldb2
+EOF
+    printf '%s' "$DEMO_PASSWORD" | saslpasswd2 -p -c -f "$pf/sasldb2" -u bench.localhost demo
+    chown postfix "$pf/sasldb2"
+    # No chroot; every daemon Postfix needs to relay, nothing for local delivery.
+    cat > "$pf/conf/master.cf" <<EOF
+127.0.0.1:$PF_PORT inet n - n - - smtpd
+127.0.0.1:$PF_TLS_PORT inet n - n - - smtpd
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_tls_cert_file=$TMP/cert.pem
+  -o smtpd_tls_key_file=$TMP/key.pem
+  -o smtpd_tls_auth_only=yes
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+cleanup   unix  n - n - 0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+tlsmgr    unix  - - n 1000? 1 tlsmgr
+rewrite   unix  - - n - - trivial-rewrite
+bounce    unix  - - n - 0 bounce
+defer     unix  - - n - 0 bounce
+trace     unix  - - n - 0 bounce
+verify    unix  - - n - 1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n - - proxymap
+smtp      unix  - - n - - smtp
+relay     unix  - - n - - smtp
+showq     unix  n - n - - showq
+error     unix  - - n - - error
+retry     unix  - - n - - error
+discard   unix  - - n - - discard
+anvil     unix  - - n - 1 anvil
+scache    unix  - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+EOF
+    postfix -c "$pf/conf" check >/dev/null 2>&1 || true   # creates the queue directories
+    # -d: stay in the foreground, so $! is the master and it is stopped by that PID.
+    "$POSTFIX_MASTER" -c "$pf/conf" -d > "$TMP/postfix-master.log" 2>&1 &
+    PF_PID=$!
+    PIDS+=("$PF_PID")
+    wait_port "$PF_PORT" "$PF_PID"
+}
+stop_postfix() {
+    local i kids
+    kids="$(pgrep -P "$PF_PID" || true)"
+    stop_pid "$PF_PID"
+    # Its daemons notice that their master is gone and exit; wait for them (bounded).
+    for i in $(seq 50); do
+        local alive=0 k
+        for k in $kids; do   # a zombie (state Z) has exited
+            [[ -r "/proc/$k/stat" ]] && [[ "$(awk '{ sub(/^.*\) /, ""); print $1 }' "/proc/$k/stat" 2>/dev/null)" != Z ]] && alive=1
+        done
+        (( alive )) || break
+        sleep 0.1
+    done
+    PF_PID=""
+}
+
+# --- one measured row ------------------------------------------------------------
+
+RESULTS="$TMP/results.tsv"
+: > "$RESULTS"
+failures=0
+
+# run_row SCENARIO PATH RELAY_PID(or "") SINK_WAIT_S -- CLIENT COMMAND...
+# The client command sends $N messages; the row is timed from its start until
+# the sink has counted all of them.
+run_row() {
+    local scenario="$1" path="$2" relay="$3" limit="$4"; shift 5
+    local base t0 t1 c0 c1 r0=0 r1=0 s0 s1 rc=0 got lost secs rate relay_us sink_us client_us hwm="-"
+    base="$(sink_count)"
+    s0="$(cpu_ticks "$SINK_PID")"
+    if [[ -n "$relay" ]]; then
+        if [[ "$path" == postfix* ]]; then r0="$(tree_ticks "$relay")"; else r0="$(cpu_ticks "$relay")"; fi
+    fi
+    local perf_pid=""
+    if (( PERF )) && [[ "$path" == postern ]]; then
+        perf record -q -F 997 -g -o "$TMP/perf.data" -p "$relay" 2> "$TMP/perf.log" &
+        perf_pid=$!
+        sleep 0.5   # perf attaches
+    fi
+    times > "$TMP/times.0"
+    t0="$(now)"
+    "$@" > "$TMP/client.out" 2> "$TMP/client.log" || rc=$?
+    times > "$TMP/times.1"
+    wait_sink $(( base + N )) "$limit"
+    t1="$(now)"
+    if [[ -n "$perf_pid" ]]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || true
+        local slug
+        slug="$(tr -c 'a-zA-Z0-9\n' '-' <<<"$scenario" | tr -s '-')"
+        mkdir -p "$OUT/docs/bench"
+        {
+            echo "# perf record -F 997 -g -p <postern> over the row \"$scenario\" ($N messages), $(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+            echo "# (postern's figures in a --perf run pay the profiler's overhead.) Where the samples fell, by object, then the top symbols:"
+            perf report -i "$TMP/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -n 8
+            echo "# top symbols ([k] kernel, [.] user space)"
+            perf report -i "$TMP/perf.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -n 40
+        } | sed -E "s/( +- +-)? *$//" > "$OUT/docs/bench/perf-$slug.txt" || true
+        echo "bench: perf profile of postern in $OUT/docs/bench/perf-$slug.txt"
+    fi
+    s1="$(cpu_ticks "$SINK_PID")"
+    if [[ -n "$relay" ]]; then
+        if [[ "$path" == postfix* ]]; then r1="$(tree_ticks "$relay")"; else r1="$(cpu_ticks "$relay")"; fi
+        [[ "$path" == postfix* ]] || hwm="$(hwm_kib "$relay")"
+    fi
+    got=$(( $(sink_count) - base ))
+    lost=$(( N - got ))
+    secs="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')"
+    rate="$(awk -v n="$got" -v s="$secs" 'BEGIN { printf "%.1f", (s > 0 ? n / s : 0) }')"
+    sink_us="$(awk -v t=$((s1 - s0)) -v k="$CLK_TCK" -v n="$got" 'BEGIN { printf "%.0f", (n > 0 ? t * 1e6 / k / n : 0) }')"
+    c0="$(child_us "$TMP/times.0")"; c1="$(child_us "$TMP/times.1")"
+    client_us="$(awk -v t="$((c1 - c0))" -v n="$got" 'BEGIN { printf "%.0f", (n > 0 ? t / n : 0) }')"
+    if [[ -n "$relay" ]]; then
+        relay_us="$(awk -v t=$((r1 - r0)) -v k="$CLK_TCK" -v n="$got" 'BEGIN { printf "%.0f", (n > 0 ? t * 1e6 / k / n : 0) }')"
+    else
+        relay_us="-"
+    fi
+    if (( rc != 0 || lost != 0 )); then
+        failures=$((failures + 1))
+        echo "bench: $scenario/$path: client exit $rc, $lost of $N lost" >&2
+        tail -n 5 "$TMP/client.log" "$TMP/client.out" >&2 || true
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$scenario" "$path" "$N" "$secs" "$rate" "$relay_us" "$sink_us" "$client_us" "$hwm" "$lost" >> "$RESULTS"
+    printf 'bench: %-16s %-8s %6d msgs %7s s %8s msg/s  relay %6s  sink %5s  client %5s us/msg  lost %d\n' \
+        "$scenario" "$path" "$N" "$secs" "$rate" "$relay_us" "$sink_us" "$client_us" "$lost"
+}
+
+# smtp_source CLIENTS SIZE PORT: N messages, a session each (no -d).
+smtp_source() {
+    smtp-source -s "$1" -l "$2" -m "$N" -f bench@example.com -t sink@example.net -M bench.client "127.0.0.1:$3"
+}
+# sessions CLIENTS SIZE PORT [sessions.py options]: N messages over smtplib.
+sessions() {
+    local c="$1" size="$2" port="$3"; shift 3
+    python3 "$ROOT/scripts/bench/sessions.py" --port "$port" --clients "$c" --size "$size" --messages "$N" "$@" \
+        > "$TMP/sessions.json" || return 1
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r); sys.exit(1 if r["failed"] else 0)' "$TMP/sessions.json"
+}
+
+# plain_scenario NAME CLIENTS SIZE COUNT
+plain_scenario() {
+    local name="$1" c="$2" size="$3"
+    N=20   # warm-up: first connections, page faults, the pool's first dial
+    start_sink
+    smtp_source "$c" "$size" "$SINK_PORT" >/dev/null 2>&1 || true
+    N="$4"; run_row "$name" direct "" 60 -- smtp_source "$c" "$size" "$SINK_PORT"
+    stop_sink
+
+    start_sink; start_postern
+    N=20; smtp_source "$c" "$size" "$POSTERN_PORT" >/dev/null 2>&1 || true; wait_sink 20 10
+    N="$4"; run_row "$name" postern "$POSTERN_PID" 60 -- smtp_source "$c" "$size" "$POSTERN_PORT"
+    stop_postern; stop_sink
+
+    if (( POSTFIX_ROWS )); then
+        start_sink; start_postfix
+        N=20; smtp_source "$c" "$size" "$PF_PORT" >/dev/null 2>&1 || true; wait_sink 20 30
+        N="$4"; run_row "$name" postfix "$PF_PID" 300 -- smtp_source "$c" "$size" "$PF_PORT"
+        stop_postfix; stop_sink
+    fi
+}
+
+tls_scenario() {
+    local name="$1" c="$2" size="$3" count="$4"
+    local auth=(--user demo --password "$DEMO_PASSWORD")
+    start_sink
+    N=10; sessions "$c" "$size" "$SINK_PORT" "${auth[@]}" >/dev/null 2>&1 || true
+    N="$count"; run_row "$name" direct "" 60 -- sessions "$c" "$size" "$SINK_PORT" "${auth[@]}"
+    stop_sink
+
+    start_sink; start_postern
+    N=10; sessions "$c" "$size" "$POSTERN_TLS_PORT" --starttls "${auth[@]}" >/dev/null 2>&1 || true; wait_sink 10 10
+    N="$count"; run_row "$name" postern "$POSTERN_PID" 60 -- sessions "$c" "$size" "$POSTERN_TLS_PORT" --starttls "${auth[@]}"
+    stop_postern; stop_sink
+
+    if (( POSTFIX_ROWS )); then
+        start_sink; start_postfix
+        N=10; sessions "$c" "$size" "$PF_TLS_PORT" --starttls "${auth[@]}" >/dev/null 2>&1 || true; wait_sink 10 30
+        N="$count"; run_row "$name" postfix "$PF_PID" 300 -- sessions "$c" "$size" "$PF_TLS_PORT" --starttls "${auth[@]}"
+        stop_postfix; stop_sink
+    fi
+}
+
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+STARTED="$(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "bench: load average before: $LOAD_BEFORE (2 cores shared with whatever else runs here)"
+
+want() { [[ "$ONLY" == *",$1,"* ]]; }
+if want small; then plain_scenario "plain 2KB x20" 20 2048 "$MSG_SMALL"; fi
+if want large; then plain_scenario "plain 1MiB x5" 5 1048576 "$MSG_LARGE"; fi
+if want tls; then tls_scenario "tls+auth 2KB x10" 10 2048 "$MSG_TLS"; fi
+
+# --- idle connections -------------------------------------------------------------
+IDLE_ARG=""
+if want idle; then
+    start_sink; start_postern
+    IDLE_JSON="$( (ulimit -n 262144 2>/dev/null || ulimit -n "$(ulimit -Hn)"; \
+        python3 "$ROOT/scripts/bench/idle.py" 127.0.0.1 "$POSTERN_PORT" "$IDLE_N" "$POSTERN_PID") )"
+    stop_postern; stop_sink
+    read -r IDLE_OPEN IDLE_FAILED IDLE_BEFORE IDLE_AFTER IDLE_HWM < <(python3 -c 'import json, sys
+r = json.loads(sys.argv[1])
+print(r["open"], r["failed"], r["rss_before_kib"], r["rss_after_kib"], r["hwm_kib"])' "$IDLE_JSON")
+    IDLE_PER="$(awk -v a="$IDLE_AFTER" -v b="$IDLE_BEFORE" -v n="$IDLE_OPEN" 'BEGIN { printf "%.1f", (n > 0 ? (a - b) / n : 0) }')"
+    echo "bench: idle: $IDLE_OPEN connections open ($IDLE_FAILED failed): VmRSS $IDLE_BEFORE -> $IDLE_AFTER KiB, $IDLE_PER KiB per connection"
+    (( IDLE_FAILED == 0 )) || failures=$((failures + 1))
+    IDLE_ARG="$IDLE_OPEN,$IDLE_BEFORE,$IDLE_AFTER,$IDLE_HWM"
+fi
+
+LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# --- report -----------------------------------------------------------------------
+
+mkdir -p "$OUT/docs/bench"
+cp "$RESULTS" "$OUT/docs/bench/results.tsv"   # the raw rows the report is made from
+python3 "$ROOT/scripts/bench/report.py" "$RESULTS" "$OUT" \
+    --started "$STARTED" --load-before "$LOAD_BEFORE" --load-after "$LOAD_AFTER" \
+    --profile "$PROFILE" --quick "$QUICK" \
+    --idle "$IDLE_ARG"
+
+if (( failures > 0 )); then
+    echo "bench: $failures run(s) failed or lost messages" >&2
+    exit 1
+fi
+echo "bench: ok, 0 messages lost"

@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""Report for scripts/bench.sh: the table on stdout, BENCHMARKS.md and two PNG
+charts (drawn by gnuplot) in the output directory.
+
+Input: the TSV that bench.sh writes, one row per measured run:
+scenario, path, messages, seconds, msg/s, relay CPU us/msg, sink CPU us/msg,
+relay peak RSS KiB, lost. Every ratio is against the `direct` row of the same
+scenario in the same run.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+
+PATHS = ["direct", "postern", "postfix"]
+LABEL = {"direct": "direct to the sink", "postern": "through postern", "postfix": "through Postfix"}
+
+
+def load(path):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            sc, p, n, secs, rate, relay_us, sink_us, client_us, hwm, lost = line.rstrip("\n").split("\t")
+            rows.append({
+                "scenario": sc, "path": p, "n": int(n), "secs": float(secs), "rate": float(rate),
+                "relay_us": None if relay_us == "-" else int(relay_us),
+                "sink_us": int(sink_us), "client_us": int(client_us), "hwm": None if hwm == "-" else int(hwm), "lost": int(lost),
+            })
+    return rows
+
+
+def scenarios(rows):
+    seen = []
+    for r in rows:
+        if r["scenario"] not in seen:
+            seen.append(r["scenario"])
+    return seen
+
+
+def direct_of(rows, sc):
+    return next((r for r in rows if r["scenario"] == sc and r["path"] == "direct"), None)
+
+
+def table(rows):
+    head = ["scenario", "path", "messages", "msg/s", "ratio to direct", "relay CPU µs/msg",
+            "sink CPU µs/msg", "client CPU µs/msg", "relay peak RSS", "lost"]
+    out = [head]
+    for r in rows:
+        d = direct_of(rows, r["scenario"])
+        ratio = r["rate"] / d["rate"] if d and d["rate"] > 0 else 0.0
+        out.append([
+            r["scenario"], r["path"], str(r["n"]), f"{r['rate']:.0f}", f"{ratio:.2f}×",
+            "—" if r["relay_us"] is None else str(r["relay_us"]), str(r["sink_us"]), str(r["client_us"]),
+            "—" if r["hwm"] is None else f"{r['hwm'] / 1024:.1f} MiB", str(r["lost"]),
+        ])
+    return out
+
+
+def cpu_lines(rows):
+    """postern's CPU per message against the sink doing both halves of the work.
+    Plain scenarios only: in the tls+auth one the sink does no TLS."""
+    lines = []
+    for sc in scenarios(rows):
+        if not sc.startswith("plain"):
+            continue
+        d = direct_of(rows, sc)
+        p = next((r for r in rows if r["scenario"] == sc and r["path"] == "postern"), None)
+        if not d or not p or p["relay_us"] is None:
+            continue
+        halves = d["sink_us"] + p["sink_us"]
+        if halves > 0:
+            lines.append(
+                f"{sc}: postern {p['relay_us']} µs/msg against the sink's {d['sink_us']} (a whole session, "
+                f"direct) + {p['sink_us']} (a transaction behind postern) = {halves} µs: "
+                f"{p['relay_us'] / halves:.2f}× the sink's cost for the same two halves")
+    return lines
+
+
+def markdown_table(t):
+    lines = ["| " + " | ".join(t[0]) + " |", "|" + "|".join(" --- " for _ in t[0]) + "|"]
+    for row in t[1:]:
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def text_table(t):
+    widths = [max(len(row[i]) for row in t) for i in range(len(t[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in t)
+
+
+def charts(rows, outdir):
+    """Two clustered bar charts: throughput ratio to direct, and CPU µs/msg."""
+    gnuplot = shutil.which("gnuplot")
+    if not gnuplot:
+        print("report: gnuplot not found; no charts", file=sys.stderr)
+        return []
+    chart_dir = os.path.join(outdir, "docs", "bench")
+    os.makedirs(chart_dir, exist_ok=True)
+    scs = scenarios(rows)
+    data = os.path.join(chart_dir, ".bench.dat")
+
+    def val(sc, p, key):
+        r = next((r for r in rows if r["scenario"] == sc and r["path"] == p), None)
+        if r is None:
+            return "NaN"
+        if key == "ratio":
+            d = direct_of(rows, sc)
+            return f"{r['rate'] / d['rate']:.3f}" if d and d["rate"] > 0 else "NaN"
+        v = r[key]
+        return "NaN" if v is None else str(v)
+
+    with open(data, "w") as f:
+        f.write("# scenario " + " ".join(PATHS) + " postern_cpu postfix_cpu sink_direct sink_postern sink_postfix\n")
+        for sc in scs:
+            f.write('"' + sc + '" ' + " ".join(val(sc, p, "ratio") for p in PATHS) + " "
+                    + val(sc, "postern", "relay_us") + " " + val(sc, "postfix", "relay_us") + " "
+                    + " ".join(val(sc, p, "sink_us") for p in PATHS) + "\n")
+    common = """
+set terminal pngcairo size 900,460 font "sans,11" background rgb "white"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set key outside bottom center horizontal
+set grid ytics
+set yrange [0:*]
+set datafile missing "NaN"
+"""
+    ratio_png = os.path.join(chart_dir, "throughput.png")
+    cpu_png = os.path.join(chart_dir, "cpu.png")
+    common += f"set xrange [-0.5:{len(scs) - 0.5}]\n"
+    script = common + f"""
+set output "{ratio_png}"
+set title "Messages per second, as a ratio to direct (same run)"
+set ylabel "ratio to direct"
+plot "{data}" using 2:xtic(1) title "{LABEL['direct']}" lc rgb "#999999", \\
+     "" using 3 title "{LABEL['postern']}" lc rgb "#2b6cb0", \\
+     "" using 4 title "{LABEL['postfix']}" lc rgb "#c05621"
+set output "{cpu_png}"
+set title "CPU per message (µs, utime+stime)"
+set ylabel "µs per message"
+set logscale y
+set yrange [1:*]
+plot "{data}" using 5:xtic(1) title "postern" lc rgb "#2b6cb0", \\
+     "" using 6 title "Postfix (all daemons)" lc rgb "#c05621", \\
+     "" using 7 title "sink, direct" lc rgb "#999999", \\
+     "" using 8 title "sink, behind postern" lc rgb "#63b3ed"
+"""
+    res = subprocess.run([gnuplot], input=script, text=True, capture_output=True)
+    os.remove(data)
+    if res.returncode != 0:
+        print("report: gnuplot failed:\n" + res.stderr, file=sys.stderr)
+        return []
+    return ["docs/bench/throughput.png", "docs/bench/cpu.png"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results")
+    ap.add_argument("outdir")
+    ap.add_argument("--started", default="")
+    ap.add_argument("--load-before", default="")
+    ap.add_argument("--load-after", default="")
+    ap.add_argument("--profile", default="release")
+    ap.add_argument("--quick", default="0")
+    ap.add_argument("--idle", default="")
+    a = ap.parse_args()
+
+    rows = load(a.results)
+    t = table(rows)
+    print()
+    print(text_table(t))
+    cpu = cpu_lines(rows)
+    for line in cpu:
+        print(line)
+    idle_md = ""
+    if a.idle:
+        n, before, after, hwm = (int(x) for x in a.idle.split(","))
+        per = (after - before) / n if n else 0.0
+        line = (f"idle: {n} connections held open: VmRSS {before / 1024:.1f} → {after / 1024:.1f} MiB "
+                f"(+{(after - before) / 1024:.1f} MiB, {per:.1f} KiB per connection), VmHWM {hwm / 1024:.1f} MiB")
+        print(line)
+        idle_md = (f"| idle connections | VmRSS before | VmRSS after | per connection | VmHWM |\n"
+                   f"| --- | --- | --- | --- | --- |\n"
+                   f"| {n} | {before / 1024:.1f} MiB | {after / 1024:.1f} MiB | {per:.1f} KiB | {hwm / 1024:.1f} MiB |\n")
+
+    pictures = charts(rows, a.outdir)
+    quick = " (`--quick`: small counts, for CI; not figures to quote)" if a.quick == "1" else ""
+    md = f"""# Benchmarks
+
+Generated by `bash scripts/bench.sh` on {a.started}{quick}; every figure below
+comes from that one run. Do not edit by hand: run the script again.
+
+The same load goes straight to Postfix's counting sink (`smtp-sink`, the
+baseline), through postern ({a.profile} build), and through a private Postfix
+instance relaying to the same sink. Each message is a new SMTP session, as
+devices send. A row is timed from the start of the load until the sink has
+counted every message, so a store-and-forward relay (Postfix) is timed to its
+last delivery. CPU is utime+stime from `/proc/PID/stat`: postern's process,
+every Postfix daemon (the master, its children and those it reaped), the
+sink's process. Ratios are to the `direct` row of the same scenario in this
+run; the absolute numbers are this machine's (2 cores, shared: load average
+{a.load_before} before the run, {a.load_after} after) and move from run to run.
+
+- **plain**: `smtp-source` (no TLS, no AUTH; postern trusts 127.0.0.1 as a
+  `networks` user, Postfix relays for `mynetworks`).
+- **tls+auth**: Python `smtplib` (`scripts/bench/sessions.py`), STARTTLS then
+  AUTH PLAIN on every session, the device path: a TLS handshake and a password
+  check (postern: argon2id from `postern hash-password`; Postfix: Cyrus SASL
+  over a `sasldb`, a plaintext comparison) per message. `smtp-source` cannot do
+  STARTTLS or AUTH. The `direct` row is the same client without TLS (the sink
+  has none) but with AUTH.
+
+{markdown_table(t)}
+
+"""
+    if cpu:
+        md += "CPU per message against the sink doing both halves of postern's work:\n\n"
+        md += "".join(f"- {line}\n" for line in cpu) + "\n"
+    if idle_md:
+        md += "Memory of idle client connections (each has had its greeting), postern:\n\n" + idle_md + "\n"
+    for pic in pictures:
+        md += f"![{os.path.basename(pic)}]({pic})\n\n"
+    bench_dir = os.path.join(a.outdir, "docs", "bench")
+    perf = sorted(f for f in os.listdir(bench_dir) if f.startswith("perf-")) if os.path.isdir(bench_dir) else []
+    if perf:
+        md += ("Profiles of postern (`bash scripts/bench.sh --perf`; each file's first line names its run, "
+               "which may be an earlier one than this table's):\n\n")
+        md += "".join(f"- [docs/bench/{f}](docs/bench/{f})\n" for f in perf) + "\n"
+    with open(os.path.join(a.outdir, "BENCHMARKS.md"), "w") as f:
+        f.write(md)
+    print(f"report: wrote {os.path.join(a.outdir, 'BENCHMARKS.md')}" + (f" and {len(pictures)} charts" if pictures else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Session-per-message SMTP load generator for scripts/bench.sh.
+
+Each of --clients worker processes opens a new SMTP session for every message,
+as a device does: connect, EHLO, optionally STARTTLS and EHLO again, optionally
+AUTH PLAIN, MAIL, RCPT, DATA, QUIT. Python's smtplib is the client (a real,
+widely used one); smtp-source from Postfix cannot do STARTTLS or AUTH.
+
+AUTH is sent as `AUTH PLAIN <initial response>` by hand and any 2xx counts as
+success, because smtp-sink (the direct baseline) answers AUTH with 250 where a
+real server says 235.
+
+Prints one JSON object: {"ok": N, "failed": N, "seconds": S, "error": "..."}.
+The clock starts once every worker is connected-ready (processes forked and
+waiting on a barrier) and stops when the last one is done.
+"""
+
+import argparse
+import base64
+import json
+import multiprocessing as mp
+import smtplib
+import ssl
+import sys
+import time
+
+
+def message(size: int, mail_from: str, rcpt: str) -> bytes:
+    head = (
+        f"From: {mail_from}\r\nTo: {rcpt}\r\nSubject: postern bench\r\n\r\n"
+    ).encode()
+    line = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/ABCDEFGHIJKL\r\n"
+    body = bytearray(head)
+    while len(body) < size:
+        body += line
+    return bytes(body)
+
+
+def worker(args, count, start, results):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # A self-signed loopback certificate made by the bench script.
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    msg = message(args.size, args.mail_from, args.rcpt)
+    token = None
+    if args.user:
+        token = base64.b64encode(f"\0{args.user}\0{args.password}".encode()).decode()
+    ok = failed = 0
+    error = ""
+    start.wait()
+    for _ in range(count):
+        try:
+            with smtplib.SMTP(args.host, args.port, local_hostname="bench.client", timeout=60) as s:
+                s.ehlo("bench.client")
+                if args.starttls:
+                    s.starttls(context=ctx)
+                    s.ehlo("bench.client")
+                if token:
+                    code, resp = s.docmd("AUTH", "PLAIN " + token)
+                    if code // 100 != 2:
+                        raise smtplib.SMTPAuthenticationError(code, resp)
+                s.sendmail(args.mail_from, [args.rcpt], msg)
+            ok += 1
+        except Exception as e:  # counted and reported; the run goes on
+            failed += 1
+            error = repr(e)
+    results.put((ok, failed, error))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--clients", type=int, default=10)
+    p.add_argument("--messages", type=int, default=100, help="total, split over the clients")
+    p.add_argument("--size", type=int, default=2048)
+    p.add_argument("--starttls", action="store_true")
+    p.add_argument("--user")
+    p.add_argument("--password", default="")
+    p.add_argument("--mail-from", default="bench@example.com")
+    p.add_argument("--rcpt", default="sink@example.net")
+    args = p.parse_args()
+
+    start = mp.Event()
+    results = mp.Queue()
+    share = [args.messages // args.clients + (1 if i < args.messages % args.clients else 0)
+             for i in range(args.clients)]
+    procs = [mp.Process(target=worker, args=(args, n, start, results)) for n in share if n]
+    for pr in procs:
+        pr.start()
+    time.sleep(0.2)  # let every worker reach the barrier
+    t0 = time.monotonic()
+    start.set()
+    got = [results.get(timeout=600) for _ in procs]
+    seconds = time.monotonic() - t0
+    for pr in procs:
+        pr.join(timeout=10)
+    ok = sum(g[0] for g in got)
+    failed = sum(g[1] for g in got)
+    error = next((g[2] for g in got if g[2]), "")
+    json.dump({"ok": ok, "failed": failed, "seconds": seconds, "error": error}, sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    main()
