@@ -333,6 +333,7 @@ impl Refusal {
         use Refusal as R;
         match self {
             R::Data(DataError::BareLineEnding) => "rejected_bare_line_ending",
+            R::Data(DataError::Nul) => "rejected_nul",
             R::Data(DataError::LineTooLong) => "rejected_line_too_long",
             R::Data(DataError::TooBig) | R::HeaderTooLarge | R::SizeDeclaredTooBig => {
                 "rejected_too_big"

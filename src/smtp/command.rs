@@ -123,7 +123,11 @@ pub enum ParseError {
     /// A MAIL/RCPT parameter postern does not know: 555 5.5.4.
     #[error("unknown parameter {0}")]
     UnknownParameter(String),
-    /// A NUL or other control byte in the line: 500 5.5.2.
+    /// A NUL byte in the line (RFC 5321 §4.1.1 commands are text): 500 5.5.2.
+    /// Its own error, so a NUL-smuggling attempt can be told from other controls.
+    #[error("NUL byte in command")]
+    Nul,
+    /// Another control byte in the line: 500 5.5.2.
     #[error("control character in command")]
     ControlCharacter,
 }
@@ -146,6 +150,7 @@ impl ParseError {
                 "5.5.4",
                 format!("Unsupported parameter {}", cut(param, MAX_PARAM_ECHO)),
             ),
+            ParseError::Nul => Reply::new(500, "5.5.2", "NUL bytes are not allowed in commands"),
             ParseError::ControlCharacter => Reply::new(
                 500,
                 "5.5.2",
@@ -157,6 +162,9 @@ impl ParseError {
 
 /// Parses one command line (CRLF already removed).
 pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
+    if memchr::memchr(0, line).is_some() {
+        return Err(ParseError::Nul);
+    }
     if line.iter().any(|&b| is_control_byte(b)) {
         return Err(ParseError::ControlCharacter);
     }

@@ -8,6 +8,10 @@
 //! `\r\n.\r` can never end a message early, and never travel on: postern cannot
 //! be used for SMTP smuggling.
 //!
+//! A NUL byte anywhere in the content poisons the message the same way, with
+//! its own error: RFC 5322 text and 8BITMIME (RFC 6152) both exclude NUL, and a
+//! receiver that drops NULs would read `CRLF NUL . CRLF` as end-of-data.
+//!
 //! The size counted is that of the unstuffed content with its CRLFs (RFC 1870).
 
 use super::line::{self, Scan};
@@ -21,6 +25,8 @@ pub const MAX_TEXT_LINE: usize = 1000;
 pub enum DataError {
     #[error("bare CR or LF in message content")]
     BareLineEnding,
+    #[error("NUL byte in message content")]
+    Nul,
     #[error("text line longer than 1000 octets")]
     LineTooLong,
     #[error("message exceeds the size limit")]
@@ -35,6 +41,11 @@ impl DataError {
                 554,
                 "5.6.0",
                 "Message refused: bare CR or LF in content; lines must end with CRLF (RFC 5321 2.3.8)",
+            ),
+            DataError::Nul => Reply::new(
+                554,
+                "5.6.0",
+                "Message refused: NUL bytes are not allowed in content (RFC 5322 2.3, RFC 6152)",
             ),
             DataError::LineTooLong => Reply::new(
                 500,
@@ -159,8 +170,14 @@ impl Receiver {
                     };
                     return Step::End { consumed, result };
                 }
-                if memchr::memchr(b'\r', text).is_some() {
-                    self.poison(DataError::BareLineEnding);
+                // One pass for both: a CR inside a CRLF line is a bare CR. The
+                // first of them is the fault reported.
+                if let Some(i) = memchr::memchr2(b'\r', 0, text) {
+                    self.poison(if text[i] == 0 {
+                        DataError::Nul
+                    } else {
+                        DataError::BareLineEnding
+                    });
                 }
                 let start = usize::from(text.first() == Some(&b'.'));
                 let content_len = consumed - start;
@@ -282,6 +299,18 @@ mod tests {
                 Some(Err(BareLineEnding)),
             ),
             (b"bare\rcr\r\n.\r\n", b"", Some(Err(BareLineEnding))),
+            // NUL: `CRLF NUL . CRLF` is no end (a NUL-dropping receiver would read one)
+            // and poisons the message like a bare line end, with its own error.
+            (
+                b"a\r\n\0.\r\nMAIL FROM:<x@y>\r\n.\r\n",
+                b"a\r\n",
+                Some(Err(Nul)),
+            ),
+            (b"x\0y\r\n.\r\n", b"", Some(Err(Nul))),
+            (b"\0\r\n.\r\n", b"", Some(Err(Nul))),
+            (b"..\0\r\nok\r\n.\r\n", b"", Some(Err(Nul))),
+            (b"a\0b\rc\r\n.\r\n", b"", Some(Err(Nul))),
+            (b"a\rb\0c\r\n.\r\n", b"", Some(Err(BareLineEnding))),
         ];
         for (input, want_out, want_end) in rows {
             for chunk in [input.len(), 1, 3] {

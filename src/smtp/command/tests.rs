@@ -137,8 +137,10 @@ fn verb_errors() {
 #[test]
 fn control_and_encoding() {
     let rows: &[(&[u8], Result<Command, ParseError>)] = &[
-        (b"NOOP\0", Err(ControlCharacter)),
-        (b"MAIL FROM:<a\0@b>", Err(ControlCharacter)),
+        (b"NOOP\0", Err(Nul)),
+        (b"MAIL FROM:<a\0@b>", Err(Nul)),
+        (b"\0.", Err(Nul)),
+        (b"QUIT\r\0", Err(Nul)),
         (b"QUIT\r", Err(ControlCharacter)),
         (b"RCPT TO:<a@b>\n", Err(ControlCharacter)),
         (b"HELP \x1b[2J", Err(ControlCharacter)),
@@ -647,6 +649,7 @@ fn error_replies() {
             ControlCharacter,
             "500 5.5.2 Control characters are not allowed in commands\r\n",
         ),
+        (Nul, "500 5.5.2 NUL bytes are not allowed in commands\r\n"),
     ];
     for (error, want) in rows {
         let mut out = Vec::new();
