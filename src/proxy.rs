@@ -10,7 +10,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
 
 /// The PROXY v2 signature.
@@ -148,36 +148,74 @@ pub async fn read_header(tcp: &mut TcpStream) -> Result<Option<SocketAddr>, Prox
 }
 
 async fn read_header_inner(tcp: &mut TcpStream) -> Result<Option<SocketAddr>, ProxyError> {
+    // Read exactly what `scan_header` asks for, so nothing after the header is taken.
+    let mut buf = Vec::with_capacity(64);
+    loop {
+        match scan_header(&buf)? {
+            HeaderScan::Complete { addr, .. } => return Ok(addr),
+            HeaderScan::Need(n) => {
+                let start = buf.len();
+                buf.resize(start + n, 0);
+                tcp.read_exact(&mut buf[start..])
+                    .await
+                    .map_err(|_| ProxyError::Closed)?;
+            }
+        }
+    }
+}
+
+/// What the first bytes of a connection hold, as far as a PROXY header goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderScan {
+    /// At least this many more bytes are needed; reading exactly that many never
+    /// takes a byte past the header.
+    Need(usize),
+    /// A whole header in `buf[..consumed]`; `addr` as `parse_v1` / `parse_v2` say.
+    Complete {
+        consumed: usize,
+        addr: Option<SocketAddr>,
+    },
+}
+
+/// The sans-IO form of `read_header`: looks at the bytes received so far and
+/// says how many more it needs, or what the header says.
+///
+/// # Errors
+/// `ProxyError::Missing` or `Malformed` as soon as the bytes cannot start a
+/// valid header.
+pub fn scan_header(buf: &[u8]) -> Result<HeaderScan, ProxyError> {
     // 12 bytes are in every header: the v2 signature, or the start of a v1 line
     // (the shortest, "PROXY UNKNOWN\r\n", has 15).
-    let mut head = [0u8; 16];
-    tcp.read_exact(&mut head[..12])
-        .await
-        .map_err(|_| ProxyError::Closed)?;
-    if head[..12] == V2_SIGNATURE {
-        tcp.read_exact(&mut head[12..])
-            .await
-            .map_err(|_| ProxyError::Closed)?;
-        let len = v2_block_len(&head)?;
-        let mut block = vec![0u8; len];
-        tcp.read_exact(&mut block)
-            .await
-            .map_err(|_| ProxyError::Closed)?;
-        return parse_v2(&head, &block);
+    if buf.len() < 12 {
+        return Ok(HeaderScan::Need(12 - buf.len()));
     }
-    if &head[..6] != b"PROXY " {
+    if buf[..12] == V2_SIGNATURE {
+        let Some(head) = buf.get(..16) else {
+            return Ok(HeaderScan::Need(16 - buf.len()));
+        };
+        let head: &[u8; 16] = head.try_into().map_err(|_| ProxyError::Missing)?;
+        let total = 16 + v2_block_len(head)?;
+        if buf.len() < total {
+            return Ok(HeaderScan::Need(total - buf.len()));
+        }
+        return Ok(HeaderScan::Complete {
+            consumed: total,
+            addr: parse_v2(head, &buf[16..total])?,
+        });
+    }
+    if &buf[..6] != b"PROXY " {
         return Err(ProxyError::Missing);
     }
-    // v1: the rest of the line, one byte at a time so nothing after it is taken.
-    let mut line = head[..12].to_vec();
-    while !line.ends_with(b"\n") {
-        if line.len() >= V1_MAX {
-            return Err(ProxyError::Malformed("v1 line too long"));
-        }
-        let b = tcp.read_u8().await.map_err(|_| ProxyError::Closed)?;
-        line.push(b);
+    // v1: up to the first LF, within V1_MAX bytes; one byte at a time until then.
+    let window = &buf[..buf.len().min(V1_MAX)];
+    match memchr::memchr(b'\n', window) {
+        Some(i) => Ok(HeaderScan::Complete {
+            consumed: i + 1,
+            addr: parse_v1(&buf[..=i])?,
+        }),
+        None if buf.len() >= V1_MAX => Err(ProxyError::Malformed("v1 line too long")),
+        None => Ok(HeaderScan::Need(1)),
     }
-    parse_v1(&line)
 }
 
 #[cfg(test)]
@@ -274,5 +312,77 @@ mod tests {
         let (mut h, _) = v2(1, 0x11, &v4);
         h[0] = b'X';
         assert_eq!(v2_block_len(&h), Err(ProxyError::Missing));
+    }
+
+    /// What `read_header` gives: the client's address, or why not.
+    type Verdict = Result<Option<SocketAddr>, ProxyError>;
+
+    /// Feeds `input` to `scan_header` exactly as `read_header` does (the bytes it
+    /// asks for, no more); returns the result and how many bytes were taken.
+    fn scan_as_read(input: &[u8]) -> (Verdict, usize) {
+        let mut taken = 0;
+        loop {
+            match scan_header(&input[..taken]) {
+                Err(e) => return (Err(e), taken),
+                Ok(HeaderScan::Complete { consumed, addr }) => {
+                    assert_eq!(
+                        consumed, taken,
+                        "a complete header is exactly what was read"
+                    );
+                    return (Ok(addr), taken);
+                }
+                Ok(HeaderScan::Need(n)) => {
+                    assert!(n > 0);
+                    if taken + n > input.len() {
+                        return (Err(ProxyError::Closed), taken);
+                    }
+                    taken += n;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scan_header_table() {
+        let v4 = [192, 168, 10, 23, 10, 0, 0, 1, 0x9c, 0x40, 0, 25];
+        let (h, b) = v2(1, 0x11, &v4);
+        let mut v2_input = h.to_vec();
+        v2_input.extend_from_slice(&b);
+        v2_input.extend_from_slice(b"\x16\x03\x01 ClientHello");
+        let long_v1 = format!("PROXY TCP4 {}\r\n", "1".repeat(200));
+        let addr = |s: &str| Some(s.parse::<SocketAddr>().unwrap());
+        let rows: Vec<(&[u8], Verdict, usize)> = vec![
+            (
+                b"PROXY TCP4 192.168.10.23 10.0.0.1 40000 25\r\nEHLO x\r\n",
+                Ok(addr("192.168.10.23:40000")),
+                44,
+            ),
+            (b"PROXY UNKNOWN\r\n\x16\x03", Ok(None), 15),
+            (&v2_input, Ok(addr("192.168.10.23:40000")), 28),
+            (b"EHLO printer\r\n", Err(ProxyError::Missing), 12),
+            (b"PROXY TCP4 1", Err(ProxyError::Closed), 12),
+            (
+                long_v1.as_bytes(),
+                Err(ProxyError::Malformed("v1 line too long")),
+                V1_MAX,
+            ),
+            (
+                b"PROXY TCP4 1.1.1.1 2.2.2.2 1 2\n",
+                Err(ProxyError::Malformed("v1 line must end with CRLF")),
+                31,
+            ),
+            (&v2_input[..20], Err(ProxyError::Closed), 16),
+        ];
+        for (input, want, taken) in rows {
+            let label = String::from_utf8_lossy(input).into_owned();
+            assert_eq!(scan_as_read(input), (want.clone(), taken), "{label:?}");
+            // All bytes at once: the same verdict.
+            let whole = match scan_header(input) {
+                Ok(HeaderScan::Complete { addr, .. }) => Ok(addr),
+                Ok(HeaderScan::Need(_)) => Err(ProxyError::Closed),
+                Err(e) => Err(e),
+            };
+            assert_eq!(whole, want, "{label:?} at once");
+        }
     }
 }
