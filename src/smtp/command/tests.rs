@@ -681,3 +681,49 @@ fn replies_never_echo_much_input() {
         );
     }
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Lines that would parse but for what is spliced into them.
+    fn command_line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("MAIL FROM:<a@example.com> SIZE=10".to_owned()),
+            Just("RCPT TO:<b@example.net> NOTIFY=NEVER".to_owned()),
+            Just("EHLO client.test".to_owned()),
+            Just("AUTH PLAIN AHUAcA==".to_owned()),
+            Just("NOOP".to_owned()),
+            Just("DATA".to_owned()),
+            "[A-Z]{4} [ -~]{0,40}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// A line with a CR or LF anywhere (the line framer has already cut at
+        /// CRLF, so any left is bare) is never accepted, and neither is a NUL.
+        #[test]
+        fn never_accepts_a_bare_cr_lf_or_nul(
+            line in command_line(),
+            at in any::<prop::sample::Index>(),
+            splice in prop::sample::select(&["\r", "\n", "\r\n", "\0", "\n.\n"][..]),
+        ) {
+            let mut bytes = line.clone().into_bytes();
+            let at = at.index(bytes.len() + 1);
+            bytes.splice(at..at, splice.bytes());
+            let want = if splice.contains('\0') { Nul } else { ControlCharacter };
+            prop_assert_eq!(parse(&bytes), Err(want));
+        }
+
+        /// Arbitrary bytes: no panic, and anything accepted holds no control byte.
+        #[test]
+        fn accepted_lines_hold_no_control_bytes(bytes in prop::collection::vec(any::<u8>(), 0..80)) {
+            if parse(&bytes).is_ok() {
+                prop_assert!(!bytes.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f));
+            }
+        }
+    }
+}

@@ -342,3 +342,62 @@ fn encode_then_parse_round_trips() {
         assert_eq!(got.as_ref(), Some(reply));
     }
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Reply text as an upstream or postern writes it: printable, starting with
+    /// a letter (so it cannot be read as an enhanced code), no trailing space.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            1 => Just(String::new()),
+            6 => "[a-zA-Z]([ -~]{0,60}[!-~])?",
+            1 => "[a-zA-Z][a-z\u{e4}\u{fc}\u{4e2d} ]{0,20}[a-z]",
+        ]
+    }
+
+    fn reply() -> impl Strategy<Value = Reply> {
+        let plain =
+            (200u16..=599, prop::collection::vec(text(), 1..6)).prop_map(|(code, lines)| Reply {
+                code,
+                enhanced: None,
+                lines,
+            });
+        let enhanced = (
+            prop::sample::select(&[2u16, 4, 5][..]),
+            0u16..=99,
+            0u16..=7,
+            0u16..=999,
+            prop::collection::vec(text(), 1..6),
+        )
+            .prop_map(|(class, rest, subject, detail, lines)| Reply {
+                code: class * 100 + rest,
+                enhanced: Some(format!("{class}.{subject}.{detail}")),
+                lines,
+            });
+        prop_oneof![plain, enhanced]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The reply parser accepts whatever the encoder writes, and reads back
+        /// the same reply.
+        #[test]
+        fn parser_accepts_what_the_encoder_writes(reply in reply()) {
+            let wire = encoded(&reply);
+            let mut parser = ReplyParser::new();
+            let mut got = None;
+            let lines: Vec<&str> = wire.split_terminator("\r\n").collect();
+            prop_assert_eq!(lines.len(), reply.lines.len());
+            for (i, line) in lines.iter().enumerate() {
+                prop_assert!(line.len() + 2 <= MAX_REPLY_LINE);
+                got = parser.push(line.as_bytes()).expect("encoded line parses");
+                prop_assert_eq!(got.is_some(), i + 1 == lines.len());
+            }
+            prop_assert_eq!(got, Some(reply));
+        }
+    }
+}
