@@ -1,0 +1,624 @@
+#!/usr/bin/env python3
+"""Soak test for postern: mixed hostile and normal load on loopback for a fixed time.
+
+Run through scripts/soak.sh, which builds postern and passes its path:
+
+    soak.py BINARY DURATION_SECONDS WORKDIR
+
+It starts, all on 127.0.0.1:
+  * a recording fake provider that answers most messages 250 and injects 451,
+    554 and dropped connections at end-of-data (seeded, so runs compare);
+  * postern, relaying to it through its pool, from a config written to WORKDIR;
+  * load workers: relays, AUTH failures, oversize bodies, slow (trickling)
+    clients, abrupt disconnects mid-DATA;
+  * SIGHUP to postern every few seconds (the config reloads in place);
+  * a probe: a normal client (greeting, EHLO, NOOP, QUIT) once a second, which
+    must be served within 1 s;
+  * a sampler: postern's RSS, open file descriptors, threads and active
+    connections once a second.
+
+It fails (exit 1) when a message postern acknowledged with 250 did not reach
+the provider exactly once (lost or duplicated), when the probe was not served
+within 1 s, or when RSS or open file descriptors keep growing: a line fitted to
+the samples of the second half must not project more than the allowed growth
+over that half. Every loop stops at the deadline and is capped in count; every
+socket operation has a timeout. Nothing but loopback is ever addressed.
+"""
+
+import asyncio
+import base64
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+
+HOST = "127.0.0.1"
+PASSWORD = "soak-password"
+MAX_SIZE = 256 * 1024
+WORKERS = 8
+HUP_EVERY = 3.0
+PROBE_LIMIT = 1.0
+OP_TIMEOUT = 30.0
+# Allowed growth over the second half, from the fitted slope.
+RSS_GROWTH_MIB = 8.0
+RSS_GROWTH_FRACTION = 0.20
+FD_GROWTH = 16
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind((HOST, 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+class Stats:
+    def __init__(self):
+        self.count = {}
+        self.acked = set()  # X-Soak-Id of messages postern answered 250 at end-of-data
+        self.delivered = {}  # X-Soak-Id -> times the provider recorded it
+        self.probes = []  # seconds each probe took
+        self.probe_failures = []
+        self.samples = []  # (t, rss_kib, fds, threads, active)
+
+    def inc(self, key, n=1):
+        self.count[key] = self.count.get(key, 0) + n
+
+
+# --------------------------------------------------------------------------------------
+# The fake provider
+
+
+class Provider:
+    """A recording SMTP server with injected faults at end-of-data."""
+
+    def __init__(self, stats, seed):
+        self.stats = stats
+        self.rng = random.Random(seed)
+        self.server = None
+
+    async def start(self):
+        self.server = await asyncio.start_server(self.serve, HOST, 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def serve(self, reader, writer):
+        self.stats.inc("provider_connections")
+        try:
+            await self.dialogue(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            pass  # the soak is over and the loop is closing
+        finally:
+            writer.close()
+
+    async def line(self, reader):
+        data = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout=120)
+        return data[:-2]
+
+    async def dialogue(self, reader, writer):
+        writer.write(b"220 provider.soak ESMTP\r\n")
+        await writer.drain()
+        while True:
+            line = await self.line(reader)
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                writer.write(
+                    b"250-provider.soak\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
+                    b"250-ENHANCEDSTATUSCODES\r\n250-SIZE 10485760\r\n250 AUTH PLAIN LOGIN\r\n"
+                )
+            elif verb == b"AUTH":
+                writer.write(b"235 2.7.0 ok\r\n")
+            elif verb in (b"MAIL", b"RCPT", b"RSET", b"NOOP"):
+                writer.write(b"250 2.0.0 ok\r\n")
+            elif verb == b"DATA":
+                writer.write(b"354 go\r\n")
+                await writer.drain()
+                body = []
+                while True:
+                    l = await self.line(reader)
+                    if l == b".":
+                        break
+                    body.append(l)
+                fate = self.rng.random()
+                if fate < 0.02:
+                    self.stats.inc("provider_dropped")
+                    return  # close without a reply
+                if fate < 0.07:
+                    self.stats.inc("provider_451")
+                    writer.write(b"451 4.3.0 try again later\r\n")
+                elif fate < 0.10:
+                    self.stats.inc("provider_554")
+                    writer.write(b"554 5.7.1 refused\r\n")
+                else:
+                    soak_id = next(
+                        (l[10:].strip().decode() for l in body if l.startswith(b"X-Soak-Id:")),
+                        None,
+                    )
+                    if soak_id:
+                        self.stats.delivered[soak_id] = self.stats.delivered.get(soak_id, 0) + 1
+                    self.stats.inc("provider_250")
+                    writer.write(b"250 2.0.0 queued\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 2.0.0 bye\r\n")
+                await writer.drain()
+                return
+            else:
+                writer.write(b"500 5.5.1 what\r\n")
+            await writer.drain()
+
+
+# --------------------------------------------------------------------------------------
+# An SMTP client for the load
+
+
+class Client:
+    def __init__(self, reader, writer):
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, port):
+        r, w = await asyncio.wait_for(asyncio.open_connection(HOST, port), OP_TIMEOUT)
+        c = cls(r, w)
+        await c.expect("220")
+        return c
+
+    async def reply(self):
+        lines = []
+        while True:
+            line = await asyncio.wait_for(self.reader.readuntil(b"\r\n"), OP_TIMEOUT)
+            lines.append(line.decode("utf-8", "replace").rstrip("\r\n"))
+            if len(line) < 4 or line[3:4] != b"-":
+                return "\n".join(lines)
+
+    async def expect(self, code):
+        r = await self.reply()
+        if not r.startswith(code):
+            raise Unexpected(code, r)
+        return r
+
+    async def send(self, data):
+        self.writer.write(data)
+        await asyncio.wait_for(self.writer.drain(), OP_TIMEOUT)
+
+    async def cmd(self, line, code):
+        await self.send(line.encode() + b"\r\n")
+        return await self.expect(code)
+
+    async def login(self, user, password):
+        await self.cmd("EHLO load.soak", "250")
+        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        await self.send(f"AUTH PLAIN {token}\r\n".encode())
+        return await self.reply()
+
+    def abort(self):
+        self.writer.transport.abort()
+
+    async def close(self):
+        self.writer.close()
+        try:
+            await asyncio.wait_for(self.writer.wait_closed(), 5)
+        except (ConnectionError, asyncio.TimeoutError):
+            pass
+
+
+class Unexpected(Exception):
+    def __init__(self, want, got):
+        super().__init__(f"expected {want}, got {got!r}")
+        self.got = got
+
+
+def message(soak_id, body_lines=5, filler=b""):
+    head = (
+        f"From: soak@example.com\r\nTo: sink@example.net\r\nSubject: soak\r\n"
+        f"X-Soak-Id: {soak_id}\r\n\r\n"
+    ).encode()
+    body = b"".join(b"line %d of the soak\r\n.dot line\r\n" % i for i in range(body_lines))
+    return head + body + filler
+
+
+async def relay(port, stats, rng):
+    c = await Client.connect(port)
+    r = await c.login("soak", PASSWORD)
+    if not r.startswith("235"):
+        raise Unexpected("235", r)
+    for _ in range(rng.randint(1, 3)):
+        soak_id = str(uuid.uuid4())
+        # MAIL, RCPT and DATA pipelined, as the README's clients do.
+        await c.send(b"MAIL FROM:<soak@example.com>\r\nRCPT TO:<sink@example.net>\r\nDATA\r\n")
+        await c.expect("250")
+        await c.expect("250")
+        await c.expect("354")
+        body = message(soak_id, rng.randint(1, 200)).replace(b"\r\n.", b"\r\n..")
+        await c.send(body + b".\r\n")
+        r = await c.reply()
+        stats.inc("sent")
+        if r.startswith("250"):
+            stats.acked.add(soak_id)
+            stats.inc("acked")
+        elif r.startswith("4"):
+            stats.inc("tempfail")
+        elif r.startswith("5"):
+            stats.inc("refused")
+        else:
+            raise Unexpected("a final reply", r)
+    await c.cmd("QUIT", "221")
+    await c.close()
+
+
+async def auth_failure(port, stats, rng):
+    c = await Client.connect(port)
+    r = await c.login("soak", "not-the-password")
+    if not r.startswith("535"):
+        raise Unexpected("535", r)
+    stats.inc("auth_failed")
+    await c.cmd("QUIT", "221")
+    await c.close()
+
+
+async def oversize(port, stats, rng):
+    c = await Client.connect(port)
+    r = await c.login("soak", PASSWORD)
+    if not r.startswith("235"):
+        raise Unexpected("235", r)
+    await c.send(b"MAIL FROM:<soak@example.com>\r\nRCPT TO:<sink@example.net>\r\nDATA\r\n")
+    await c.expect("250")
+    await c.expect("250")
+    await c.expect("354")
+    filler = (b"x" * 98 + b"\r\n") * (MAX_SIZE // 100 + 64)
+    await c.send(message(str(uuid.uuid4()), 1, filler) + b".\r\n")
+    await c.expect("552")
+    stats.inc("oversize_refused")
+    await c.cmd("QUIT", "221")
+    await c.close()
+
+
+async def slow(port, stats, rng):
+    c = await Client.connect(port)
+    r = await c.login("soak", PASSWORD)
+    if not r.startswith("235"):
+        raise Unexpected("235", r)
+    soak_id = str(uuid.uuid4())
+    await c.cmd("MAIL FROM:<soak@example.com>", "250")
+    await c.cmd("RCPT TO:<sink@example.net>", "250")
+    await c.cmd("DATA", "354")
+    data = message(soak_id, 10).replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    # A few bytes at a time with pauses: a slow device on a bad link.
+    for i in range(0, len(data), 37):
+        await c.send(data[i : i + 37])
+        await asyncio.sleep(0.02)
+    r = await c.reply()
+    stats.inc("sent")
+    stats.inc("slow")
+    if r.startswith("250"):
+        stats.acked.add(soak_id)
+        stats.inc("acked")
+    elif r.startswith("4"):
+        stats.inc("tempfail")
+    else:
+        stats.inc("refused")
+    await c.cmd("QUIT", "221")
+    await c.close()
+
+
+async def abrupt(port, stats, rng):
+    c = await Client.connect(port)
+    r = await c.login("soak", PASSWORD)
+    if not r.startswith("235"):
+        raise Unexpected("235", r)
+    await c.send(b"MAIL FROM:<soak@example.com>\r\nRCPT TO:<sink@example.net>\r\nDATA\r\n")
+    await c.expect("250")
+    await c.expect("250")
+    await c.expect("354")
+    data = message(str(uuid.uuid4()), rng.randint(1, 100))
+    await c.send(data[: rng.randint(1, len(data) - 1)])
+    c.abort()  # RST mid-DATA: postern must drop the transaction, never deliver it
+    stats.inc("aborted_mid_data")
+
+
+SCENARIOS = [(relay, 60), (auth_failure, 8), (oversize, 7), (slow, 10), (abrupt, 15)]
+
+
+async def worker(n, port, stats, deadline, seed):
+    rng = random.Random(seed * 1000 + n)
+    funcs = [f for f, _ in SCENARIOS]
+    weights = [w for _, w in SCENARIOS]
+    for _ in range(1_000_000):  # bounded, besides the deadline
+        if time.monotonic() >= deadline:
+            return
+        f = rng.choices(funcs, weights)[0]
+        try:
+            await f(port, stats, rng)
+        except Unexpected as e:
+            stats.inc(f"unexpected_{f.__name__}")
+            if stats.count.get(f"unexpected_{f.__name__}", 0) <= 3:
+                print(f"soak: {f.__name__}: {e}", flush=True)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError) as e:
+            stats.inc(f"error_{f.__name__}")
+            if stats.count.get(f"error_{f.__name__}", 0) <= 3:
+                print(f"soak: {f.__name__}: {type(e).__name__} {e}", flush=True)
+
+
+# --------------------------------------------------------------------------------------
+# Probe, sampler, SIGHUP
+
+
+async def probe(port, stats, deadline):
+    for _ in range(1_000_000):
+        if time.monotonic() >= deadline:
+            return
+        start = time.monotonic()
+        try:
+            c = await asyncio.wait_for(Client.connect(port), PROBE_LIMIT * 5)
+            await c.cmd("EHLO probe.soak", "250")
+            await c.cmd("NOOP", "250")
+            await c.cmd("QUIT", "221")
+            await c.close()
+            took = time.monotonic() - start
+            stats.probes.append(took)
+            if took > PROBE_LIMIT:
+                stats.probe_failures.append(f"probe took {took:.3f} s")
+        except Exception as e:  # noqa: BLE001 - any failure of the probe counts
+            stats.probe_failures.append(f"probe failed: {type(e).__name__} {e}")
+        await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - start)))
+
+
+def proc_status(pid):
+    rss = threads = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("Threads:"):
+                threads = int(line.split()[1])
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    return rss, fds, threads
+
+
+async def scrape(metrics_port, name):
+    r, w = await asyncio.wait_for(asyncio.open_connection(HOST, metrics_port), 5)
+    w.write(f"GET /metrics HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+    await w.drain()
+    text = (await asyncio.wait_for(r.read(), 5)).decode("utf-8", "replace")
+    w.close()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def sampler(pid, metrics_port, stats, start, deadline):
+    for _ in range(1_000_000):
+        now = time.monotonic()
+        if now >= deadline:
+            return
+        rss, fds, threads = proc_status(pid)
+        try:
+            active = await scrape(metrics_port, "postern_connections_active")
+        except (ConnectionError, asyncio.TimeoutError, ValueError):
+            active = -1
+        stats.samples.append((now - start, rss, fds, threads, active))
+        await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - now)))
+
+
+async def hupper(pid, stats, deadline):
+    for _ in range(1_000_000):
+        await asyncio.sleep(HUP_EVERY)
+        if time.monotonic() >= deadline:
+            return
+        os.kill(pid, signal.SIGHUP)
+        stats.inc("sighup")
+
+
+# --------------------------------------------------------------------------------------
+
+
+def slope(points):
+    """Least-squares slope of (x, y) points."""
+    xs = [p[0] for p in points]
+    ys = [p[1] for p in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else 0.0
+
+
+def config(smtp_port, metrics_port, provider_port, password_hash):
+    return f"""# written by scripts/soak.py
+[server]
+hostname = "postern.soak"
+shutdown_grace = "5s"
+
+[[listener]]
+name = "soak"
+addr = "{HOST}:{smtp_port}"
+tls = "none"
+auth = "required"
+
+[metrics]
+addr = "{HOST}:{metrics_port}"
+
+[limits]
+max_message_size = {MAX_SIZE}
+messages_per_minute = 1000000
+recipients_per_hour = 100000000
+max_connections_per_user = 1000
+max_connections_per_ip = 1000
+max_connections = 1000
+auth_failures_per_ip_per_minute = 1000000
+idle_timeout = "60s"
+
+[[upstream]]
+name = "provider"
+kind = "smtp"
+addr = "{HOST}:{provider_port}"
+tls = "none"
+username = "provider-user"
+password = "provider-secret"
+max_connections = 4
+pool = true
+pool_wait = "10s"
+health_check_interval = "0s"
+
+[[user]]
+name = "soak"
+password_hash = "{password_hash}"
+upstream = "provider"
+allowed_senders = ["*@example.com"]
+"""
+
+
+async def wait_listening(port, proc, limit=60):
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"soak: postern exited early with {proc.returncode}")
+        try:
+            c = await Client.connect(port)
+            await c.cmd("QUIT", "221")
+            await c.close()
+            return
+        except (ConnectionError, OSError, asyncio.TimeoutError, Unexpected):
+            await asyncio.sleep(0.2)
+    raise SystemExit("soak: postern did not start listening")
+
+
+async def main(binary, duration, workdir):
+    seed = int(os.environ.get("SOAK_SEED", "9"))
+    stats = Stats()
+    provider = Provider(stats, seed)
+    provider_port = await provider.start()
+    smtp_port, metrics_port = free_ports(2)
+    password_hash = subprocess.run(
+        [binary, "hash-password"], input=PASSWORD + "\n", capture_output=True, text=True, check=True
+    ).stdout.strip()
+    conf = os.path.join(workdir, "postern.toml")
+    with open(conf, "w") as f:
+        f.write(config(smtp_port, metrics_port, provider_port, password_hash))
+    log = open(os.path.join(workdir, "postern.log"), "w")
+    env = dict(os.environ, RUST_LOG=os.environ.get("SOAK_RUST_LOG", "warn"))
+    proc = subprocess.Popen([binary, "run", "--config", conf], stdout=log, stderr=log, env=env)
+    try:
+        await wait_listening(smtp_port, proc)
+        start = time.monotonic()
+        deadline = start + duration
+        print(
+            f"soak: postern pid {proc.pid} on {HOST}:{smtp_port}, provider on {HOST}:{provider_port}, "
+            f"{WORKERS} workers for {duration:.0f} s (seed {seed})",
+            flush=True,
+        )
+        tasks = [worker(n, smtp_port, stats, deadline, seed) for n in range(WORKERS)]
+        tasks += [
+            probe(smtp_port, stats, deadline),
+            sampler(proc.pid, metrics_port, stats, start, deadline),
+            hupper(proc.pid, stats, deadline),
+        ]
+        await asyncio.wait_for(asyncio.gather(*tasks), duration + 4 * OP_TIMEOUT)
+        # Let the last acknowledged messages' records settle (they are recorded before the 250).
+        await asyncio.sleep(0.5)
+        reloads = await scrape(metrics_port, 'postern_config_reloads_total{result="ok"}')
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+        provider.server.close()
+        log.close()
+    return report(stats, duration, reloads, rc, workdir)
+
+
+def report(stats, duration, reloads, rc, workdir):
+    failures = []
+    with open(os.path.join(workdir, "samples.csv"), "w") as f:
+        f.write("t,rss_kib,fds,threads,active_connections\n")
+        for s in stats.samples:
+            f.write(",".join(f"{v:.1f}" if isinstance(v, float) else str(v) for v in s) + "\n")
+    half = stats.samples[len(stats.samples) // 2 :]
+    if len(half) < 5:
+        failures.append(f"only {len(stats.samples)} samples")
+        rss_slope = fd_slope = 0.0
+    else:
+        span = half[-1][0] - half[0][0]
+        rss_slope = slope([(s[0], s[1]) for s in half])  # KiB/s
+        fd_slope = slope([(s[0], s[2]) for s in half])
+        rss_median = statistics.median(s[1] for s in half)
+        rss_allowed = max(RSS_GROWTH_MIB * 1024, RSS_GROWTH_FRACTION * rss_median)
+        if rss_slope * span > rss_allowed:
+            failures.append(
+                f"RSS grows: {rss_slope:.1f} KiB/s over the last {span:.0f} s "
+                f"({rss_slope * span / 1024:.1f} MiB, allowed {rss_allowed / 1024:.1f} MiB)"
+            )
+        if fd_slope * span > FD_GROWTH:
+            failures.append(f"open fds grow: {fd_slope:.3f}/s over the last {span:.0f} s")
+    lost = sorted(stats.acked - set(stats.delivered))
+    duplicated = sorted(k for k, n in stats.delivered.items() if n > 1)
+    unacked = sorted(set(stats.delivered) - stats.acked)
+    if lost:
+        failures.append(f"{len(lost)} acknowledged messages lost, e.g. {lost[:3]}")
+    if duplicated:
+        failures.append(f"{len(duplicated)} messages duplicated, e.g. {duplicated[:3]}")
+    failures += stats.probe_failures[:5]
+    if len(stats.probe_failures) > 5:
+        failures.append(f"... {len(stats.probe_failures)} probe failures in all")
+    if not stats.probes:
+        failures.append("the probe never succeeded")
+    if stats.count.get("acked", 0) == 0:
+        failures.append("no message was acknowledged")
+    if rc != 0:
+        failures.append(f"postern exited {rc} on SIGTERM")
+
+    c = stats.count
+    rss = [s[1] for s in stats.samples]
+    fds = [s[2] for s in stats.samples]
+    threads = [s[3] for s in stats.samples]
+    active = [s[4] for s in stats.samples]
+    print(f"soak: ran {duration:.0f} s, {len(stats.samples)} samples (in {workdir}/samples.csv)")
+    print(
+        f"soak: messages sent {c.get('sent', 0)}, accepted {c.get('acked', 0)}, "
+        f"delivered {len(stats.delivered)}, lost {len(lost)}, duplicated {len(duplicated)}, "
+        f"delivered without 250 to the client {len(unacked)}"
+    )
+    print(
+        f"soak: refused or deferred: tempfail {c.get('tempfail', 0)}, refused {c.get('refused', 0)}; "
+        f"provider injected 451 {c.get('provider_451', 0)}, 554 {c.get('provider_554', 0)}, "
+        f"dropped {c.get('provider_dropped', 0)}; provider connections {c.get('provider_connections', 0)}"
+    )
+    print(
+        f"soak: hostile: auth failures {c.get('auth_failed', 0)}, oversize refused {c.get('oversize_refused', 0)}, "
+        f"slow clients {c.get('slow', 0)}, aborted mid-DATA {c.get('aborted_mid_data', 0)}; "
+        f"SIGHUP sent {c.get('sighup', 0)}, reloads ok {reloads:.0f}"
+    )
+    odd = {k: v for k, v in c.items() if k.startswith(("unexpected_", "error_"))}
+    if odd:
+        print(f"soak: client-side surprises (not failures by themselves): {odd}")
+    if rss:
+        print(
+            f"soak: RSS {min(rss) / 1024:.1f}..{max(rss) / 1024:.1f} MiB, slope over the last half "
+            f"{rss_slope:+.2f} KiB/s; fds {min(fds)}..{max(fds)}, slope {fd_slope:+.4f}/s; "
+            f"threads {min(threads)}..{max(threads)}; active connections {min(active):.0f}..{max(active):.0f}"
+        )
+    if stats.probes:
+        print(
+            f"soak: probe served {len(stats.probes)} times, median {statistics.median(stats.probes) * 1000:.1f} ms, "
+            f"max {max(stats.probes) * 1000:.1f} ms (limit {PROBE_LIMIT * 1000:.0f} ms)"
+        )
+    for f in failures:
+        print(f"soak: FAIL: {f}")
+    print(f"soak: {'FAILED' if failures else 'passed'}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4:
+        raise SystemExit("usage: soak.py BINARY DURATION_SECONDS WORKDIR")
+    sys.exit(asyncio.run(main(sys.argv[1], float(sys.argv[2]), sys.argv[3])))
