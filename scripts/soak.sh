@@ -10,7 +10,9 @@
 # It fails if an acknowledged message is lost or duplicated at the provider,
 # if a normal client is not served within 1 s, or if RSS or fds keep growing.
 # Everything listens on and talks to 127.0.0.1 only; it stops by itself.
-# SOAK_SEED picks the provider's fault pattern; SOAK_KEEP=1 keeps the work dir.
+# SOAK_SEED picks the provider's fault pattern; SOAK_KEEP=1 keeps the work dir
+# (postern.toml, postern.log, samples.csv); SOAK_MALLOC_DEFAULT=1 runs postern
+# with glibc's default malloc tuning (see MALLOC_ENV in soak.py for why not).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,6 +47,9 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
+
+# The growth check itself, on synthetic series (a flat one passes, leaks fail).
+python3 scripts/soak.py --self-test
 
 # soak.py starts postern itself and stops exactly that process (by its PID).
 timeout --signal=TERM $(( seconds + 300 )) python3 scripts/soak.py "$BIN" "$seconds" "$WORK"
