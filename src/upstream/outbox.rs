@@ -140,8 +140,20 @@ pub fn new_id() -> String {
         "{}-{:06}-{:016x}",
         now.as_secs(),
         now.subsec_micros(),
-        rand::random::<u64>()
+        nonce()
     )
+}
+
+/// 64 bits from the OS's random source. Should that ever fail, a per-process
+/// counter mixed with the process id keeps ids unique in this process (and
+/// `begin_as` creates its file with `create_new`, so a clash is an error,
+/// never an overwrite).
+fn nonce() -> u64 {
+    static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    getrandom::u64().unwrap_or_else(|_| {
+        let n = FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (u64::from(std::process::id()) << 32) ^ n
+    })
 }
 
 /// Seconds since the epoch, for envelopes.
