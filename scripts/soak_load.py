@@ -178,33 +178,50 @@ def message(soak_id, body_lines=5, filler=b""):
     return head + body + filler
 
 
-async def relay(port, stats, rng):
+async def logged_in(port):
+    """A client past the greeting, EHLO and a good AUTH PLAIN."""
     c = await Client.connect(port)
     r = await c.login("soak", PASSWORD)
     if not r.startswith("235"):
         raise Unexpected("235", r)
-    for _ in range(rng.randint(1, 3)):
-        soak_id = str(uuid.uuid4())
-        # MAIL, RCPT and DATA pipelined, as the README's clients do.
-        await c.send(b"MAIL FROM:<soak@example.com>\r\nRCPT TO:<sink@example.net>\r\nDATA\r\n")
-        await c.expect("250")
-        await c.expect("250")
-        await c.expect("354")
-        body = message(soak_id, rng.randint(1, 200)).replace(b"\r\n.", b"\r\n..")
-        await c.send(body + b".\r\n")
-        r = await c.reply()
-        stats.inc("sent")
-        if r.startswith("250"):
-            stats.acked.add(soak_id)
-            stats.inc("acked")
-        elif r.startswith("4"):
-            stats.inc("tempfail")
-        elif r.startswith("5"):
-            stats.inc("refused")
-        else:
-            raise Unexpected("a final reply", r)
+    return c
+
+
+async def open_data(c):
+    """MAIL, RCPT and DATA pipelined, as the README's clients do; up to the 354."""
+    await c.send(b"MAIL FROM:<soak@example.com>\r\nRCPT TO:<sink@example.net>\r\nDATA\r\n")
+    for code in ("250", "250", "354"):
+        await c.expect(code)
+
+
+def count_final(stats, soak_id, r):
+    """Counts the end-of-data reply `r` to message `soak_id`."""
+    stats.inc("sent")
+    if r.startswith("250"):
+        stats.acked.add(soak_id)
+        stats.inc("acked")
+    elif r.startswith("4"):
+        stats.inc("tempfail")
+    elif r.startswith("5"):
+        stats.inc("refused")
+    else:
+        raise Unexpected("a final reply", r)
+
+
+async def say_quit(c):
     await c.cmd("QUIT", "221")
     await c.close()
+
+
+async def relay(port, stats, rng):
+    c = await logged_in(port)
+    for _ in range(rng.randint(1, 3)):
+        soak_id = str(uuid.uuid4())
+        await open_data(c)
+        body = message(soak_id, rng.randint(1, 200)).replace(b"\r\n.", b"\r\n..")
+        await c.send(body + b".\r\n")
+        count_final(stats, soak_id, await c.reply())
+    await say_quit(c)
 
 
 async def auth_failure(port, stats, rng):
@@ -213,64 +230,39 @@ async def auth_failure(port, stats, rng):
     if not r.startswith("535"):
         raise Unexpected("535", r)
     stats.inc("auth_failed")
-    await c.cmd("QUIT", "221")
-    await c.close()
+    await say_quit(c)
 
 
 async def oversize(port, stats, rng):
-    c = await Client.connect(port)
-    r = await c.login("soak", PASSWORD)
-    if not r.startswith("235"):
-        raise Unexpected("235", r)
-    await c.send(b"MAIL FROM:<soak@example.com>\r\nRCPT TO:<sink@example.net>\r\nDATA\r\n")
-    await c.expect("250")
-    await c.expect("250")
-    await c.expect("354")
+    c = await logged_in(port)
+    await open_data(c)
     filler = (b"x" * 98 + b"\r\n") * (MAX_SIZE // 100 + 64)
     await c.send(message(str(uuid.uuid4()), 1, filler) + b".\r\n")
     await c.expect("552")
     stats.inc("oversize_refused")
-    await c.cmd("QUIT", "221")
-    await c.close()
+    await say_quit(c)
 
 
 async def slow(port, stats, rng):
-    c = await Client.connect(port)
-    r = await c.login("soak", PASSWORD)
-    if not r.startswith("235"):
-        raise Unexpected("235", r)
+    c = await logged_in(port)
     soak_id = str(uuid.uuid4())
+    # One command at a time, then the message a few bytes at a time with pauses:
+    # a slow device on a bad link.
     await c.cmd("MAIL FROM:<soak@example.com>", "250")
     await c.cmd("RCPT TO:<sink@example.net>", "250")
     await c.cmd("DATA", "354")
     data = message(soak_id, 10).replace(b"\r\n.", b"\r\n..") + b".\r\n"
-    # A few bytes at a time with pauses: a slow device on a bad link.
     for i in range(0, len(data), 37):
         await c.send(data[i : i + 37])
         await asyncio.sleep(0.02)
-    r = await c.reply()
-    stats.inc("sent")
     stats.inc("slow")
-    if r.startswith("250"):
-        stats.acked.add(soak_id)
-        stats.inc("acked")
-    elif r.startswith("4"):
-        stats.inc("tempfail")
-    else:
-        stats.inc("refused")
-    await c.cmd("QUIT", "221")
-    await c.close()
+    count_final(stats, soak_id, await c.reply())
+    await say_quit(c)
 
 
 async def abrupt(port, stats, rng):
-    c = await Client.connect(port)
-    r = await c.login("soak", PASSWORD)
-    if not r.startswith("235"):
-        raise Unexpected("235", r)
-    await c.send(b"MAIL FROM:<soak@example.com>\r\nRCPT TO:<sink@example.net>\r\nDATA\r\n")
-    await c.expect("250")
-    await c.expect("250")
-    await c.expect("354")
+    c = await logged_in(port)
+    await open_data(c)
     data = message(str(uuid.uuid4()), rng.randint(1, 100))
     await c.send(data[: rng.randint(1, len(data) - 1)])
     c.abort()  # RST mid-DATA: postern must drop the transaction, never deliver it

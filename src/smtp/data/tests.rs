@@ -5,60 +5,31 @@ use proptest::prelude::*;
 
 use super::*;
 
-/// Runs the receiver over `input` in one buffer; returns (content, result, bytes left over).
-fn run(input: &[u8], max: u64) -> (Vec<u8>, Option<Result<u64, DataError>>, usize) {
-    run_chunked(input, max, input.len().max(1))
+/// What a run of the receiver gives: the content, the end's verdict (`None`
+/// if the input ran out first) and how many input bytes were left after the end.
+type Outcome = (Vec<u8>, Option<Result<u64, DataError>>, usize);
+
+/// Runs the receiver over `input` in one buffer.
+fn run(input: &[u8], max: u64) -> Outcome {
+    run_pieces([input], max)
 }
 
 /// The same, with the input arriving `chunk` bytes at a time.
-fn run_chunked(
-    input: &[u8],
-    max: u64,
-    chunk: usize,
-) -> (Vec<u8>, Option<Result<u64, DataError>>, usize) {
-    let mut rx = Receiver::new(max);
-    let mut buf: Vec<u8> = Vec::new();
-    let mut out = Vec::new();
-    let mut fed = 0;
-    loop {
-        match rx.step(&buf) {
-            Step::Need => {
-                if fed >= input.len() {
-                    return (out, None, 0);
-                }
-                let end = (fed + chunk).min(input.len());
-                buf.extend_from_slice(&input[fed..end]);
-                fed = end;
-            }
-            Step::Content {
-                start,
-                len,
-                consumed,
-            } => {
-                out.extend_from_slice(&buf[start..start + len]);
-                buf.drain(..consumed);
-            }
-            Step::Skip { consumed } => {
-                buf.drain(..consumed);
-            }
-            Step::End { consumed, result } => {
-                buf.drain(..consumed);
-                return (out, Some(result), buf.len() + input.len() - fed);
-            }
-        }
-    }
+fn run_chunked(input: &[u8], max: u64, chunk: usize) -> Outcome {
+    run_pieces(input.chunks(chunk), max)
 }
 
 /// The same, with the input arriving in two pieces split at `at`.
-fn run_split(
-    input: &[u8],
-    max: u64,
-    at: usize,
-) -> (Vec<u8>, Option<Result<u64, DataError>>, usize) {
+fn run_split(input: &[u8], max: u64, at: usize) -> Outcome {
+    run_pieces([&input[..at], &input[at..]], max)
+}
+
+/// Feeds `pieces` one at a time, each when the receiver asks for more.
+fn run_pieces<'a>(pieces: impl IntoIterator<Item = &'a [u8]>, max: u64) -> Outcome {
+    let mut pieces = pieces.into_iter();
     let mut rx = Receiver::new(max);
     let mut buf: Vec<u8> = Vec::new();
     let mut out = Vec::new();
-    let mut pieces = [&input[..at], &input[at..]].into_iter();
     loop {
         match rx.step(&buf) {
             Step::Need => match pieces.next() {
