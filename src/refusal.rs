@@ -398,6 +398,7 @@ pub const MESSAGE_RESULTS: &[&str] = &[
     "rejected_rate",
     "rejected_too_big",
     "rejected_bare_line_ending",
+    "rejected_nul",
     "rejected_line_too_long",
     "rejected_no_recipients",
     "rejected_smtputf8",
@@ -503,6 +504,7 @@ mod tests {
             Refusal::ShuttingDown,
             Refusal::Internal,
             Refusal::Data(DataError::BareLineEnding),
+            Refusal::Data(DataError::Nul),
             Refusal::Data(DataError::LineTooLong),
             Refusal::Data(DataError::TooBig),
         ];
