@@ -30,8 +30,6 @@ pub enum SetupFailure {
     Credentials,
     /// Every allowed connection stayed busy for `pool_wait`.
     PoolFull,
-    /// TLS could not be established or verified.
-    Tls,
     /// Connect, greeting, EHLO or a timeout.
     Unavailable,
 }
@@ -86,6 +84,12 @@ pub enum Refusal {
     UpstreamSetup {
         upstream: Arc<str>,
         failure: SetupFailure,
+    },
+    /// TLS toward the provider failed (or could not be used safely);
+    /// `problem` says why in words an administrator can act on.
+    UpstreamTls {
+        upstream: Arc<str>,
+        problem: Arc<str>,
     },
     UpstreamNoSmtputf8(Arc<str>),
     UpstreamLost,
@@ -200,17 +204,19 @@ impl Refusal {
                     "4.4.5",
                     format!("upstream {upstream}: no connection free; try again later"),
                 ),
-                SetupFailure::Tls => Reply::new(
-                    451,
-                    "4.7.5",
-                    format!("upstream {upstream}: secure connection failed; try again later"),
-                ),
                 SetupFailure::Unavailable => Reply::new(
                     451,
                     "4.4.1",
                     format!("upstream {upstream} unavailable; try again later"),
                 ),
             },
+            R::UpstreamTls { upstream, problem } => Reply::new(
+                451,
+                "4.7.5",
+                format!(
+                    "upstream {upstream}: secure connection failed: {problem}; try again later"
+                ),
+            ),
             R::UpstreamNoSmtputf8(upstream) => Reply::new(
                 550,
                 "5.6.7",
@@ -276,6 +282,7 @@ impl Refusal {
             | R::NoValidRecipients
             | R::HeaderTooLarge => Side::Policy,
             R::UpstreamSetup { .. }
+            | R::UpstreamTls { .. }
             | R::UpstreamNoSmtputf8(_)
             | R::UpstreamLost
             | R::UpstreamGone

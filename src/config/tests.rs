@@ -517,11 +517,24 @@ fn smtp_upstream_without_credentials_is_fine() {
 }
 
 #[test]
-fn smtp_upstream_tls_defaults_to_implicit() {
-    let c = ok(&with_smtp_upstream("addr = \"smtp.example.com:465\"\n"));
+fn smtp_upstream_tls_defaults_by_port() {
+    for (addr, want) in [
+        ("smtp.example.com:465", TlsMode::Implicit),
+        ("smtp.example.com:587", TlsMode::Starttls),
+        ("smtp.example.com:25", TlsMode::Starttls),
+        ("[2001:db8::1]:465", TlsMode::Implicit),
+        ("[2001:db8::1]:2525", TlsMode::Starttls),
+    ] {
+        let c = ok(&with_smtp_upstream(&format!("addr = \"{addr}\"\n")));
+        assert_eq!(c.upstream("provider").unwrap().tls_mode(), want, "{addr}");
+    }
+    let c = ok(&with_smtp_upstream(
+        "addr = \"smtp.example.com:465\"\ntls = \"starttls\"\n",
+    ));
     assert_eq!(
         c.upstream("provider").unwrap().tls_mode(),
-        TlsMode::Implicit
+        TlsMode::Starttls,
+        "a written tls wins over the port"
     );
 }
 

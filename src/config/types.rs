@@ -315,10 +315,21 @@ impl UpstreamConfig {
         )
     }
 
+    /// The port of `addr`, if it has one that parses.
+    pub fn port(&self) -> Option<u16> {
+        let addr = self.addr.as_ref()?.get_ref();
+        addr.rsplit_once(':')?.1.parse().ok()
+    }
+
+    /// `tls` as written; else implicit TLS on port 465 (SMTPS, RFC 8314) and
+    /// STARTTLS on any other port. Clear text is never a default: `"none"`
+    /// must be written out.
     pub fn tls_mode(&self) -> TlsMode {
-        self.tls
-            .as_ref()
-            .map_or(TlsMode::Implicit, |t| *t.get_ref())
+        match &self.tls {
+            Some(t) => *t.get_ref(),
+            None if self.port() == Some(465) => TlsMode::Implicit,
+            None => TlsMode::Starttls,
+        }
     }
 }
 

@@ -64,7 +64,7 @@ impl Dial {
         let tls = TlsConnector::from(cfg)
             .connect(server_name, io)
             .await
-            .map_err(UpstreamError::Tls)?;
+            .map_err(|e| UpstreamError::Tls(crate::tls::explain(&e, &self.host)))?;
         Ok(Box::new(tls))
     }
 }

@@ -86,8 +86,9 @@ impl Capabilities {
 pub enum UpstreamError {
     #[error("cannot connect: {0}")]
     Connect(std::io::Error),
-    #[error("TLS handshake failed: {0}")]
-    Tls(std::io::Error),
+    /// TLS toward the provider failed; the words come from `tls::explain`.
+    #[error("TLS toward the provider failed: {0}")]
+    Tls(String),
     #[error("timed out ({0})")]
     Timeout(&'static str),
     #[error("connection closed by the upstream")]
@@ -135,7 +136,18 @@ impl UpstreamError {
         let failure = match self {
             UpstreamError::Rejected("auth", _) => SetupFailure::Credentials,
             UpstreamError::PoolTimeout => SetupFailure::PoolFull,
-            UpstreamError::Tls(_) | UpstreamError::Protocol(_) => SetupFailure::Tls,
+            UpstreamError::Tls(words) => {
+                return Refusal::UpstreamTls {
+                    upstream: upstream.clone(),
+                    problem: Arc::from(words.as_str()),
+                };
+            }
+            UpstreamError::Protocol(words) => {
+                return Refusal::UpstreamTls {
+                    upstream: upstream.clone(),
+                    problem: Arc::from(*words),
+                };
+            }
             _ => SetupFailure::Unavailable,
         };
         Refusal::UpstreamSetup {

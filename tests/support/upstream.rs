@@ -92,6 +92,9 @@ pub struct UpstreamConfig {
     pub inject_after_starttls_220: Option<Vec<u8>>,
     /// Delay before answering the final "." (to test timeouts / pool behaviour).
     pub data_end_delay: Option<Duration>,
+    /// The certificate to serve when TLS is on; default a fresh self-signed one
+    /// for localhost and 127.0.0.1.
+    pub cert: Option<TestCert>,
 }
 
 impl Default for UpstreamConfig {
@@ -120,6 +123,7 @@ impl Default for UpstreamConfig {
             inject_after_greeting: None,
             inject_after_starttls_220: None,
             data_end_delay: None,
+            cert: None,
         }
     }
 }
@@ -208,7 +212,7 @@ impl Drop for FakeUpstream {
 impl FakeUpstream {
     /// Binds 127.0.0.1:0 and spawns the accept loop; each connection gets its own task.
     pub async fn start(cfg: UpstreamConfig) -> FakeUpstream {
-        let cert = (cfg.tls != UpTls::None).then(test_cert);
+        let cert = (cfg.tls != UpTls::None).then(|| cfg.cert.clone().unwrap_or_else(test_cert));
         let acceptor = cert.as_ref().map(tls_acceptor);
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
