@@ -32,6 +32,8 @@ pub enum SetupFailure {
     PoolFull,
     /// Connect, greeting, EHLO or a timeout.
     Unavailable,
+    /// No OAuth2 token: the token endpoint is down or refused postern.
+    Token,
 }
 
 /// A refusal postern decides itself.
@@ -204,6 +206,11 @@ impl Refusal {
                     "4.4.5",
                     format!("upstream {upstream}: no connection free; try again later"),
                 ),
+                SetupFailure::Token => Reply::new(
+                    451,
+                    "4.7.0",
+                    format!("upstream {upstream}: cannot get an OAuth2 token; try again later"),
+                ),
                 SetupFailure::Unavailable => Reply::new(
                     451,
                     "4.4.1",
@@ -353,9 +360,11 @@ impl Refusal {
             R::UpstreamSetup { failure, .. } => match failure {
                 SetupFailure::Credentials => "upstream_auth_failed",
                 SetupFailure::PoolFull => "pool_timeout",
-                SetupFailure::Tls => "upstream_tls_failed",
+                // No OAuth2 token: postern's own credentials did not work out.
+                SetupFailure::Token => "upstream_auth_failed",
                 SetupFailure::Unavailable => "upstream_unavailable",
             },
+            R::UpstreamTls { .. } => "upstream_tls_failed",
             R::LocalError => "outbox_failed",
             R::UpstreamLost | R::UpstreamGone | R::UpstreamLostInData | R::UpstreamUnconfirmed => {
                 "upstream_failed"

@@ -50,6 +50,63 @@ pub enum UpstreamKind {
     Outbox,
 }
 
+/// How postern authenticates to an SMTP provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamAuth {
+    /// PLAIN, else LOGIN, as offered.
+    Auto,
+    Plain,
+    Login,
+    /// Google's and Microsoft's SASL XOAUTH2, with a token from `[upstream.oauth2]`.
+    Xoauth2,
+    /// RFC 7628 OAUTHBEARER, with a token from `[upstream.oauth2]`.
+    Oauthbearer,
+}
+
+impl UpstreamAuth {
+    /// Whether the mechanism takes an OAuth2 bearer token.
+    pub fn is_oauth(self) -> bool {
+        matches!(self, UpstreamAuth::Xoauth2 | UpstreamAuth::Oauthbearer)
+    }
+}
+
+/// The OAuth2 grant that gets tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grant {
+    /// App-only (Microsoft 365): client id and secret.
+    ClientCredentials,
+    /// Delegated (Gmail, Microsoft 365): a refresh token from a file.
+    RefreshToken,
+}
+
+/// `[upstream.oauth2]`: where and how tokens are fetched.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Config {
+    pub token_url: Spanned<String>,
+    pub grant: Spanned<Grant>,
+    pub client_id: Spanned<String>,
+    pub client_secret_env: Option<Spanned<String>>,
+    pub client_secret_file: Option<Spanned<PathBuf>>,
+    /// grant = "refresh_token": the file holding it; a rotated one is written back.
+    pub refresh_token_file: Option<Spanned<PathBuf>>,
+    pub scope: Option<Spanned<String>>,
+}
+
+impl OAuth2Config {
+    /// Where the client secret comes from, if anywhere.
+    pub fn client_secret(&self) -> Option<Secret> {
+        if let Some(v) = &self.client_secret_env {
+            return Some(Secret::Env(v.get_ref().clone()));
+        }
+        self.client_secret_file
+            .as_ref()
+            .map(|p| Secret::File(p.get_ref().clone()))
+    }
+}
+
 /// `[server]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -271,6 +328,10 @@ pub struct UpstreamConfig {
     /// Extra trust anchors (PEM) instead of the webpki roots.
     pub ca_file: Option<Spanned<PathBuf>>,
     pub username: Option<Spanned<String>>,
+    /// The SASL mechanism toward the provider; default `auto`.
+    pub auth: Option<Spanned<UpstreamAuth>>,
+    /// Token settings for `auth = "xoauth2" | "oauthbearer"`.
+    pub oauth2: Option<OAuth2Config>,
     /// Inline password (demos only): never shown by `Debug`.
     pub password: Option<InlinePassword>,
     pub password_env: Option<Spanned<String>>,
@@ -313,6 +374,13 @@ impl UpstreamConfig {
                 .trim_end_matches(']')
                 .to_owned(),
         )
+    }
+
+    /// `auth`, or `auto`.
+    pub fn auth_mode(&self) -> UpstreamAuth {
+        self.auth
+            .as_ref()
+            .map_or(UpstreamAuth::Auto, |a| *a.get_ref())
     }
 
     /// The port of `addr`, if it has one that parses.

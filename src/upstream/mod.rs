@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod dial;
+pub mod oauth2;
 pub mod outbox;
 pub mod pool;
 
@@ -31,6 +32,8 @@ pub struct Capabilities {
     pub enhanced_status_codes: bool,
     pub auth_plain: bool,
     pub auth_login: bool,
+    pub auth_xoauth2: bool,
+    pub auth_oauthbearer: bool,
 }
 
 impl Capabilities {
@@ -59,6 +62,8 @@ impl Capabilities {
                         match mech.to_ascii_uppercase().as_str() {
                             "PLAIN" => caps.auth_plain = true,
                             "LOGIN" => caps.auth_login = true,
+                            "XOAUTH2" => caps.auth_xoauth2 = true,
+                            "OAUTHBEARER" => caps.auth_oauthbearer = true,
                             _ => {}
                         }
                     }
@@ -107,12 +112,15 @@ pub enum UpstreamError {
     /// Every allowed connection stayed busy for `pool_wait`.
     #[error("no upstream connection free")]
     PoolTimeout,
+    /// No OAuth2 token could be had (the endpoint is down or refused).
+    #[error("OAuth2: {0}")]
+    Token(String),
 }
 
 impl UpstreamError {
     /// Every `stage` a connection set-up can fail at (`Client::connect`).
     pub const CONNECT_STAGES: &'static [&'static str] = &[
-        "connect", "tls", "timeout", "io", "protocol", "auth", "rejected",
+        "connect", "tls", "timeout", "io", "protocol", "auth", "rejected", "token",
     ];
 
     /// A fixed word for the metrics label.
@@ -127,6 +135,7 @@ impl UpstreamError {
             UpstreamError::Rejected(..) => "rejected",
             UpstreamError::Outbox(_) => "outbox",
             UpstreamError::PoolTimeout => "pool_wait",
+            UpstreamError::Token(_) => "token",
         }
     }
 
@@ -136,6 +145,7 @@ impl UpstreamError {
         let failure = match self {
             UpstreamError::Rejected("auth", _) => SetupFailure::Credentials,
             UpstreamError::PoolTimeout => SetupFailure::PoolFull,
+            UpstreamError::Token(_) => SetupFailure::Token,
             UpstreamError::Tls(words) => {
                 return Refusal::UpstreamTls {
                     upstream: upstream.clone(),
@@ -318,11 +328,22 @@ fn dial_from_config(
     connector: &Arc<dyn Connector>,
 ) -> Result<dial::Dial, String> {
     let credentials = match (&u.username, u.secret()) {
-        (Some(user), Some(secret)) => Some((
+        (Some(user), Some(secret)) if !u.auth_mode().is_oauth() => Some((
             user.get_ref().clone(),
             secret
                 .resolve()
                 .map_err(|e| format!("upstream {name:?}: {e}"))?,
+        )),
+        _ => None,
+    };
+    let auth = u.auth_mode();
+    let oauth = match (&u.oauth2, &u.username) {
+        (Some(o), Some(user)) if auth.is_oauth() => Some((
+            user.get_ref().clone(),
+            Arc::new(
+                oauth2::TokenSource::from_config(name, o, connector, metrics)
+                    .map_err(|e| format!("upstream {name:?}: {e}"))?,
+            ),
         )),
         _ => None,
     };
@@ -344,6 +365,8 @@ fn dial_from_config(
         tls_mode,
         tls,
         credentials,
+        auth,
+        oauth,
         helo_name: config.server.hostname.clone(),
         idle_timeout: u
             .idle_timeout
@@ -385,6 +408,7 @@ mod tests {
                     enhanced_status_codes: true,
                     auth_plain: true,
                     auth_login: true,
+                    ..Default::default()
                 },
             ),
             (
@@ -397,7 +421,18 @@ mod tests {
             ),
             (
                 reply(&["mx", "AUTH CRAM-MD5 XOAUTH2", "X-UNKNOWN"]),
-                Capabilities::default(),
+                Capabilities {
+                    auth_xoauth2: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                reply(&["mx", "AUTH OAUTHBEARER", "AUTH=XOAUTH2"]),
+                Capabilities {
+                    auth_xoauth2: true,
+                    auth_oauthbearer: true,
+                    ..Default::default()
+                },
             ),
         ];
         for (r, want) in rows {

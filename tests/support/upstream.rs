@@ -20,7 +20,7 @@
 // Wall-clock measurements and deadlines of a test run, not postern's timeouts.
 #![allow(clippy::disallowed_types)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -95,6 +95,10 @@ pub struct UpstreamConfig {
     /// The certificate to serve when TLS is on; default a fresh self-signed one
     /// for localhost and 127.0.0.1.
     pub cert: Option<TestCert>,
+    /// Bearer tokens XOAUTH2 and OAUTHBEARER accept (shared with a test token
+    /// endpoint, which adds what it issues). A refused token gets a 334 with a
+    /// base64 JSON error, then 535 after the client's empty response, as Gmail does.
+    pub oauth_tokens: Option<Arc<Mutex<HashSet<String>>>>,
 }
 
 impl Default for UpstreamConfig {
@@ -124,6 +128,7 @@ impl Default for UpstreamConfig {
             inject_after_starttls_220: None,
             data_end_delay: None,
             cert: None,
+            oauth_tokens: None,
         }
     }
 }
