@@ -71,6 +71,11 @@ pub enum Refusal {
     UserConnections(Arc<str>),
     SizeDeclaredTooBig,
     SenderNotAllowed(Arc<str>),
+    /// The upstream has `[[upstream.account]]` entries and none is for this
+    /// envelope sender (after `rewrite_sender`).
+    NoAccountForSender {
+        upstream: Arc<str>,
+    },
     MessageRate {
         user: Arc<str>,
         wait: Duration,
@@ -170,6 +175,11 @@ impl Refusal {
                 552,
                 "5.3.4",
                 "Message size exceeds fixed maximum message size",
+            ),
+            R::NoAccountForSender { upstream } => Reply::new(
+                550,
+                "5.7.1",
+                format!("upstream {upstream} has no account for this sender address"),
             ),
             R::SenderNotAllowed(user) => Reply::new(
                 550,
@@ -283,6 +293,7 @@ impl Refusal {
             | R::UserConnections(_)
             | R::SizeDeclaredTooBig
             | R::SenderNotAllowed(_)
+            | R::NoAccountForSender { .. }
             | R::MessageRate { .. }
             | R::RecipientRate { .. }
             | R::TooManyRecipients
@@ -351,7 +362,7 @@ impl Refusal {
             R::Data(DataError::TooBig) | R::HeaderTooLarge | R::SizeDeclaredTooBig => {
                 "rejected_too_big"
             }
-            R::SenderNotAllowed(_) => "rejected_sender",
+            R::SenderNotAllowed(_) | R::NoAccountForSender { .. } => "rejected_sender",
             R::MessageRate { .. } => "rejected_rate",
             R::UserConnections(_) => "rejected_connections",
             R::NoValidRecipients => "rejected_no_recipients",

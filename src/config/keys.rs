@@ -224,6 +224,7 @@ pub const TABLES: &[Table] = &[
             key("ca_file", Kind::Path, "the webpki roots", "\"provider-ca.pem\"", "PEM: the provider's CA, or its own self-signed certificate (pinned), instead of the webpki roots"),
             key("username", Kind::Text, "none (no AUTH)", "\"noreply@mail.example.com\"", "the provider account"),
             key("auth", Kind::Choice(UPSTREAM_AUTHS), "auto", "\"xoauth2\"", "auto: PLAIN or LOGIN as offered; xoauth2 and oauthbearer take a token from [upstream.oauth2]"),
+            key("account", Kind::Blocks("upstream.account"), "none", "[[upstream.account]]", "one credential per sender address, instead of username and password"),
             key("oauth2", Kind::Section("upstream.oauth2"), "none", "[upstream.oauth2]", "where OAuth2 tokens come from (auth = \"xoauth2\" or \"oauthbearer\")"),
             key("password", Kind::Text, "none", "\"secret\"", "inline password: demos only, warned about"),
             key("password_env", Kind::Text, "none", "\"ALIYUN_SMTP_PASSWORD\"", "environment variable holding the password, read when run starts"),
@@ -236,6 +237,16 @@ pub const TABLES: &[Table] = &[
             key("max_recipients", Kind::Count, "no cap of its own", "100", "caps every user's max_recipients toward this upstream"),
             key("max_message_size", Kind::Size, "no cap of its own", "\"8MiB\"", "caps every user's max_message_size toward this upstream"),
             key("dir", Kind::Path, "required for outbox", "\"/var/lib/postern/outbox\"", "outbox directory: <id>.eml plus <id>.json per message"),
+        ],
+    },
+    Table {
+        path: "upstream.account",
+        array: true,
+        keys: &[
+            key("username", Kind::Text, REQUIRED, "\"alerts@mail.example.com\"", "the AUTH user, used when the envelope sender (after rewrite_sender) equals it"),
+            key("password", Kind::Text, "none", "\"secret\"", "inline password: demos only, warned about"),
+            key("password_env", Kind::Text, "none", "\"DM_ALERTS\"", "environment variable holding the password, read when run starts"),
+            key("password_file", Kind::Path, "none", "\"/etc/postern/dm-alerts.secret\"", "file holding the password (trailing newline ignored)"),
         ],
     },
     Table {

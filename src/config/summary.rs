@@ -238,6 +238,23 @@ impl Config {
                     Some(o) if u.auth_mode().is_oauth() => o.client_secret(),
                     _ => u.secret(),
                 };
+                for a in &u.account {
+                    let _ = writeln!(
+                        out,
+                        "  account {}: password from {}",
+                        a.username.get_ref(),
+                        a.secret()
+                            .as_ref()
+                            .map_or("nowhere".to_owned(), ToString::to_string)
+                    );
+                    if let Some(Err(e)) = a.secret().map(|s| s.resolve()) {
+                        warnings.push(format!(
+                            "upstream {} account {}: {e} (needed by `postern run`)",
+                            u.name(),
+                            a.username.get_ref()
+                        ));
+                    }
+                }
                 if let Some(Err(e)) = secret.map(|s| s.resolve()) {
                     warnings.push(format!(
                         "upstream {}: {e} (needed by `postern run`)",

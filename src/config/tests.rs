@@ -1074,3 +1074,55 @@ fn token_urls() {
         assert!(check_token_url(bad).is_err(), "{bad}");
     }
 }
+
+const ACCOUNTS: &str = "addr = \"smtpdm.aliyun.com:465\"\n\
+[[upstream.account]]\nusername = \"alerts@mail.example.com\"\npassword_env = \"DM_ALERTS\"\n\
+[[upstream.account]]\nusername = \"scans@mail.example.com\"\npassword_env = \"DM_SCANS\"\n";
+
+#[test]
+fn upstream_accounts_are_fine() {
+    let c = ok(&with_smtp_upstream(ACCOUNTS));
+    let up = c.upstream("provider").unwrap();
+    assert_eq!(up.account.len(), 2);
+    assert_eq!(up.account[1].secret(), Some(Secret::Env("DM_SCANS".into())));
+}
+
+#[test]
+fn upstream_account_rules() {
+    let rows: &[(&str, &str, &str, &str)] = &[
+        (
+            "addr = \"smtpdm.aliyun.com:465\"\n",
+            "addr = \"smtpdm.aliyun.com:465\"\nusername = \"x@y.z\"\n",
+            "upstream.account",
+            "username = \"x@y.z\"",
+        ),
+        (
+            "scans@mail.example.com",
+            "ALERTS@mail.example.com",
+            "upstream.account.username",
+            "ALERTS@",
+        ),
+        (
+            "scans@mail.example.com",
+            "scans",
+            "upstream.account.username",
+            "\"scans\"",
+        ),
+        (
+            "password_env = \"DM_SCANS\"\n",
+            "",
+            "upstream.account.password_env",
+            "scans@",
+        ),
+        (
+            "password_env = \"DM_SCANS\"\n",
+            "password_env = \"DM_SCANS\"\npassword = \"p\"\n",
+            "upstream.account.password",
+            "password_env = \"DM_SCANS\"",
+        ),
+    ];
+    for (from, to, key, at) in rows {
+        let text = with_smtp_upstream(&ACCOUNTS.replace(from, to));
+        assert_invalid(&text, key, line_of(&text, at));
+    }
+}

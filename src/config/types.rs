@@ -107,6 +107,32 @@ impl OAuth2Config {
     }
 }
 
+/// `[[upstream.account]]`: one provider credential, used for the envelope
+/// sender equal to its `username` (DirectMail: one SMTP password per sender).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub username: Spanned<String>,
+    pub password: Option<InlinePassword>,
+    pub password_env: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<PathBuf>>,
+}
+
+impl AccountConfig {
+    /// The configured secret, if any (validation guarantees exactly one source).
+    pub fn secret(&self) -> Option<Secret> {
+        if let Some(p) = &self.password {
+            return Some(Secret::Inline(p.0.get_ref().clone()));
+        }
+        if let Some(v) = &self.password_env {
+            return Some(Secret::Env(v.get_ref().clone()));
+        }
+        self.password_file
+            .as_ref()
+            .map(|p| Secret::File(p.get_ref().clone()))
+    }
+}
+
 /// `[server]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -332,6 +358,9 @@ pub struct UpstreamConfig {
     pub auth: Option<Spanned<UpstreamAuth>>,
     /// Token settings for `auth = "xoauth2" | "oauthbearer"`.
     pub oauth2: Option<OAuth2Config>,
+    /// One credential per sender address, instead of `username` and a password.
+    #[serde(default)]
+    pub account: Vec<AccountConfig>,
     /// Inline password (demos only): never shown by `Debug`.
     pub password: Option<InlinePassword>,
     pub password_env: Option<Spanned<String>>,

@@ -44,7 +44,8 @@ impl Validator<'_> {
     }
 
     fn outbox_upstream(&mut self, i: usize, u: &UpstreamConfig) {
-        let smtp_only: [(&str, bool); 15] = [
+        let smtp_only: [(&str, bool); 16] = [
+            ("account", !u.account.is_empty()),
             ("auth", u.auth.is_some()),
             ("oauth2", u.oauth2.is_some()),
             ("addr", u.addr.is_some()),
@@ -85,8 +86,6 @@ impl Validator<'_> {
     }
 
     fn smtp_upstream(&mut self, i: usize, u: &UpstreamConfig) {
-        let at = |k: &str| format!("upstream.{i}.{k}");
-        let head = u.name.span();
         if let Some(dir) = &u.dir {
             self.err(
                 dir.span(),
@@ -119,6 +118,10 @@ impl Validator<'_> {
         }
         let oauth = u.auth_mode().is_oauth();
         self.oauth2(u);
+        if !u.account.is_empty() {
+            self.accounts(u, &given);
+            return self.smtp_tls_rules(i, u);
+        }
         match (&u.username, given.is_empty()) {
             (Some(_), true) if oauth => {}
             (_, false) if oauth => self.err(
@@ -154,6 +157,13 @@ impl Validator<'_> {
                 ),
             );
         }
+        self.smtp_tls_rules(i, u);
+    }
+
+    /// Caps, durations and TLS of an SMTP upstream.
+    fn smtp_tls_rules(&mut self, i: usize, u: &UpstreamConfig) {
+        let at = |k: &str| format!("upstream.{i}.{k}");
+        let head = u.name.span();
         if u.max_connections == Some(0) {
             let s = self.at(&at("max_connections"), &head);
             self.err(&s, "upstream.max_connections", "must be at least 1");
@@ -187,6 +197,78 @@ impl Validator<'_> {
                     u.name()
                 ),
             );
+        }
+    }
+
+    /// `[[upstream.account]]`: instead of the upstream's own credentials; each
+    /// with a sender address and exactly one password source; no two alike.
+    fn accounts(&mut self, u: &UpstreamConfig, upstream_secrets: &[std::ops::Range<usize>]) {
+        let name = u.name();
+        let own = [
+            u.username.as_ref().map(Spanned::span),
+            upstream_secrets.first().cloned(),
+            u.auth.as_ref().map(Spanned::span),
+        ];
+        if let Some(span) = own.iter().flatten().next() {
+            self.err(
+                span,
+                "upstream.account",
+                format!(
+                    "upstream {name:?} has [[upstream.account]] entries: its credentials go in each account, \
+                     not in username, password or auth of the upstream"
+                ),
+            );
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for a in &u.account {
+            let user = a.username.get_ref();
+            if !user.contains('@') {
+                self.err(
+                    a.username.span(),
+                    "upstream.account.username",
+                    format!(
+                        "account {user:?}: username must be the sender address it is used for (e.g. alerts@mail.example.com)"
+                    ),
+                );
+            }
+            let lower = user.to_ascii_lowercase();
+            if seen.contains(&lower) {
+                self.err(
+                    a.username.span(),
+                    "upstream.account.username",
+                    format!("upstream {name:?} has two accounts for {user:?}"),
+                );
+            }
+            seen.push(lower);
+            let sources: Vec<_> = [
+                a.password.as_ref().map(InlinePassword::span),
+                a.password_env.as_ref().map(Spanned::span),
+                a.password_file.as_ref().map(Spanned::span),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            match sources.len() {
+                0 => self.err(
+                    a.username.span(),
+                    "upstream.account.password_env",
+                    format!("account {user:?} has no password_env, password_file or password"),
+                ),
+                1 => {}
+                _ => self.err(
+                    &sources[1],
+                    "upstream.account.password",
+                    "give only one of password, password_env, password_file",
+                ),
+            }
+            if let Some(p) = &a.password {
+                self.warn(
+                    Some(p.span().into()),
+                    format!(
+                        "account {user:?} has an inline password; use password_env or password_file outside demos"
+                    ),
+                );
+            }
         }
     }
 

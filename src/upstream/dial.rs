@@ -59,6 +59,25 @@ impl fmt::Debug for Dial {
 }
 
 impl Dial {
+    /// The same settings, for another account of the same upstream (the
+    /// caller replaces the credentials).
+    pub(super) fn clone_settings(&self) -> Dial {
+        Dial {
+            name: self.name.clone(),
+            addr: self.addr.clone(),
+            host: self.host.clone(),
+            tls_mode: self.tls_mode,
+            tls: self.tls.clone(),
+            credentials: None,
+            auth: self.auth,
+            oauth: None,
+            helo_name: self.helo_name.clone(),
+            idle_timeout: self.idle_timeout,
+            connector: self.connector.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
     /// Opens the byte stream (TCP in production).
     pub(super) async fn open(&self) -> Result<BoxIo, UpstreamError> {
         self.connector

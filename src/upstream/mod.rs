@@ -183,6 +183,9 @@ pub struct Upstream {
     pub max_recipients: Option<u32>,
     pub max_message_size: Option<u64>,
     pub target: Target,
+    /// `[[upstream.account]]`: (lower-case sender address, its pool); the
+    /// pools share the upstream's `max_connections`. Empty: one account.
+    pub accounts: Vec<(String, Arc<pool::Pool>)>,
 }
 
 impl Upstream {
@@ -215,6 +218,7 @@ impl Upstream {
             .as_ref()
             .map(|a| a.get_ref().clone())
             .unwrap_or_default();
+        let mut accounts = Vec::new();
         let target = match (u.kind.get_ref(), &u.dir) {
             (UpstreamKind::Outbox, Some(dir)) => Target::Outbox(
                 outbox::Outbox::open(dir.get_ref())
@@ -224,17 +228,47 @@ impl Upstream {
                 return Err(format!("upstream {name:?}: an outbox needs `dir`"));
             }
             (UpstreamKind::Smtp, _) => {
-                let dial = dial_from_config(config, u, &name, &addr, metrics, connector)?;
-                Target::Smtp(Arc::new(pool::Pool::new(
-                    Arc::new(dial),
-                    u.pool.unwrap_or(true),
-                    u.max_connections
-                        .unwrap_or(crate::config::DEFAULT_UPSTREAM_MAX_CONNECTIONS),
-                    u.pool_wait
+                let max = u
+                    .max_connections
+                    .unwrap_or(crate::config::DEFAULT_UPSTREAM_MAX_CONNECTIONS);
+                let settings = pool::Settings {
+                    enabled: u.pool.unwrap_or(true),
+                    wait: u
+                        .pool_wait
                         .map_or(crate::config::DEFAULT_POOL_WAIT, |s| s.0),
-                    u.health_check_interval
+                    health_check: u
+                        .health_check_interval
                         .map_or(crate::config::DEFAULT_HEALTH_CHECK_INTERVAL, |s| s.0),
-                )))
+                };
+                let dial = dial_from_config(config, u, &name, &addr, metrics, connector)?;
+                if u.account.is_empty() {
+                    Target::Smtp(Arc::new(pool::Pool::new(
+                        Arc::new(dial),
+                        settings.enabled,
+                        max,
+                        settings.wait,
+                        settings.health_check,
+                    )))
+                } else {
+                    let group = pool::Group::new(max);
+                    for a in &u.account {
+                        let secret = a
+                            .secret()
+                            .ok_or_else(|| {
+                                format!("upstream {name:?}: an account has no password")
+                            })?
+                            .resolve()
+                            .map_err(|e| format!("upstream {name:?}: {e}"))?;
+                        let user = a.username.get_ref().clone();
+                        let dial = dial::Dial {
+                            credentials: Some((user.clone(), secret)),
+                            ..dial.clone_settings()
+                        };
+                        let p = pool::Pool::in_group(Arc::new(dial), &settings, &group);
+                        accounts.push((user.to_ascii_lowercase(), p));
+                    }
+                    Target::Smtp(accounts[0].1.clone())
+                }
             }
         };
         Ok(Upstream {
@@ -244,6 +278,7 @@ impl Upstream {
             max_recipients: u.max_recipients,
             max_message_size: u.max_message_size.map(|s| s.0),
             target,
+            accounts,
         })
     }
 
@@ -255,9 +290,31 @@ impl Upstream {
         }
     }
 
+    /// Whether senders choose among `[[upstream.account]]` entries.
+    pub fn has_accounts(&self) -> bool {
+        !self.accounts.is_empty()
+    }
+
+    /// The pool of the account for `sender` (compared without case).
+    pub fn account_pool(&self, sender: &str) -> Option<&Arc<pool::Pool>> {
+        self.accounts
+            .iter()
+            .find(|(user, _)| user.eq_ignore_ascii_case(sender))
+            .map(|(_, p)| p)
+    }
+
+    /// Every pool: one per account, or the upstream's one.
+    pub fn pools(&self) -> Vec<&Arc<pool::Pool>> {
+        if self.accounts.is_empty() {
+            self.pool().into_iter().collect()
+        } else {
+            self.accounts.iter().map(|(_, p)| p).collect()
+        }
+    }
+
     /// Records what the upstream offered (a reload keeps what the old one learned).
     pub fn learn(&self, caps: &Capabilities) {
-        if let Some(p) = self.pool() {
+        for p in self.pools() {
             p.learn(caps);
         }
     }
@@ -301,21 +358,21 @@ impl Upstream {
 
     /// After a reload replaced this upstream: close what is idle, keep nothing more.
     pub fn retire(&self) {
-        if let Some(p) = self.pool() {
+        for p in self.pools() {
             p.retire();
         }
     }
 
     /// At shutdown: say QUIT on every idle connection.
     pub async fn close_pool(&self) {
-        if let Some(p) = self.pool() {
+        for p in self.pools() {
             p.close().await;
         }
     }
 
     /// Connections waiting in the pool now.
     pub fn idle_connections(&self) -> usize {
-        self.pool().map_or(0, |p| p.idle_connections())
+        self.pools().iter().map(|p| p.idle_connections()).sum()
     }
 }
 

@@ -99,6 +99,9 @@ pub struct UpstreamConfig {
     /// endpoint, which adds what it issues). A refused token gets a 334 with a
     /// base64 JSON error, then 535 after the client's empty response, as Gmail does.
     pub oauth_tokens: Option<Arc<Mutex<HashSet<String>>>>,
+    /// More (username, password) pairs AUTH accepts besides `username`/`password`
+    /// (a provider with one account per sender address).
+    pub accounts: HashMap<String, String>,
 }
 
 impl Default for UpstreamConfig {
@@ -129,6 +132,7 @@ impl Default for UpstreamConfig {
             data_end_delay: None,
             cert: None,
             oauth_tokens: None,
+            accounts: HashMap::new(),
         }
     }
 }
@@ -158,6 +162,8 @@ struct Recorded {
     raw: Vec<u8>,
     connections: usize,
     closed_connections: usize,
+    /// The most connections open at once since start (or `reset_peak`).
+    peak_open: usize,
     data_commands: usize,
     queued: u64,
 }
@@ -248,7 +254,10 @@ impl FakeUpstream {
                     }
                 };
                 let _ = tcp.set_nodelay(true);
-                server.shared.update(|r| r.connections += 1);
+                server.shared.update(|r| {
+                    r.connections += 1;
+                    r.peak_open = r.peak_open.max(r.connections - r.closed_connections);
+                });
                 let server = server.clone();
                 let handle = tokio::spawn(async move {
                     let _ = serve(&server, tcp).await;
@@ -350,6 +359,17 @@ impl FakeUpstream {
     }
 
     /// Connections that have ended (closed by either side, or dropped by a fault).
+    /// The most connections that were open at once since start or `reset_peak`.
+    pub fn peak_connections(&self) -> usize {
+        self.shared.lock().peak_open
+    }
+
+    /// Starts counting `peak_connections` afresh from what is open now.
+    pub fn reset_peak(&self) {
+        self.shared
+            .update(|r| r.peak_open = r.connections - r.closed_connections);
+    }
+
     pub fn closed_connections(&self) -> usize {
         self.shared.lock().closed_connections
     }

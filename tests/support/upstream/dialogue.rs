@@ -177,7 +177,10 @@ pub(super) async fn serve(server: &Server, tcp: TcpStream) -> io::Result<()> {
                                 && tokens.lock().unwrap_or_else(|e| e.into_inner()).contains(t)
                         }
                         (Some(_), None) => false,
-                        (None, _) => creds.0 == cfg.username && creds.1 == cfg.password,
+                        (None, _) => {
+                            (creds.0 == cfg.username && creds.1 == cfg.password)
+                                || cfg.accounts.get(&creds.0) == Some(&creds.1)
+                        }
                     };
                     let user = creds.0.clone();
                     server.shared.update(|r| r.auths.push(creds));
