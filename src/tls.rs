@@ -112,34 +112,52 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
 /// (CAs, or the provider's own certificate, pinned); with `verify = false`, no
 /// certificate check at all (only when configured).
 pub fn client_config(ca_file: Option<&Path>, verify: bool) -> Result<Arc<ClientConfig>, TlsError> {
-    let builder =
-        ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
-    let verifier: Arc<dyn ServerCertVerifier> = if !verify {
-        Arc::new(NoVerify(provider()))
-    } else {
-        let (roots, pinned) = match ca_file {
-            Some(path) => (load_ca(path)?, load_certs(path)?),
-            None => (
-                RootCertStore {
-                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-                },
-                Vec::new(),
-            ),
-        };
-        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
-        Arc::new(ProviderVerifier {
-            webpki,
-            pinned,
-            from_ca_file: ca_file.is_some(),
-        })
-    };
-    let cfg = builder
+    Ok(Arc::new(client_config_with(provider_verifier(
+        ca_file, verify,
+    )?)?))
+}
+
+/// A client configuration with this verifier (`doctor` wraps the provider's).
+///
+/// # Errors
+/// Only if rustls refuses its own defaults.
+pub fn client_config_with(verifier: Arc<dyn ServerCertVerifier>) -> Result<ClientConfig, TlsError> {
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
+        .with_no_client_auth())
+}
+
+/// How a provider's certificate is checked: webpki roots, or `ca_file`
+/// (CAs, or the provider's own certificate, pinned), or not at all.
+///
+/// # Errors
+/// An unreadable `ca_file`.
+pub fn provider_verifier(
+    ca_file: Option<&Path>,
+    verify: bool,
+) -> Result<Arc<dyn ServerCertVerifier>, TlsError> {
+    if !verify {
+        return Ok(Arc::new(NoVerify(provider())));
+    }
+    let (roots, pinned) = match ca_file {
+        Some(path) => (load_ca(path)?, load_certs(path)?),
+        None => (
+            RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            },
+            Vec::new(),
+        ),
+    };
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+    Ok(Arc::new(ProviderVerifier {
+        webpki,
+        pinned,
+        from_ca_file: ca_file.is_some(),
+    }))
 }
 
 /// Verifies a provider's certificate: pinned (exactly one of `ca_file`'s), or

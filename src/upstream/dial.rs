@@ -59,6 +59,14 @@ impl fmt::Debug for Dial {
 }
 
 impl Dial {
+    /// The account this dial authenticates as, if any.
+    pub fn username(&self) -> Option<&str> {
+        self.credentials
+            .as_ref()
+            .map(|c| c.0.as_str())
+            .or(self.oauth.as_ref().map(|o| o.0.as_str()))
+    }
+
     /// The same settings, for another account of the same upstream (the
     /// caller replaces the credentials).
     pub(super) fn clone_settings(&self) -> Dial {

@@ -206,7 +206,11 @@ impl Upstream {
             .collect()
     }
 
-    fn from_config(
+    /// Builds one upstream of `config` (as `all_from_config` does each).
+    ///
+    /// # Errors
+    /// As `all_from_config`.
+    pub fn from_config(
         config: &Config,
         u: &UpstreamConfig,
         metrics: &Metrics,
