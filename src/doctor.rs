@@ -151,7 +151,12 @@ async fn diagnose_one(
             let r = pool.probe().await;
             let caps = pool.capabilities();
             match r {
-                Ok(()) => {
+                Ok(false) => steps.push(step(
+                    "ehlo",
+                    false,
+                    "every connection slot of the pool is busy; not checked",
+                )),
+                Ok(true) => {
                     steps.push(step(
                         "ehlo",
                         true,

@@ -531,11 +531,18 @@ mod tests {
             Refusal::Data(DataError::BareLineEnding),
             Refusal::Data(DataError::LineTooLong),
             Refusal::Data(DataError::TooBig),
+            Refusal::UpstreamTls {
+                upstream: up.clone(),
+                problem: Arc::from("the provider's certificate has expired"),
+            },
+            Refusal::NoAccountForSender {
+                upstream: up.clone(),
+            },
         ];
         for failure in [
             SetupFailure::Credentials,
             SetupFailure::PoolFull,
-            SetupFailure::Tls,
+            SetupFailure::Token,
             SetupFailure::Unavailable,
         ] {
             all.push(Refusal::UpstreamSetup {

@@ -16,8 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, timeout};
 
 use super::dial::Dial;
-use super::pool::Purpose;
 use super::oauth2::TokenSource;
+use super::pool::Purpose;
 use super::{Capabilities, UpstreamError};
 use crate::config::{TlsMode, UpstreamAuth};
 use crate::net::BoxIo;
