@@ -436,10 +436,10 @@ impl Metrics {
                     .with_label_values(&[name, stage]);
             }
             self.upstream_health_checks.with_label_values(&[name, "ok"]);
-            if up.auth_mode().is_oauth() {
-                for result in ["ok", "error"] {
-                    self.oauth2_token_fetches.with_label_values(&[name, result]);
-                }
+            // At 0 for every SMTP upstream, so a dashboard over it has data
+            // before the first fetch (and stays 0 without OAuth2).
+            for result in ["ok", "error"] {
+                self.oauth2_token_fetches.with_label_values(&[name, result]);
             }
             for command in UPSTREAM_COMMANDS {
                 self.upstream_command_duration
