@@ -38,6 +38,7 @@ pub use runtime::bind_hint;
 pub use summary::EffectiveLimits;
 pub use types::*;
 pub use units::{ByteSize, Seconds};
+pub use upstream_rules::check_token_url;
 
 use types::RawConfig;
 use validate::Validator;

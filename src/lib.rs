@@ -19,6 +19,7 @@
 //! - `net`      — one stream type for plain TCP and TLS
 //! - `metrics`  — Prometheus metrics and the /metrics, /healthz, /readyz endpoint
 //! - `logging`  — the text and JSON log formats
+//! - `doctor`   — `postern doctor`: each provider checked step by step
 
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ pub mod addr;
 pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod doctor;
 pub mod error;
 pub mod limits;
 pub mod logging;

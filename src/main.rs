@@ -42,6 +42,15 @@ enum Cmd {
     /// Validate a config file and print a summary with the limits that will be enforced.
     #[command(after_help = run_help())]
     Check,
+    /// Check every SMTP upstream step by step: DNS, TCP, TLS and certificate, EHLO, AUTH.
+    #[command(
+        after_help = "Exit codes: 0 every step passed, 1 a step failed, 64 bad configuration."
+    )]
+    Doctor {
+        /// Print the rows as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print an argon2id hash for `password_hash`: asks twice on a terminal, else reads one line from stdin.
     HashPassword,
 }
@@ -63,7 +72,39 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Run => run(config),
         Cmd::Check => check(config),
+        Cmd::Doctor { json } => doctor(config, json),
         Cmd::HashPassword => hash_password(),
+    }
+}
+
+fn doctor(path: PathBuf, json: bool) -> ExitCode {
+    let config = match load(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("postern: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rows = rt.block_on(postern::doctor::diagnose(&config));
+    if json {
+        match serde_json::to_string_pretty(&rows) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("postern: {e}"),
+        }
+    } else {
+        print!("{}", postern::doctor::render(&rows));
+    }
+    if rows.iter().all(|r| r.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

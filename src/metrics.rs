@@ -72,6 +72,9 @@ pub struct Metrics {
     pub tls_certificate_expiry: IntGaugeVec,
     /// Client TLS sessions by the protocol version negotiated.
     pub tls_versions: IntCounterVec,
+    // --- OAuth2 toward providers (issue 11) ---
+    /// Token endpoint requests by `upstream` and `result` (`ok`, `error`).
+    pub oauth2_token_fetches: IntCounterVec,
 }
 
 fn counter(
@@ -345,6 +348,13 @@ impl Metrics {
                 "Client TLS handshakes that succeeded, by protocol version",
                 &["listener", "version"],
             )?,
+            // --- OAuth2 toward providers (issue 11) ---
+            oauth2_token_fetches: counter(
+                r,
+                "oauth2_token_fetches_total",
+                "OAuth2 token endpoint requests by upstream and result",
+                &["upstream", "result"],
+            )?,
         };
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -426,6 +436,11 @@ impl Metrics {
                     .with_label_values(&[name, stage]);
             }
             self.upstream_health_checks.with_label_values(&[name, "ok"]);
+            // At 0 for every SMTP upstream, so a dashboard over it has data
+            // before the first fetch (and stays 0 without OAuth2).
+            for result in ["ok", "error"] {
+                self.oauth2_token_fetches.with_label_values(&[name, result]);
+            }
             for command in UPSTREAM_COMMANDS {
                 self.upstream_command_duration
                     .with_label_values(&[name, command]);
@@ -496,6 +511,8 @@ impl Metrics {
             &self.config_last_reload_success_timestamp,
             &self.tls_certificate_expiry,
             &self.tls_versions,
+            // issue 11
+            &self.oauth2_token_fetches,
         ]
     }
 

@@ -30,10 +30,10 @@ pub enum SetupFailure {
     Credentials,
     /// Every allowed connection stayed busy for `pool_wait`.
     PoolFull,
-    /// TLS could not be established or verified.
-    Tls,
     /// Connect, greeting, EHLO or a timeout.
     Unavailable,
+    /// No OAuth2 token: the token endpoint is down or refused postern.
+    Token,
 }
 
 /// A refusal postern decides itself.
@@ -71,6 +71,11 @@ pub enum Refusal {
     UserConnections(Arc<str>),
     SizeDeclaredTooBig,
     SenderNotAllowed(Arc<str>),
+    /// The upstream has `[[upstream.account]]` entries and none is for this
+    /// envelope sender (after `rewrite_sender`).
+    NoAccountForSender {
+        upstream: Arc<str>,
+    },
     MessageRate {
         user: Arc<str>,
         wait: Duration,
@@ -86,6 +91,12 @@ pub enum Refusal {
     UpstreamSetup {
         upstream: Arc<str>,
         failure: SetupFailure,
+    },
+    /// TLS toward the provider failed (or could not be used safely);
+    /// `problem` says why in words an administrator can act on.
+    UpstreamTls {
+        upstream: Arc<str>,
+        problem: Arc<str>,
     },
     UpstreamNoSmtputf8(Arc<str>),
     UpstreamLost,
@@ -165,6 +176,11 @@ impl Refusal {
                 "5.3.4",
                 "Message size exceeds fixed maximum message size",
             ),
+            R::NoAccountForSender { upstream } => Reply::new(
+                550,
+                "5.7.1",
+                format!("upstream {upstream} has no account for this sender address"),
+            ),
             R::SenderNotAllowed(user) => Reply::new(
                 550,
                 "5.7.1",
@@ -200,10 +216,10 @@ impl Refusal {
                     "4.4.5",
                     format!("upstream {upstream}: no connection free; try again later"),
                 ),
-                SetupFailure::Tls => Reply::new(
+                SetupFailure::Token => Reply::new(
                     451,
-                    "4.7.5",
-                    format!("upstream {upstream}: secure connection failed; try again later"),
+                    "4.7.0",
+                    format!("upstream {upstream}: cannot get an OAuth2 token; try again later"),
                 ),
                 SetupFailure::Unavailable => Reply::new(
                     451,
@@ -211,6 +227,13 @@ impl Refusal {
                     format!("upstream {upstream} unavailable; try again later"),
                 ),
             },
+            R::UpstreamTls { upstream, problem } => Reply::new(
+                451,
+                "4.7.5",
+                format!(
+                    "upstream {upstream}: secure connection failed: {problem}; try again later"
+                ),
+            ),
             R::UpstreamNoSmtputf8(upstream) => Reply::new(
                 550,
                 "5.6.7",
@@ -270,12 +293,14 @@ impl Refusal {
             | R::UserConnections(_)
             | R::SizeDeclaredTooBig
             | R::SenderNotAllowed(_)
+            | R::NoAccountForSender { .. }
             | R::MessageRate { .. }
             | R::RecipientRate { .. }
             | R::TooManyRecipients
             | R::NoValidRecipients
             | R::HeaderTooLarge => Side::Policy,
             R::UpstreamSetup { .. }
+            | R::UpstreamTls { .. }
             | R::UpstreamNoSmtputf8(_)
             | R::UpstreamLost
             | R::UpstreamGone
@@ -338,7 +363,7 @@ impl Refusal {
             R::Data(DataError::TooBig) | R::HeaderTooLarge | R::SizeDeclaredTooBig => {
                 "rejected_too_big"
             }
-            R::SenderNotAllowed(_) => "rejected_sender",
+            R::SenderNotAllowed(_) | R::NoAccountForSender { .. } => "rejected_sender",
             R::MessageRate { .. } => "rejected_rate",
             R::UserConnections(_) => "rejected_connections",
             R::NoValidRecipients => "rejected_no_recipients",
@@ -347,9 +372,11 @@ impl Refusal {
             R::UpstreamSetup { failure, .. } => match failure {
                 SetupFailure::Credentials => "upstream_auth_failed",
                 SetupFailure::PoolFull => "pool_timeout",
-                SetupFailure::Tls => "upstream_tls_failed",
+                // No OAuth2 token: postern's own credentials did not work out.
+                SetupFailure::Token => "upstream_auth_failed",
                 SetupFailure::Unavailable => "upstream_unavailable",
             },
+            R::UpstreamTls { .. } => "upstream_tls_failed",
             R::LocalError => "outbox_failed",
             R::UpstreamLost | R::UpstreamGone | R::UpstreamLostInData | R::UpstreamUnconfirmed => {
                 "upstream_failed"
@@ -507,11 +534,18 @@ mod tests {
             Refusal::Data(DataError::Nul),
             Refusal::Data(DataError::LineTooLong),
             Refusal::Data(DataError::TooBig),
+            Refusal::UpstreamTls {
+                upstream: up.clone(),
+                problem: Arc::from("the provider's certificate has expired"),
+            },
+            Refusal::NoAccountForSender {
+                upstream: up.clone(),
+            },
         ];
         for failure in [
             SetupFailure::Credentials,
             SetupFailure::PoolFull,
-            SetupFailure::Tls,
+            SetupFailure::Token,
             SetupFailure::Unavailable,
         ] {
             all.push(Refusal::UpstreamSetup {

@@ -85,8 +85,13 @@ impl Policy {
     /// pool's upkeep, which ends when the pool is retired or dropped.
     pub fn start_upstreams(&self) {
         for up in &self.upstreams {
+            // With accounts, only the first is probed at start (that learns the
+            // capabilities; probing them all at once could pass the shared
+            // cap); the health checks probe each within it.
             if let Some(pool) = up.pool() {
                 tokio::spawn(probe(up.name.clone(), pool.clone()));
+            }
+            for pool in up.pools() {
                 tokio::spawn(Pool::maintain(Arc::downgrade(pool)));
             }
         }

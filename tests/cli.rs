@@ -145,7 +145,9 @@ fn check_accepts_every_example() {
     for expected in [
         "directmail.toml",
         "gmail-m365.toml",
+        "gmail-oauth2.toml",
         "koomessage.toml",
+        "m365-oauth2.toml",
         "printer-lan.toml",
     ] {
         assert!(

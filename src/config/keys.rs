@@ -129,6 +129,8 @@ const fn key(
 pub const REQUIRED: &str = "(required)";
 
 pub const TLS_MODES: &[&str] = &["none", "starttls", "implicit"];
+pub const UPSTREAM_AUTHS: &[&str] = &["auto", "plain", "login", "xoauth2", "oauthbearer"];
+pub const GRANTS: &[&str] = &["client_credentials", "refresh_token"];
 pub const AUTH_MODES: &[&str] = &["required", "optional"];
 pub const LOG_FORMATS: &[&str] = &["text", "json"];
 pub const UPSTREAM_KINDS: &[&str] = &["smtp", "outbox"];
@@ -217,10 +219,13 @@ pub const TABLES: &[Table] = &[
             key("name", Kind::Name, REQUIRED, "\"aliyun\"", "what users name in upstream; label in metrics"),
             key("kind", Kind::Choice(UPSTREAM_KINDS), REQUIRED, "\"smtp\"", "a provider (smtp) or a directory of .eml files (outbox)"),
             key("addr", Kind::HostPort, "required for smtp", "\"smtpdm.aliyun.com:465\"", "the provider's submission server"),
-            key("tls", Kind::Choice(TLS_MODES), "implicit", "\"starttls\"", "TLS toward the provider"),
+            key("tls", Kind::Choice(TLS_MODES), "implicit on port 465, starttls otherwise", "\"starttls\"", "TLS toward the provider; \"none\" only when written out"),
             key("tls_verify", Kind::Bool, "true", "true", "verify the provider's certificate (false: lab use only, warned about)"),
-            key("ca_file", Kind::Path, "the webpki roots", "\"provider-ca.pem\"", "PEM trust anchors instead of the webpki roots"),
+            key("ca_file", Kind::Path, "the webpki roots", "\"provider-ca.pem\"", "PEM: the provider's CA, or its own self-signed certificate (pinned), instead of the webpki roots"),
             key("username", Kind::Text, "none (no AUTH)", "\"noreply@mail.example.com\"", "the provider account"),
+            key("auth", Kind::Choice(UPSTREAM_AUTHS), "auto", "\"xoauth2\"", "auto: PLAIN or LOGIN as offered; xoauth2 and oauthbearer take a token from [upstream.oauth2]"),
+            key("account", Kind::Blocks("upstream.account"), "none", "[[upstream.account]]", "one credential per sender address, instead of username and password"),
+            key("oauth2", Kind::Section("upstream.oauth2"), "none", "[upstream.oauth2]", "where OAuth2 tokens come from (auth = \"xoauth2\" or \"oauthbearer\")"),
             key("password", Kind::Text, "none", "\"secret\"", "inline password: demos only, warned about"),
             key("password_env", Kind::Text, "none", "\"ALIYUN_SMTP_PASSWORD\"", "environment variable holding the password, read when run starts"),
             key("password_file", Kind::Path, "none", "\"/etc/postern/aliyun.secret\"", "file holding the password (trailing newline ignored)"),
@@ -232,6 +237,29 @@ pub const TABLES: &[Table] = &[
             key("max_recipients", Kind::Count, "no cap of its own", "100", "caps every user's max_recipients toward this upstream"),
             key("max_message_size", Kind::Size, "no cap of its own", "\"8MiB\"", "caps every user's max_message_size toward this upstream"),
             key("dir", Kind::Path, "required for outbox", "\"/var/lib/postern/outbox\"", "outbox directory: <id>.eml plus <id>.json per message"),
+        ],
+    },
+    Table {
+        path: "upstream.account",
+        array: true,
+        keys: &[
+            key("username", Kind::Text, REQUIRED, "\"alerts@mail.example.com\"", "the AUTH user, used when the envelope sender (after rewrite_sender) equals it"),
+            key("password", Kind::Text, "none", "\"secret\"", "inline password: demos only, warned about"),
+            key("password_env", Kind::Text, "none", "\"DM_ALERTS\"", "environment variable holding the password, read when run starts"),
+            key("password_file", Kind::Path, "none", "\"/etc/postern/dm-alerts.secret\"", "file holding the password (trailing newline ignored)"),
+        ],
+    },
+    Table {
+        path: "upstream.oauth2",
+        array: false,
+        keys: &[
+            key("token_url", Kind::Text, REQUIRED, "\"https://login.microsoftonline.com/TENANT/oauth2/v2.0/token\"", "the token endpoint: https, or http only to a loopback address"),
+            key("grant", Kind::Choice(GRANTS), REQUIRED, "\"client_credentials\"", "client_credentials (app-only) or refresh_token (delegated)"),
+            key("client_id", Kind::Text, REQUIRED, "\"00000000-0000-0000-0000-000000000000\"", "the application (client) id"),
+            key("client_secret_env", Kind::Text, "none", "\"M365_CLIENT_SECRET\"", "environment variable holding the client secret, read when run starts"),
+            key("client_secret_file", Kind::Path, "none", "\"/etc/postern/m365.secret\"", "file holding the client secret (trailing newline ignored)"),
+            key("refresh_token_file", Kind::Path, "required for refresh_token", "\"/var/lib/postern/gmail.refresh\"", "the refresh token; a rotated one is written back atomically"),
+            key("scope", Kind::Text, "none", "\"https://outlook.office365.com/.default\"", "the scope asked for"),
         ],
     },
     Table {

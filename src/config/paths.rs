@@ -50,6 +50,19 @@ pub(super) fn resolve_all(config: &mut Config, base: &Path) {
         {
             resolve_spanned(base, p);
         }
+        for a in &mut u.account {
+            if let Some(p) = &mut a.password_file {
+                resolve_spanned(base, p);
+            }
+        }
+        if let Some(o) = &mut u.oauth2 {
+            for p in [&mut o.client_secret_file, &mut o.refresh_token_file]
+                .into_iter()
+                .flatten()
+            {
+                resolve_spanned(base, p);
+            }
+        }
     }
 }
 

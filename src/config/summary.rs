@@ -193,19 +193,32 @@ impl Config {
                 );
             }
             UpstreamKind::Smtp => {
-                let secret = u.secret();
+                let credential = match &u.oauth2 {
+                    Some(o) if u.auth_mode().is_oauth() => format!(
+                        "auth={:?} token from {} (grant {:?}, client secret from {})",
+                        u.auth_mode(),
+                        o.token_url.get_ref(),
+                        o.grant.get_ref(),
+                        o.client_secret()
+                            .as_ref()
+                            .map_or("nowhere".to_owned(), ToString::to_string),
+                    ),
+                    _ => format!(
+                        "password from {}",
+                        u.secret()
+                            .as_ref()
+                            .map_or("nowhere".to_owned(), ToString::to_string)
+                    ),
+                };
                 let _ = writeln!(
                     out,
-                    "upstream {}: smtp {} tls={:?} user={} password from {}",
+                    "upstream {}: smtp {} tls={:?} user={} {credential}",
                     u.name(),
                     u.addr.as_ref().map_or("", |a| a.get_ref().as_str()),
                     u.tls_mode(),
                     u.username
                         .as_ref()
                         .map_or("(none)", |s| s.get_ref().as_str()),
-                    secret
-                        .as_ref()
-                        .map_or("nowhere".to_owned(), ToString::to_string),
                 );
                 let _ = writeln!(
                     out,
@@ -221,6 +234,27 @@ impl Config {
                         .map_or(DEFAULT_HEALTH_CHECK_INTERVAL, |s| s.0)
                         .as_secs(),
                 );
+                let secret = match &u.oauth2 {
+                    Some(o) if u.auth_mode().is_oauth() => o.client_secret(),
+                    _ => u.secret(),
+                };
+                for a in &u.account {
+                    let _ = writeln!(
+                        out,
+                        "  account {}: password from {}",
+                        a.username.get_ref(),
+                        a.secret()
+                            .as_ref()
+                            .map_or("nowhere".to_owned(), ToString::to_string)
+                    );
+                    if let Some(Err(e)) = a.secret().map(|s| s.resolve()) {
+                        warnings.push(format!(
+                            "upstream {} account {}: {e} (needed by `postern run`)",
+                            u.name(),
+                            a.username.get_ref()
+                        ));
+                    }
+                }
                 if let Some(Err(e)) = secret.map(|s| s.resolve()) {
                     warnings.push(format!(
                         "upstream {}: {e} (needed by `postern run`)",

@@ -50,6 +50,89 @@ pub enum UpstreamKind {
     Outbox,
 }
 
+/// How postern authenticates to an SMTP provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamAuth {
+    /// PLAIN, else LOGIN, as offered.
+    Auto,
+    Plain,
+    Login,
+    /// Google's and Microsoft's SASL XOAUTH2, with a token from `[upstream.oauth2]`.
+    Xoauth2,
+    /// RFC 7628 OAUTHBEARER, with a token from `[upstream.oauth2]`.
+    Oauthbearer,
+}
+
+impl UpstreamAuth {
+    /// Whether the mechanism takes an OAuth2 bearer token.
+    pub fn is_oauth(self) -> bool {
+        matches!(self, UpstreamAuth::Xoauth2 | UpstreamAuth::Oauthbearer)
+    }
+}
+
+/// The OAuth2 grant that gets tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grant {
+    /// App-only (Microsoft 365): client id and secret.
+    ClientCredentials,
+    /// Delegated (Gmail, Microsoft 365): a refresh token from a file.
+    RefreshToken,
+}
+
+/// `[upstream.oauth2]`: where and how tokens are fetched.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Config {
+    pub token_url: Spanned<String>,
+    pub grant: Spanned<Grant>,
+    pub client_id: Spanned<String>,
+    pub client_secret_env: Option<Spanned<String>>,
+    pub client_secret_file: Option<Spanned<PathBuf>>,
+    /// grant = "refresh_token": the file holding it; a rotated one is written back.
+    pub refresh_token_file: Option<Spanned<PathBuf>>,
+    pub scope: Option<Spanned<String>>,
+}
+
+impl OAuth2Config {
+    /// Where the client secret comes from, if anywhere.
+    pub fn client_secret(&self) -> Option<Secret> {
+        if let Some(v) = &self.client_secret_env {
+            return Some(Secret::Env(v.get_ref().clone()));
+        }
+        self.client_secret_file
+            .as_ref()
+            .map(|p| Secret::File(p.get_ref().clone()))
+    }
+}
+
+/// `[[upstream.account]]`: one provider credential, used for the envelope
+/// sender equal to its `username` (DirectMail: one SMTP password per sender).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub username: Spanned<String>,
+    pub password: Option<InlinePassword>,
+    pub password_env: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<PathBuf>>,
+}
+
+impl AccountConfig {
+    /// The configured secret, if any (validation guarantees exactly one source).
+    pub fn secret(&self) -> Option<Secret> {
+        if let Some(p) = &self.password {
+            return Some(Secret::Inline(p.0.get_ref().clone()));
+        }
+        if let Some(v) = &self.password_env {
+            return Some(Secret::Env(v.get_ref().clone()));
+        }
+        self.password_file
+            .as_ref()
+            .map(|p| Secret::File(p.get_ref().clone()))
+    }
+}
+
 /// `[server]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -271,6 +354,13 @@ pub struct UpstreamConfig {
     /// Extra trust anchors (PEM) instead of the webpki roots.
     pub ca_file: Option<Spanned<PathBuf>>,
     pub username: Option<Spanned<String>>,
+    /// The SASL mechanism toward the provider; default `auto`.
+    pub auth: Option<Spanned<UpstreamAuth>>,
+    /// Token settings for `auth = "xoauth2" | "oauthbearer"`.
+    pub oauth2: Option<OAuth2Config>,
+    /// One credential per sender address, instead of `username` and a password.
+    #[serde(default)]
+    pub account: Vec<AccountConfig>,
     /// Inline password (demos only): never shown by `Debug`.
     pub password: Option<InlinePassword>,
     pub password_env: Option<Spanned<String>>,
@@ -315,10 +405,28 @@ impl UpstreamConfig {
         )
     }
 
-    pub fn tls_mode(&self) -> TlsMode {
-        self.tls
+    /// `auth`, or `auto`.
+    pub fn auth_mode(&self) -> UpstreamAuth {
+        self.auth
             .as_ref()
-            .map_or(TlsMode::Implicit, |t| *t.get_ref())
+            .map_or(UpstreamAuth::Auto, |a| *a.get_ref())
+    }
+
+    /// The port of `addr`, if it has one that parses.
+    pub fn port(&self) -> Option<u16> {
+        let addr = self.addr.as_ref()?.get_ref();
+        addr.rsplit_once(':')?.1.parse().ok()
+    }
+
+    /// `tls` as written; else implicit TLS on port 465 (SMTPS, RFC 8314) and
+    /// STARTTLS on any other port. Clear text is never a default: `"none"`
+    /// must be written out.
+    pub fn tls_mode(&self) -> TlsMode {
+        match &self.tls {
+            Some(t) => *t.get_ref(),
+            None if self.port() == Some(465) => TlsMode::Implicit,
+            None => TlsMode::Starttls,
+        }
     }
 }
 

@@ -44,7 +44,10 @@ impl Validator<'_> {
     }
 
     fn outbox_upstream(&mut self, i: usize, u: &UpstreamConfig) {
-        let smtp_only: [(&str, bool); 13] = [
+        let smtp_only: [(&str, bool); 16] = [
+            ("account", !u.account.is_empty()),
+            ("auth", u.auth.is_some()),
+            ("oauth2", u.oauth2.is_some()),
             ("addr", u.addr.is_some()),
             ("tls", u.tls.is_some()),
             ("tls_verify", u.tls_verify.is_some()),
@@ -83,8 +86,6 @@ impl Validator<'_> {
     }
 
     fn smtp_upstream(&mut self, i: usize, u: &UpstreamConfig) {
-        let at = |k: &str| format!("upstream.{i}.{k}");
-        let head = u.name.span();
         if let Some(dir) = &u.dir {
             self.err(
                 dir.span(),
@@ -115,7 +116,23 @@ impl Validator<'_> {
                 "give only one of password, password_env, password_file",
             );
         }
+        let oauth = u.auth_mode().is_oauth();
+        self.oauth2(u);
+        if !u.account.is_empty() {
+            self.accounts(u, &given);
+            return self.smtp_tls_rules(i, u);
+        }
         match (&u.username, given.is_empty()) {
+            (Some(_), true) if oauth => {}
+            (_, false) if oauth => self.err(
+                &given[0],
+                "upstream.password",
+                format!(
+                    "upstream {:?} uses auth = {:?}: its token comes from [upstream.oauth2], not a password",
+                    u.name(),
+                    u.auth_mode()
+                ),
+            ),
             (Some(user), true) => self.err(
                 user.span(),
                 "upstream.password_env",
@@ -140,6 +157,13 @@ impl Validator<'_> {
                 ),
             );
         }
+        self.smtp_tls_rules(i, u);
+    }
+
+    /// Caps, durations and TLS of an SMTP upstream.
+    fn smtp_tls_rules(&mut self, i: usize, u: &UpstreamConfig) {
+        let at = |k: &str| format!("upstream.{i}.{k}");
+        let head = u.name.span();
         if u.max_connections == Some(0) {
             let s = self.at(&at("max_connections"), &head);
             self.err(&s, "upstream.max_connections", "must be at least 1");
@@ -175,4 +199,188 @@ impl Validator<'_> {
             );
         }
     }
+
+    /// `[[upstream.account]]`: instead of the upstream's own credentials; each
+    /// with a sender address and exactly one password source; no two alike.
+    fn accounts(&mut self, u: &UpstreamConfig, upstream_secrets: &[std::ops::Range<usize>]) {
+        let name = u.name();
+        let own = [
+            u.username.as_ref().map(Spanned::span),
+            upstream_secrets.first().cloned(),
+            u.auth.as_ref().map(Spanned::span),
+        ];
+        if let Some(span) = own.iter().flatten().next() {
+            self.err(
+                span,
+                "upstream.account",
+                format!(
+                    "upstream {name:?} has [[upstream.account]] entries: its credentials go in each account, \
+                     not in username, password or auth of the upstream"
+                ),
+            );
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for a in &u.account {
+            let user = a.username.get_ref();
+            if !user.contains('@') {
+                self.err(
+                    a.username.span(),
+                    "upstream.account.username",
+                    format!(
+                        "account {user:?}: username must be the sender address it is used for (e.g. alerts@mail.example.com)"
+                    ),
+                );
+            }
+            let lower = user.to_ascii_lowercase();
+            if seen.contains(&lower) {
+                self.err(
+                    a.username.span(),
+                    "upstream.account.username",
+                    format!("upstream {name:?} has two accounts for {user:?}"),
+                );
+            }
+            seen.push(lower);
+            let sources: Vec<_> = [
+                a.password.as_ref().map(InlinePassword::span),
+                a.password_env.as_ref().map(Spanned::span),
+                a.password_file.as_ref().map(Spanned::span),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            match sources.len() {
+                0 => self.err(
+                    a.username.span(),
+                    "upstream.account.password_env",
+                    format!("account {user:?} has no password_env, password_file or password"),
+                ),
+                1 => {}
+                _ => self.err(
+                    &sources[1],
+                    "upstream.account.password",
+                    "give only one of password, password_env, password_file",
+                ),
+            }
+            if let Some(p) = &a.password {
+                self.warn(
+                    Some(p.span().into()),
+                    format!(
+                        "account {user:?} has an inline password; use password_env or password_file outside demos"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// `auth = "xoauth2" | "oauthbearer"` and `[upstream.oauth2]` go together;
+    /// the grant has what it needs; tokens travel over TLS except to loopback.
+    fn oauth2(&mut self, u: &UpstreamConfig) {
+        let head = u.name.span();
+        let name = u.name();
+        let auth_span = u.auth.as_ref().map_or(head.clone(), Spanned::span);
+        match (u.auth_mode().is_oauth(), &u.oauth2) {
+            (true, None) => self.err(
+                &auth_span,
+                "upstream.oauth2",
+                format!(
+                    "upstream {name:?} uses auth = {:?} but has no [upstream.oauth2] section (token_url, grant, client_id)",
+                    u.auth_mode()
+                ),
+            ),
+            (false, Some(o)) => self.err(
+                o.token_url.span(),
+                "upstream.auth",
+                format!(
+                    "upstream {name:?} has [upstream.oauth2] but auth is not \"xoauth2\" or \"oauthbearer\""
+                ),
+            ),
+            _ => {}
+        }
+        if u.auth_mode().is_oauth() && u.username.is_none() {
+            self.err(
+                &auth_span,
+                "upstream.username",
+                format!("upstream {name:?}: OAuth2 needs username (the mailbox the token is for)"),
+            );
+        }
+        let Some(o) = &u.oauth2 else {
+            return;
+        };
+        if let Err(why) = check_token_url(o.token_url.get_ref()) {
+            self.err(o.token_url.span(), "upstream.oauth2.token_url", why);
+        }
+        if let (Some(_), Some(f)) = (&o.client_secret_env, &o.client_secret_file) {
+            self.err(
+                f.span(),
+                "upstream.oauth2.client_secret_file",
+                "give only one of client_secret_env, client_secret_file",
+            );
+        }
+        match *o.grant.get_ref() {
+            Grant::ClientCredentials => {
+                if o.client_secret().is_none() {
+                    self.err(
+                        o.grant.span(),
+                        "upstream.oauth2.client_secret_env",
+                        format!(
+                            "upstream {name:?}: grant = \"client_credentials\" needs client_secret_env or client_secret_file"
+                        ),
+                    );
+                }
+                if let Some(f) = &o.refresh_token_file {
+                    self.err(
+                        f.span(),
+                        "upstream.oauth2.refresh_token_file",
+                        "refresh_token_file applies only to grant = \"refresh_token\"",
+                    );
+                }
+            }
+            Grant::RefreshToken => {
+                if o.refresh_token_file.is_none() {
+                    self.err(
+                        o.grant.span(),
+                        "upstream.oauth2.refresh_token_file",
+                        format!(
+                            "upstream {name:?}: grant = \"refresh_token\" needs refresh_token_file (postern writes a rotated token back to it)"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A token URL postern will use: `https://host[:port]/path`, or `http://` only
+/// to a loopback address (a local token helper, tests). Returns the reason otherwise.
+///
+/// # Errors
+/// Words for the administrator.
+pub fn check_token_url(url: &str) -> Result<(), String> {
+    let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return Err(format!("{url:?} is not an https:// URL"));
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(r) => r.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    if host.is_empty() || authority.contains('@') {
+        return Err(format!("{url:?} has no host (or has user info in it)"));
+    }
+    if !https {
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Err(format!(
+                "{url:?}: tokens and secrets travel only over https (plain http only to a loopback address)"
+            ));
+        }
+    }
+    Ok(())
 }

@@ -37,6 +37,18 @@ pub enum Route {
 }
 
 impl Route {
+    /// The route of a transaction from `sender` (after `rewrite_sender`): with
+    /// `[[upstream.account]]`, that sender's account's pool, or `None` when it
+    /// has none (refused at MAIL, before anything reaches the provider).
+    pub fn for_sender(upstream: &Upstream, sender: &str) -> Option<Route> {
+        if upstream.has_accounts() {
+            return upstream
+                .account_pool(sender)
+                .map(|p| Route::Provider(p.clone()));
+        }
+        Some(Route::of(upstream))
+    }
+
     pub fn of(upstream: &Upstream) -> Route {
         match &upstream.target {
             Target::Smtp(pool) => Route::Provider(pool.clone()),

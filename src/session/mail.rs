@@ -56,7 +56,18 @@ impl Session {
             .rewrite_sender
             .clone()
             .unwrap_or_else(|| mail.path.clone());
-        let route = Route::of(&upstream);
+        let Some(route) = Route::for_sender(&upstream, &sender) else {
+            tracing::info!(user = %user.name, upstream = %upstream.name, "no upstream account for the sender");
+            let r = Refusal::NoAccountForSender {
+                upstream: upstream.name.clone(),
+            };
+            self.shared
+                .metrics
+                .messages
+                .with_label_values(&[&user.name, r.message_result()])
+                .inc();
+            return self.decline(r);
+        };
         let txn = Txn {
             id,
             started: tokio::time::Instant::now(),

@@ -16,9 +16,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, timeout};
 
 use super::dial::Dial;
+use super::oauth2::TokenSource;
 use super::pool::Purpose;
 use super::{Capabilities, UpstreamError};
-use crate::config::TlsMode;
+use crate::config::{TlsMode, UpstreamAuth};
 use crate::net::BoxIo;
 use crate::smtp::data;
 use crate::smtp::line::{self, Scan};
@@ -193,13 +194,21 @@ impl Client {
     }
 
     async fn authenticate(&mut self) -> Result<(), UpstreamError> {
+        if let Some((user, tokens)) = self.dial.oauth.clone() {
+            return self.authenticate_oauth(&user, &tokens).await;
+        }
         let Some((user, password)) = self.dial.credentials.clone() else {
             return Ok(());
         };
-        let reply = if self.caps.auth_plain {
+        let auth = self.dial.auth;
+        let plain =
+            auth == UpstreamAuth::Plain || (auth == UpstreamAuth::Auto && self.caps.auth_plain);
+        let login =
+            auth == UpstreamAuth::Login || (auth == UpstreamAuth::Auto && self.caps.auth_login);
+        let reply = if plain {
             let line = format!("AUTH PLAIN {}", sasl::encode_plain(&user, &password));
             self.command(&line, "AUTH").await?
-        } else if self.caps.auth_login {
+        } else if login {
             let r = self.command("AUTH LOGIN", "AUTH").await?;
             if r.code != 334 {
                 return Err(UpstreamError::Rejected("auth", r));
@@ -218,6 +227,61 @@ impl Client {
             return Err(UpstreamError::Rejected("auth", reply));
         }
         Ok(())
+    }
+
+    /// XOAUTH2 or OAUTHBEARER with a token from the account's source; a cached
+    /// token the provider refuses is replaced once and tried again.
+    async fn authenticate_oauth(
+        &mut self,
+        user: &str,
+        tokens: &TokenSource,
+    ) -> Result<(), UpstreamError> {
+        let bearer = self.dial.auth == UpstreamAuth::Oauthbearer;
+        let offered = if bearer {
+            self.caps.auth_oauthbearer
+        } else {
+            self.caps.auth_xoauth2
+        };
+        if !offered {
+            return Err(UpstreamError::Protocol(if bearer {
+                "upstream does not offer AUTH OAUTHBEARER"
+            } else {
+                "upstream does not offer AUTH XOAUTH2"
+            }));
+        }
+        let token_error = |e: super::oauth2::TokenError| UpstreamError::Token(e.to_string());
+        let (mut token, mut cached) = tokens.token().await.map_err(token_error)?;
+        loop {
+            let name = if bearer { "OAUTHBEARER" } else { "XOAUTH2" };
+            let line = format!(
+                "AUTH {name} {}",
+                super::oauth2::initial_response(self.dial.auth, user, &token)
+            );
+            let mut reply = self.command(&line, "AUTH").await?;
+            if reply.code == 334 {
+                // The provider's error, as a base64 JSON challenge; the client
+                // answers with an empty response (RFC 7628 §3.2.3: %x01) and
+                // hears the final 535.
+                reply = self
+                    .command(if bearer { "AQ==" } else { "" }, "AUTH")
+                    .await?;
+            }
+            if reply.code == 235 {
+                return Ok(());
+            }
+            if !cached || reply.class() != 5 {
+                return Err(UpstreamError::Rejected("auth", reply));
+            }
+            tracing::info!(
+                upstream = %self.dial.name,
+                "provider refused the cached OAuth2 token; fetching a new one"
+            );
+            token = tokens
+                .renew_after_refusal(&token)
+                .await
+                .map_err(token_error)?;
+            cached = false;
+        }
     }
 
     /// What the upstream advertised (after TLS).

@@ -11,7 +11,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::ClientConfig;
 
 use super::UpstreamError;
-use crate::config::TlsMode;
+use super::oauth2::TokenSource;
+use crate::config::{TlsMode, UpstreamAuth};
 use crate::metrics::Metrics;
 use crate::net::{BoxIo, Connector};
 
@@ -26,6 +27,10 @@ pub struct Dial {
     pub(super) tls: Option<Arc<ClientConfig>>,
     /// (username, password) for AUTH; never logged.
     pub(super) credentials: Option<(String, String)>,
+    /// The SASL mechanism asked for (`auto`: PLAIN or LOGIN as offered).
+    pub auth: UpstreamAuth,
+    /// (username, token source) for XOAUTH2 / OAUTHBEARER; tokens never logged.
+    pub(super) oauth: Option<(String, Arc<TokenSource>)>,
     /// EHLO name postern gives.
     pub helo_name: String,
     /// A kept connection quiet this long is replaced rather than reused.
@@ -40,12 +45,47 @@ impl fmt::Debug for Dial {
             .field("name", &self.name)
             .field("addr", &self.addr)
             .field("tls_mode", &self.tls_mode)
-            .field("username", &self.credentials.as_ref().map(|c| &c.0))
+            .field(
+                "username",
+                &self
+                    .credentials
+                    .as_ref()
+                    .map(|c| &c.0)
+                    .or(self.oauth.as_ref().map(|o| &o.0)),
+            )
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
 
 impl Dial {
+    /// The account this dial authenticates as, if any.
+    pub fn username(&self) -> Option<&str> {
+        self.credentials
+            .as_ref()
+            .map(|c| c.0.as_str())
+            .or(self.oauth.as_ref().map(|o| o.0.as_str()))
+    }
+
+    /// The same settings, for another account of the same upstream (the
+    /// caller replaces the credentials).
+    pub(super) fn clone_settings(&self) -> Dial {
+        Dial {
+            name: self.name.clone(),
+            addr: self.addr.clone(),
+            host: self.host.clone(),
+            tls_mode: self.tls_mode,
+            tls: self.tls.clone(),
+            credentials: None,
+            auth: self.auth,
+            oauth: None,
+            helo_name: self.helo_name.clone(),
+            idle_timeout: self.idle_timeout,
+            connector: self.connector.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
     /// Opens the byte stream (TCP in production).
     pub(super) async fn open(&self) -> Result<BoxIo, UpstreamError> {
         self.connector
@@ -64,7 +104,7 @@ impl Dial {
         let tls = TlsConnector::from(cfg)
             .connect(server_name, io)
             .await
-            .map_err(UpstreamError::Tls)?;
+            .map_err(|e| UpstreamError::Tls(crate::tls::explain(&e, &self.host)))?;
         Ok(Box::new(tls))
     }
 }

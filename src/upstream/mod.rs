@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod dial;
+pub mod oauth2;
 pub mod outbox;
 pub mod pool;
 
@@ -31,6 +32,8 @@ pub struct Capabilities {
     pub enhanced_status_codes: bool,
     pub auth_plain: bool,
     pub auth_login: bool,
+    pub auth_xoauth2: bool,
+    pub auth_oauthbearer: bool,
 }
 
 impl Capabilities {
@@ -59,6 +62,8 @@ impl Capabilities {
                         match mech.to_ascii_uppercase().as_str() {
                             "PLAIN" => caps.auth_plain = true,
                             "LOGIN" => caps.auth_login = true,
+                            "XOAUTH2" => caps.auth_xoauth2 = true,
+                            "OAUTHBEARER" => caps.auth_oauthbearer = true,
                             _ => {}
                         }
                     }
@@ -86,8 +91,9 @@ impl Capabilities {
 pub enum UpstreamError {
     #[error("cannot connect: {0}")]
     Connect(std::io::Error),
-    #[error("TLS handshake failed: {0}")]
-    Tls(std::io::Error),
+    /// TLS toward the provider failed; the words come from `tls::explain`.
+    #[error("TLS toward the provider failed: {0}")]
+    Tls(String),
     #[error("timed out ({0})")]
     Timeout(&'static str),
     #[error("connection closed by the upstream")]
@@ -106,12 +112,15 @@ pub enum UpstreamError {
     /// Every allowed connection stayed busy for `pool_wait`.
     #[error("no upstream connection free")]
     PoolTimeout,
+    /// No OAuth2 token could be had (the endpoint is down or refused).
+    #[error("OAuth2: {0}")]
+    Token(String),
 }
 
 impl UpstreamError {
     /// Every `stage` a connection set-up can fail at (`Client::connect`).
     pub const CONNECT_STAGES: &'static [&'static str] = &[
-        "connect", "tls", "timeout", "io", "protocol", "auth", "rejected",
+        "connect", "tls", "timeout", "io", "protocol", "auth", "rejected", "token",
     ];
 
     /// A fixed word for the metrics label.
@@ -126,6 +135,7 @@ impl UpstreamError {
             UpstreamError::Rejected(..) => "rejected",
             UpstreamError::Outbox(_) => "outbox",
             UpstreamError::PoolTimeout => "pool_wait",
+            UpstreamError::Token(_) => "token",
         }
     }
 
@@ -135,7 +145,19 @@ impl UpstreamError {
         let failure = match self {
             UpstreamError::Rejected("auth", _) => SetupFailure::Credentials,
             UpstreamError::PoolTimeout => SetupFailure::PoolFull,
-            UpstreamError::Tls(_) | UpstreamError::Protocol(_) => SetupFailure::Tls,
+            UpstreamError::Token(_) => SetupFailure::Token,
+            UpstreamError::Tls(words) => {
+                return Refusal::UpstreamTls {
+                    upstream: upstream.clone(),
+                    problem: Arc::from(words.as_str()),
+                };
+            }
+            UpstreamError::Protocol(words) => {
+                return Refusal::UpstreamTls {
+                    upstream: upstream.clone(),
+                    problem: Arc::from(*words),
+                };
+            }
             _ => SetupFailure::Unavailable,
         };
         Refusal::UpstreamSetup {
@@ -161,6 +183,9 @@ pub struct Upstream {
     pub max_recipients: Option<u32>,
     pub max_message_size: Option<u64>,
     pub target: Target,
+    /// `[[upstream.account]]`: (lower-case sender address, its pool); the
+    /// pools share the upstream's `max_connections`. Empty: one account.
+    pub accounts: Vec<(String, Arc<pool::Pool>)>,
 }
 
 impl Upstream {
@@ -181,7 +206,11 @@ impl Upstream {
             .collect()
     }
 
-    fn from_config(
+    /// Builds one upstream of `config` (as `all_from_config` does each).
+    ///
+    /// # Errors
+    /// As `all_from_config`.
+    pub fn from_config(
         config: &Config,
         u: &UpstreamConfig,
         metrics: &Metrics,
@@ -193,6 +222,7 @@ impl Upstream {
             .as_ref()
             .map(|a| a.get_ref().clone())
             .unwrap_or_default();
+        let mut accounts = Vec::new();
         let target = match (u.kind.get_ref(), &u.dir) {
             (UpstreamKind::Outbox, Some(dir)) => Target::Outbox(
                 outbox::Outbox::open(dir.get_ref())
@@ -202,17 +232,47 @@ impl Upstream {
                 return Err(format!("upstream {name:?}: an outbox needs `dir`"));
             }
             (UpstreamKind::Smtp, _) => {
-                let dial = dial_from_config(config, u, &name, &addr, metrics, connector)?;
-                Target::Smtp(Arc::new(pool::Pool::new(
-                    Arc::new(dial),
-                    u.pool.unwrap_or(true),
-                    u.max_connections
-                        .unwrap_or(crate::config::DEFAULT_UPSTREAM_MAX_CONNECTIONS),
-                    u.pool_wait
+                let max = u
+                    .max_connections
+                    .unwrap_or(crate::config::DEFAULT_UPSTREAM_MAX_CONNECTIONS);
+                let settings = pool::Settings {
+                    enabled: u.pool.unwrap_or(true),
+                    wait: u
+                        .pool_wait
                         .map_or(crate::config::DEFAULT_POOL_WAIT, |s| s.0),
-                    u.health_check_interval
+                    health_check: u
+                        .health_check_interval
                         .map_or(crate::config::DEFAULT_HEALTH_CHECK_INTERVAL, |s| s.0),
-                )))
+                };
+                let dial = dial_from_config(config, u, &name, &addr, metrics, connector)?;
+                if u.account.is_empty() {
+                    Target::Smtp(Arc::new(pool::Pool::new(
+                        Arc::new(dial),
+                        settings.enabled,
+                        max,
+                        settings.wait,
+                        settings.health_check,
+                    )))
+                } else {
+                    let group = pool::Group::new(max);
+                    for a in &u.account {
+                        let secret = a
+                            .secret()
+                            .ok_or_else(|| {
+                                format!("upstream {name:?}: an account has no password")
+                            })?
+                            .resolve()
+                            .map_err(|e| format!("upstream {name:?}: {e}"))?;
+                        let user = a.username.get_ref().clone();
+                        let dial = dial::Dial {
+                            credentials: Some((user.clone(), secret)),
+                            ..dial.clone_settings()
+                        };
+                        let p = pool::Pool::in_group(Arc::new(dial), &settings, &group);
+                        accounts.push((user.to_ascii_lowercase(), p));
+                    }
+                    Target::Smtp(accounts[0].1.clone())
+                }
             }
         };
         Ok(Upstream {
@@ -222,6 +282,7 @@ impl Upstream {
             max_recipients: u.max_recipients,
             max_message_size: u.max_message_size.map(|s| s.0),
             target,
+            accounts,
         })
     }
 
@@ -233,9 +294,31 @@ impl Upstream {
         }
     }
 
+    /// Whether senders choose among `[[upstream.account]]` entries.
+    pub fn has_accounts(&self) -> bool {
+        !self.accounts.is_empty()
+    }
+
+    /// The pool of the account for `sender` (compared without case).
+    pub fn account_pool(&self, sender: &str) -> Option<&Arc<pool::Pool>> {
+        self.accounts
+            .iter()
+            .find(|(user, _)| user.eq_ignore_ascii_case(sender))
+            .map(|(_, p)| p)
+    }
+
+    /// Every pool: one per account, or the upstream's one.
+    pub fn pools(&self) -> Vec<&Arc<pool::Pool>> {
+        if self.accounts.is_empty() {
+            self.pool().into_iter().collect()
+        } else {
+            self.accounts.iter().map(|(_, p)| p).collect()
+        }
+    }
+
     /// Records what the upstream offered (a reload keeps what the old one learned).
     pub fn learn(&self, caps: &Capabilities) {
-        if let Some(p) = self.pool() {
+        for p in self.pools() {
             p.learn(caps);
         }
     }
@@ -279,21 +362,21 @@ impl Upstream {
 
     /// After a reload replaced this upstream: close what is idle, keep nothing more.
     pub fn retire(&self) {
-        if let Some(p) = self.pool() {
+        for p in self.pools() {
             p.retire();
         }
     }
 
     /// At shutdown: say QUIT on every idle connection.
     pub async fn close_pool(&self) {
-        if let Some(p) = self.pool() {
+        for p in self.pools() {
             p.close().await;
         }
     }
 
     /// Connections waiting in the pool now.
     pub fn idle_connections(&self) -> usize {
-        self.pool().map_or(0, |p| p.idle_connections())
+        self.pools().iter().map(|p| p.idle_connections()).sum()
     }
 }
 
@@ -306,11 +389,22 @@ fn dial_from_config(
     connector: &Arc<dyn Connector>,
 ) -> Result<dial::Dial, String> {
     let credentials = match (&u.username, u.secret()) {
-        (Some(user), Some(secret)) => Some((
+        (Some(user), Some(secret)) if !u.auth_mode().is_oauth() => Some((
             user.get_ref().clone(),
             secret
                 .resolve()
                 .map_err(|e| format!("upstream {name:?}: {e}"))?,
+        )),
+        _ => None,
+    };
+    let auth = u.auth_mode();
+    let oauth = match (&u.oauth2, &u.username) {
+        (Some(o), Some(user)) if auth.is_oauth() => Some((
+            user.get_ref().clone(),
+            Arc::new(
+                oauth2::TokenSource::from_config(name, o, connector, metrics)
+                    .map_err(|e| format!("upstream {name:?}: {e}"))?,
+            ),
         )),
         _ => None,
     };
@@ -332,6 +426,8 @@ fn dial_from_config(
         tls_mode,
         tls,
         credentials,
+        auth,
+        oauth,
         helo_name: config.server.hostname.clone(),
         idle_timeout: u
             .idle_timeout
@@ -373,6 +469,7 @@ mod tests {
                     enhanced_status_codes: true,
                     auth_plain: true,
                     auth_login: true,
+                    ..Default::default()
                 },
             ),
             (
@@ -385,7 +482,18 @@ mod tests {
             ),
             (
                 reply(&["mx", "AUTH CRAM-MD5 XOAUTH2", "X-UNKNOWN"]),
-                Capabilities::default(),
+                Capabilities {
+                    auth_xoauth2: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                reply(&["mx", "AUTH OAUTHBEARER", "AUTH=XOAUTH2"]),
+                Capabilities {
+                    auth_xoauth2: true,
+                    auth_oauthbearer: true,
+                    ..Default::default()
+                },
             ),
         ];
         for (r, want) in rows {

@@ -9,6 +9,14 @@
 //! transaction open (so one quiet device never holds a provider slot), and asks
 //! the pool to `replace` a kept connection that turned out dead.
 //!
+//! With `[[upstream.account]]`, each account has its own pool (its own
+//! credentials and idle list) in a `Group` that shares one semaphore of the
+//! upstream's `max_connections`: there an idle connection keeps its slot, so
+//! the cap counts every live connection of every account (and
+//! `upstream_pool_connections_in_use` counts idle ones too), and a pool that
+//! needs a slot while all are taken closes another account's idle connection
+//! to free one.
+//!
 //! # Concurrency
 //! `permits` is shared with every checked-out `Client` (an owned permit each);
 //! `idle` and `learned` are short-held locks, never held across an await.
@@ -41,6 +49,60 @@ pub struct Pool {
     learned: RwLock<Option<Capabilities>>,
     /// What the last connection set-up (probe or traffic) showed.
     health: Mutex<Health>,
+    /// The accounts' pools sharing `permits`, when this is one of them.
+    group: Option<Arc<Group>>,
+}
+
+/// The pool settings every account of an upstream shares.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub enabled: bool,
+    pub wait: Duration,
+    pub health_check: Duration,
+}
+
+/// The pools of one upstream's accounts: one cap for all of them.
+pub struct Group {
+    max: u32,
+    permits: Arc<Semaphore>,
+    pools: Mutex<Vec<std::sync::Weak<Pool>>>,
+}
+
+impl Group {
+    pub fn new(max: u32) -> Arc<Group> {
+        Arc::new(Group {
+            max: max.max(1),
+            permits: Arc::new(Semaphore::new(max.max(1) as usize)),
+            pools: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Closes one idle connection of another account than `except`, freeing
+    /// its slot once its QUIT is done. Whether there was one.
+    fn evict_one(&self, except: &Pool) -> bool {
+        let pools: Vec<Arc<Pool>> = self
+            .pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        for p in pools
+            .iter()
+            .filter(|p| !std::ptr::eq(Arc::as_ptr(p), except))
+        {
+            let oldest = {
+                let mut idle = p.idle();
+                (!idle.is_empty()).then(|| idle.remove(0))
+            };
+            if let Some(c) = oldest {
+                p.idle_gauge().dec();
+                tokio::spawn(c.quit());
+                return true;
+            }
+        }
+        false
+    }
 }
 
 /// What the last connection set-up of an upstream showed.
@@ -119,7 +181,34 @@ impl Pool {
             retired: AtomicBool::new(false),
             learned: RwLock::new(None),
             health: Mutex::new(Health::Unknown),
+            group: None,
         }
+    }
+
+    /// One account's pool in `group`, sharing its cap.
+    pub fn in_group(dial: Arc<Dial>, s: &Settings, group: &Arc<Group>) -> Arc<Pool> {
+        dial.metrics
+            .upstream_pool_max
+            .with_label_values(&[&dial.name])
+            .set(i64::from(group.max));
+        let pool = Arc::new(Pool {
+            dial,
+            enabled: s.enabled,
+            wait: s.wait,
+            health_check: s.health_check,
+            permits: group.permits.clone(),
+            idle: Mutex::new(Vec::new()),
+            retired: AtomicBool::new(false),
+            learned: RwLock::new(None),
+            health: Mutex::new(Health::Unknown),
+            group: Some(group.clone()),
+        });
+        group
+            .pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(&pool));
+        pool
     }
 
     /// What the last connection set-up showed.
@@ -219,6 +308,9 @@ impl Pool {
     /// # Errors
     /// `PoolTimeout` when every connection stayed busy, or what connecting reports.
     pub async fn checkout(&self) -> Result<Client, UpstreamError> {
+        if let Some(group) = &self.group {
+            return self.checkout_in_group(group).await;
+        }
         // Counted as a limit hit where it is refused (`Refusal::limit`), with the user.
         let permit = self.acquire().await?;
         loop {
@@ -237,10 +329,39 @@ impl Pool {
         Ok(c)
     }
 
+    /// `checkout` for an account's pool: its own idle connection (which holds
+    /// its slot), else a slot — taken from another account's idle connection
+    /// when all are in use — and a new connection.
+    async fn checkout_in_group(&self, group: &Group) -> Result<Client, UpstreamError> {
+        loop {
+            let candidate = self.idle().pop();
+            let Some(c) = candidate else { break };
+            self.idle_gauge().dec();
+            if c.is_stale() {
+                tokio::spawn(c.quit());
+                continue;
+            }
+            return Ok(c);
+        }
+        let slot = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => Slot::new(p, &self.dial),
+            Err(_) => {
+                group.evict_one(self);
+                self.acquire().await?
+            }
+        };
+        let mut c = self.connect(Purpose::Traffic).await?;
+        c.set_permit(slot);
+        Ok(c)
+    }
+
     /// Takes a connection back after a transaction. It is kept only when the
-    /// pool is on and the connection is clean; otherwise it says QUIT.
+    /// pool is on and the connection is clean; otherwise it says QUIT. In an
+    /// account group, a kept connection keeps its slot.
     pub fn checkin(&self, mut client: Client) {
-        drop(client.take_permit());
+        if self.group.is_none() {
+            drop(client.take_permit());
+        }
         if !self.enabled || self.retired.load(Ordering::Acquire) || client.is_stale() {
             tokio::spawn(client.quit());
             return;
@@ -329,7 +450,12 @@ impl Pool {
         let _slot = Slot::new(permit, &self.dial);
         // An idle connection holds no slot but is open at the provider: close
         // one to make room, so idle + in use + the probe stay within the cap.
-        let idle = self.idle().pop();
+        // (In an account group idle connections hold their slots already.)
+        let idle = if self.group.is_none() {
+            self.idle().pop()
+        } else {
+            None
+        };
         if let Some(c) = idle {
             self.idle_gauge().dec();
             c.quit().await;

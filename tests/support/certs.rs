@@ -35,3 +35,82 @@ impl TestCert {
         (cert, key)
     }
 }
+
+/// What a made-to-order certificate looks like.
+#[derive(Clone, Debug)]
+pub struct CertSpec {
+    /// Subject alternative names (DNS names or IP addresses).
+    pub names: Vec<String>,
+    /// The subject common name.
+    pub common_name: String,
+    /// Marked as a CA (`basicConstraints cA=TRUE`), as `openssl req -x509` makes them.
+    pub is_ca: bool,
+    /// Validity, as (year, month, day) UTC.
+    pub not_before: (i32, u8, u8),
+    pub not_after: (i32, u8, u8),
+}
+
+impl Default for CertSpec {
+    fn default() -> Self {
+        CertSpec {
+            names: vec!["localhost".to_string(), "127.0.0.1".to_string()],
+            common_name: "fake provider".to_string(),
+            is_ca: false,
+            not_before: (2020, 1, 1),
+            not_after: (2090, 1, 1),
+        }
+    }
+}
+
+impl CertSpec {
+    fn params(&self) -> rcgen::CertificateParams {
+        let mut p = rcgen::CertificateParams::new(self.names.clone()).expect("rcgen: names");
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, self.common_name.clone());
+        if self.is_ca {
+            p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        }
+        let (y, m, d) = self.not_before;
+        p.not_before = rcgen::date_time_ymd(y, m, d);
+        let (y, m, d) = self.not_after;
+        p.not_after = rcgen::date_time_ymd(y, m, d);
+        p
+    }
+
+    /// A self-signed certificate of this description.
+    pub fn self_signed(&self) -> TestCert {
+        let key = rcgen::KeyPair::generate().expect("rcgen: key");
+        let cert = self.params().self_signed(&key).expect("rcgen: self-signed");
+        TestCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
+/// A private CA and a server certificate it signed: (CA certificate PEM, server cert and key).
+pub fn ca_signed(server: &CertSpec) -> (String, TestCert) {
+    let ca_key = rcgen::KeyPair::generate().expect("rcgen: CA key");
+    let ca_spec = CertSpec {
+        names: Vec::new(),
+        common_name: "Test Private CA".to_string(),
+        is_ca: true,
+        ..CertSpec::default()
+    };
+    let ca_params = ca_spec.params();
+    let ca_cert = ca_params.self_signed(&ca_key).expect("rcgen: CA");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().expect("rcgen: key");
+    let cert = server
+        .params()
+        .signed_by(&key, &issuer)
+        .expect("rcgen: signed");
+    (
+        ca_cert.pem(),
+        TestCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        },
+    )
+}

@@ -7,5 +7,6 @@ pub mod memory_upstream;
 pub mod observe;
 pub mod postern;
 pub mod relay;
+pub mod token;
 pub mod transcript;
 pub mod upstream;

@@ -20,7 +20,7 @@
 // Wall-clock measurements and deadlines of a test run, not postern's timeouts.
 #![allow(clippy::disallowed_types)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -92,6 +92,16 @@ pub struct UpstreamConfig {
     pub inject_after_starttls_220: Option<Vec<u8>>,
     /// Delay before answering the final "." (to test timeouts / pool behaviour).
     pub data_end_delay: Option<Duration>,
+    /// The certificate to serve when TLS is on; default a fresh self-signed one
+    /// for localhost and 127.0.0.1.
+    pub cert: Option<TestCert>,
+    /// Bearer tokens XOAUTH2 and OAUTHBEARER accept (shared with a test token
+    /// endpoint, which adds what it issues). A refused token gets a 334 with a
+    /// base64 JSON error, then 535 after the client's empty response, as Gmail does.
+    pub oauth_tokens: Option<Arc<Mutex<HashSet<String>>>>,
+    /// More (username, password) pairs AUTH accepts besides `username`/`password`
+    /// (a provider with one account per sender address).
+    pub accounts: HashMap<String, String>,
 }
 
 impl Default for UpstreamConfig {
@@ -120,6 +130,9 @@ impl Default for UpstreamConfig {
             inject_after_greeting: None,
             inject_after_starttls_220: None,
             data_end_delay: None,
+            cert: None,
+            oauth_tokens: None,
+            accounts: HashMap::new(),
         }
     }
 }
@@ -149,6 +162,8 @@ struct Recorded {
     raw: Vec<u8>,
     connections: usize,
     closed_connections: usize,
+    /// The most connections open at once since start (or `reset_peak`).
+    peak_open: usize,
     data_commands: usize,
     queued: u64,
 }
@@ -208,7 +223,7 @@ impl Drop for FakeUpstream {
 impl FakeUpstream {
     /// Binds 127.0.0.1:0 and spawns the accept loop; each connection gets its own task.
     pub async fn start(cfg: UpstreamConfig) -> FakeUpstream {
-        let cert = (cfg.tls != UpTls::None).then(test_cert);
+        let cert = (cfg.tls != UpTls::None).then(|| cfg.cert.clone().unwrap_or_else(test_cert));
         let acceptor = cert.as_ref().map(tls_acceptor);
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -239,7 +254,10 @@ impl FakeUpstream {
                     }
                 };
                 let _ = tcp.set_nodelay(true);
-                server.shared.update(|r| r.connections += 1);
+                server.shared.update(|r| {
+                    r.connections += 1;
+                    r.peak_open = r.peak_open.max(r.connections - r.closed_connections);
+                });
                 let server = server.clone();
                 let handle = tokio::spawn(async move {
                     let _ = serve(&server, tcp).await;
@@ -341,6 +359,17 @@ impl FakeUpstream {
     }
 
     /// Connections that have ended (closed by either side, or dropped by a fault).
+    /// The most connections that were open at once since start or `reset_peak`.
+    pub fn peak_connections(&self) -> usize {
+        self.shared.lock().peak_open
+    }
+
+    /// Starts counting `peak_connections` afresh from what is open now.
+    pub fn reset_peak(&self) {
+        self.shared
+            .update(|r| r.peak_open = r.connections - r.closed_connections);
+    }
+
     pub fn closed_connections(&self) -> usize {
         self.shared.lock().closed_connections
     }

@@ -41,6 +41,9 @@ fn path_address(rest: &str) -> String {
     addr.to_ascii_lowercase()
 }
 
+/// How a bearer token is recorded in `auths()`: (user, "bearer:" + token).
+pub const BEARER: &str = "bearer:";
+
 fn decode_b64(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
     if s == "=" {
@@ -167,12 +170,35 @@ pub(super) async fn serve(server: &Server, tcp: TcpStream) -> io::Result<()> {
                     let Some(creds) = sasl(&mut conn, arg).await? else {
                         continue;
                     };
-                    let ok = creds.0 == cfg.username && creds.1 == cfg.password;
+                    let bearer = creds.1.strip_prefix(BEARER).map(str::to_owned);
+                    let ok = match (&bearer, &cfg.oauth_tokens) {
+                        (Some(t), Some(tokens)) => {
+                            creds.0 == cfg.username
+                                && tokens.lock().unwrap_or_else(|e| e.into_inner()).contains(t)
+                        }
+                        (Some(_), None) => false,
+                        (None, _) => {
+                            (creds.0 == cfg.username && creds.1 == cfg.password)
+                                || cfg.accounts.get(&creds.0) == Some(&creds.1)
+                        }
+                    };
                     let user = creds.0.clone();
                     server.shared.update(|r| r.auths.push(creds));
                     if ok {
                         session.auth_user = Some(user);
                         conn.reply("235 2.7.0 ok");
+                    } else if bearer.is_some() {
+                        // Gmail: the error as a base64 JSON challenge, 535 after the client's answer.
+                        conn.reply(&format!(
+                            "334 {}",
+                            B64.encode(r#"{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}"#)
+                        ));
+                        match conn.read_line().await? {
+                            LineRead::Line(_) => {
+                                conn.reply("535 5.7.8 Username and Password not accepted")
+                            }
+                            _ => return Ok(()),
+                        }
                     } else {
                         conn.reply("535 5.7.8 bad credentials");
                     }
@@ -307,6 +333,36 @@ async fn sasl(conn: &mut Conn, arg: &str) -> io::Result<Option<(String, String)>
                 String::from_utf8_lossy(&user).into_owned(),
                 String::from_utf8_lossy(&pass).into_owned(),
             )))
+        }
+        "XOAUTH2" | "OAUTHBEARER" => {
+            let Some(resp) = sasl_step(conn, initial, "334 ").await? else {
+                return Ok(None);
+            };
+            let text = String::from_utf8_lossy(&resp).into_owned();
+            let mut user = None;
+            let mut token = None;
+            for (i, field) in text.split('\x01').enumerate() {
+                if let Some(u) = field.strip_prefix("user=") {
+                    user = Some(u.to_string());
+                } else if let Some(t) = field.strip_prefix("auth=Bearer ") {
+                    token = Some(t.to_string());
+                } else if i == 0 && mech == "OAUTHBEARER" {
+                    // gs2 header: "n,a=user,"
+                    user = field
+                        .strip_prefix("n,a=")
+                        .and_then(|r| r.strip_suffix(','))
+                        .map(|u| u.replace("=2C", ",").replace("=3D", "="));
+                }
+            }
+            match (user, token) {
+                (Some(u), Some(t)) if text.ends_with("\x01\x01") => {
+                    Ok(Some((u, format!("{BEARER}{t}"))))
+                }
+                _ => {
+                    conn.reply("501 5.5.2 malformed OAuth response");
+                    Ok(None)
+                }
+            }
         }
         "" => {
             conn.reply("501 5.5.4 syntax: AUTH mechanism");
