@@ -11,8 +11,8 @@
 # if a normal client is not served within 1 s, or if RSS or fds keep growing.
 # Everything listens on and talks to 127.0.0.1 only; it stops by itself.
 # SOAK_SEED picks the provider's fault pattern; SOAK_KEEP=1 keeps the work dir
-# (postern.toml, postern.log, samples.csv); SOAK_MALLOC_DEFAULT=1 runs postern
-# with glibc's default malloc tuning (see MALLOC_ENV in soak.py for why not).
+# (postern.toml, postern.log, samples.csv); SOAK_MALLOC_FIXED=1 pins glibc's
+# mmap threshold (see MALLOC_ENV in soak.py).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
