@@ -19,6 +19,7 @@
 //! - `net`      — one stream type for plain TCP and TLS
 //! - `metrics`  — Prometheus metrics and the /metrics, /healthz, /readyz endpoint
 //! - `logging`  — the text and JSON log formats
+//! - `spool`    — the durable queue: group-committed files, recovery, delivery workers, queue commands
 
 #![forbid(unsafe_code)]
 
@@ -39,6 +40,7 @@ pub mod relay;
 pub mod server;
 pub mod session;
 pub mod smtp;
+pub mod spool;
 pub mod state;
 pub mod tls;
 pub mod upstream;

@@ -72,6 +72,8 @@ pub struct Metrics {
     pub tls_certificate_expiry: IntGaugeVec,
     /// Client TLS sessions by the protocol version negotiated.
     pub tls_versions: IntCounterVec,
+    /// The spool's families (issue 12), defined in `spool/metrics.rs`.
+    pub spool: crate::spool::SpoolMetrics,
 }
 
 fn counter(
@@ -345,6 +347,7 @@ impl Metrics {
                 "Client TLS handshakes that succeeded, by protocol version",
                 &["listener", "version"],
             )?,
+            spool: crate::spool::SpoolMetrics::register(r)?,
         };
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -496,6 +499,12 @@ impl Metrics {
             &self.config_last_reload_success_timestamp,
             &self.tls_certificate_expiry,
             &self.tls_versions,
+            // issue 12: the spool
+            &self.spool.messages,
+            &self.spool.bytes,
+            &self.spool.oldest,
+            &self.spool.attempts,
+            &self.spool.dead_letters,
         ]
     }
 

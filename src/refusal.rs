@@ -95,6 +95,8 @@ pub enum Refusal {
     UpstreamUnconfirmed,
     // postern itself.
     TlsUnavailable,
+    /// The spool is over `max_size`, or its disk is full.
+    SpoolFull,
     LocalError,
     ShuttingDown,
     IdleTimeout,
@@ -231,6 +233,11 @@ impl Refusal {
                 "Upstream did not confirm the message; try again later",
             ),
             R::TlsUnavailable => Reply::new(454, "4.7.0", "TLS not available on this listener"),
+            R::SpoolFull => Reply::new(
+                452,
+                "4.3.1",
+                "Insufficient system storage: the spool is full; try again later",
+            ),
             R::LocalError => Reply::new(451, "4.3.0", "Local error in processing; try again later"),
             R::ShuttingDown => Reply::new(421, "4.3.0", "Server shutting down, try again later"),
             R::IdleTimeout => Reply::new(421, "4.4.2", "Idle timeout, closing connection"),
@@ -281,9 +288,12 @@ impl Refusal {
             | R::UpstreamGone
             | R::UpstreamLostInData
             | R::UpstreamUnconfirmed => Side::Upstream,
-            R::TlsUnavailable | R::LocalError | R::ShuttingDown | R::IdleTimeout | R::Internal => {
-                Side::Local
-            }
+            R::TlsUnavailable
+            | R::SpoolFull
+            | R::LocalError
+            | R::ShuttingDown
+            | R::IdleTimeout
+            | R::Internal => Side::Local,
         }
     }
 
@@ -297,6 +307,7 @@ impl Refusal {
             R::RecipientRate { .. } => Some("recipients_per_hour"),
             R::TooManyRecipients => Some("max_recipients"),
             R::AuthThrottled => Some("auth_failures"),
+            R::SpoolFull => Some("spool_size"),
             R::UpstreamSetup {
                 failure: SetupFailure::PoolFull,
                 ..
@@ -350,6 +361,7 @@ impl Refusal {
                 SetupFailure::Unavailable => "upstream_unavailable",
             },
             R::LocalError => "outbox_failed",
+            R::SpoolFull => "spool_full",
             R::UpstreamLost | R::UpstreamGone | R::UpstreamLostInData | R::UpstreamUnconfirmed => {
                 "upstream_failed"
             }
@@ -402,6 +414,8 @@ pub const MESSAGE_RESULTS: &[&str] = &[
     "rejected_smtputf8",
     "rejected_connections",
     "outbox_failed",
+    "spooled",
+    "spool_full",
     "abandoned",
     "refused",
 ];
@@ -419,6 +433,7 @@ pub const RECIPIENT_RESULTS: &[&str] = &[
     "rejected_too_many",
     "rejected_rate",
     "rejected_smtputf8",
+    "spooled",
     "refused",
 ];
 
@@ -452,6 +467,7 @@ mod tests {
             },
             Refusal::UpstreamLostInData,
             Refusal::LocalError,
+            Refusal::SpoolFull,
             Refusal::Data(DataError::BareLineEnding),
         ];
         for r in all {

@@ -23,6 +23,7 @@ use crate::error::Error;
 use crate::limits::{AuthThrottle, Limiters};
 use crate::metrics::Metrics;
 use crate::net::{Connector, TcpConnector};
+use crate::spool::Spool;
 use crate::upstream::Upstream;
 use crate::upstream::pool::{Health, Pool};
 
@@ -33,6 +34,8 @@ pub struct Policy {
     pub users: Arc<Users>,
     pub upstreams: Vec<Arc<Upstream>>,
     pub auth_throttle: Arc<AuthThrottle>,
+    /// The spool, with `[spool]`; one per directory, kept across reloads.
+    pub spool: Option<Arc<Spool>>,
 }
 
 impl Policy {
@@ -50,6 +53,7 @@ impl Policy {
         let users = Arc::new(Users::from_config(&config)?);
         metrics.prepare(&config);
         let upstreams = Upstream::all_from_config(&config, metrics, connector)?;
+        let spool = open_spool(&config, metrics, previous)?;
         let per_minute = config.limits.auth_failures_per_ip_per_minute;
         let auth_throttle = match previous {
             Some(old) => old.auth_throttle.renewed(per_minute),
@@ -77,6 +81,7 @@ impl Policy {
             users,
             upstreams,
             auth_throttle,
+            spool,
         })
     }
 
@@ -88,6 +93,26 @@ impl Policy {
             if let Some(pool) = up.pool() {
                 tokio::spawn(probe(up.name.clone(), pool.clone()));
                 tokio::spawn(Pool::maintain(Arc::downgrade(pool)));
+            }
+        }
+        if let Some(spool) = &self.spool {
+            spool.start_housekeeping();
+            for up in &self.upstreams {
+                if let (Some(pool), true) = (up.pool(), up.delivery.uses_spool()) {
+                    let share = self
+                        .config
+                        .upstream(&up.name)
+                        .map_or(1, crate::config::spool::fair_share);
+                    let max_recipients = up
+                        .max_recipients
+                        .unwrap_or(crate::config::DEFAULT_MAX_RECIPIENTS);
+                    tokio::spawn(crate::spool::deliver::run(
+                        Arc::downgrade(spool),
+                        Arc::downgrade(pool),
+                        max_recipients,
+                        share as usize,
+                    ));
+                }
             }
         }
     }
@@ -118,6 +143,31 @@ impl Policy {
             Err(down.join("\n"))
         }
     }
+}
+
+/// The spool of `config`: the previous policy's when the directory is the
+/// same (a second one on the same directory would deliver twice), else opened
+/// and recovered now.
+fn open_spool(
+    config: &Config,
+    metrics: &Metrics,
+    previous: Option<&Policy>,
+) -> Result<Option<Arc<Spool>>, String> {
+    let Some(sc) = &config.spool else {
+        return Ok(None);
+    };
+    let settings = sc.settings();
+    if let Some(old) = previous.and_then(|p| p.spool.as_ref())
+        && old.settings.dir == settings.dir
+    {
+        if old.settings != settings {
+            tracing::warn!("[spool] changes other than dir take effect after a restart");
+        }
+        return Ok(Some(old.clone()));
+    }
+    Spool::open(&settings, metrics.spool.clone())
+        .map(|s| Some(Arc::new(s)))
+        .map_err(|e| format!("spool {}: {e}", settings.dir.display()))
 }
 
 async fn probe(name: Arc<str>, pool: Arc<Pool>) {

@@ -51,6 +51,9 @@ pub(super) fn resolve_all(config: &mut Config, base: &Path) {
             resolve_spanned(base, p);
         }
     }
+    if let Some(s) = &mut config.spool {
+        resolve_spanned(base, &mut s.dir);
+    }
 }
 
 #[cfg(test)]

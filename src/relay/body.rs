@@ -1,23 +1,27 @@
 //! The message body's way out: dot-stuffed onto the provider connection, or
-//! into an outbox file; and the end of it: the provider's verdict after the
-//! final dot, or the outbox commit.
+//! into an outbox file or a spool entry; and the end of it: the provider's
+//! verdict after the final dot, or the outbox or spool commit.
 
 use super::{Relay, from_upstream};
 use crate::refusal::Refusal;
 use crate::smtp::command::Body as BodyType;
 use crate::smtp::reply::Reply;
+use crate::spool::{self, Incoming, NewMessage, SpoolError};
 use crate::upstream::outbox::{self, Envelope, Spool};
 
 /// Where the body of the message in DATA goes.
 pub enum Sink {
     /// The outbox file being written.
     Outbox(Spool),
+    /// The spool entry being written (`delivery = "spool"`).
+    Spool(std::sync::Arc<spool::Spool>, Incoming),
     /// The kept provider connection, after its 354.
     Provider,
 }
 
 /// The envelope of a finished message.
 pub struct Finished<'a> {
+    pub upstream: &'a str,
     pub user: &'a str,
     pub client_from: &'a str,
     pub sender: &'a str,
@@ -39,6 +43,16 @@ impl Relay {
         })
     }
 
+    /// Starts a spool entry (after the spool route's DATA).
+    ///
+    /// # Errors
+    /// `SpoolFull` over `max_size` or on a full disk, `LocalError` otherwise.
+    pub fn begin_spool(s: &std::sync::Arc<spool::Spool>) -> Result<Sink, Refusal> {
+        s.begin()
+            .map(|inc| Sink::Spool(s.clone(), inc))
+            .map_err(spool_refusal)
+    }
+
     /// Writes unstuffed content lines to the sink.
     ///
     /// # Errors
@@ -50,6 +64,7 @@ impl Relay {
                 tracing::error!(error = %e, "outbox: cannot write the message");
                 Refusal::LocalError
             }),
+            Sink::Spool(_, inc) => inc.write(lines).map_err(spool_refusal),
             Sink::Provider => {
                 let Some((_, client)) = self.kept.as_mut() else {
                     return Err(Refusal::UpstreamLostInData);
@@ -67,6 +82,7 @@ impl Relay {
     pub fn abort(&mut self, sink: Sink) {
         match sink {
             Sink::Outbox(spool) => spool.abort(),
+            Sink::Spool(_, inc) => inc.abort(),
             Sink::Provider => self.kept = None,
         }
     }
@@ -102,6 +118,32 @@ impl Relay {
                     }
                 }
             }
+            Sink::Spool(s, inc) => {
+                let body = match m.body {
+                    Some(BodyType::EightBitMime) => "8bitmime",
+                    _ => "7bit",
+                };
+                let msg = NewMessage {
+                    upstream: m.upstream,
+                    user: m.user,
+                    mail_from: m.sender,
+                    client_mail_from: m.client_from,
+                    recipients: m.recipients,
+                    smtputf8: m.smtputf8,
+                    body,
+                    notice: false,
+                };
+                match s.commit(inc, &msg).await {
+                    Ok(id) => (
+                        Reply::new(250, "2.0.0", format!("Queued as {id}")),
+                        "spooled",
+                    ),
+                    Err(e) => {
+                        let r = spool_refusal(e);
+                        (r.reply(), r.message_result())
+                    }
+                }
+            }
             Sink::Provider => {
                 let Some((_, client)) = self.kept.as_mut() else {
                     return (Refusal::UpstreamLost.reply(), "upstream_failed");
@@ -125,6 +167,20 @@ impl Relay {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The refusal for a spool failure: a full spool or disk is 452 4.3.1.
+fn spool_refusal(e: SpoolError) -> Refusal {
+    match e {
+        SpoolError::Full => {
+            tracing::warn!("spool full: message refused with 452");
+            Refusal::SpoolFull
+        }
+        SpoolError::Io(e) => {
+            tracing::error!(error = %e, "spool: cannot store the message");
+            Refusal::LocalError
         }
     }
 }

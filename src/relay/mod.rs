@@ -19,9 +19,11 @@ use tokio::time::Instant;
 
 pub use body::Sink;
 
+use crate::config::Delivery;
 use crate::refusal::Refusal;
 use crate::smtp::command::{Body as BodyType, MailFrom, RcptTo, Ret};
 use crate::smtp::reply::Reply;
+use crate::spool::Spool;
 use crate::upstream::client::{COMMAND_TIMEOUT, Client};
 use crate::upstream::outbox::Outbox;
 use crate::upstream::pool::Pool;
@@ -34,14 +36,26 @@ pub enum Route {
     Provider(Arc<Pool>),
     /// The outbox directory: postern answers, and stores the message.
     Outbox(Outbox),
+    /// `delivery = "spool"`: postern answers, the spool keeps the message and
+    /// its workers deliver it to the upstream named here.
+    Spool(Arc<Spool>, Arc<str>),
 }
 
 impl Route {
-    pub fn of(upstream: &Upstream) -> Route {
-        match &upstream.target {
-            Target::Smtp(pool) => Route::Provider(pool.clone()),
-            Target::Outbox(outbox) => Route::Outbox(outbox.clone()),
+    /// The route of `upstream`'s mail; `spool` is the policy's spool.
+    pub fn of(upstream: &Upstream, spool: Option<&Arc<Spool>>) -> Route {
+        match (&upstream.target, upstream.delivery, spool) {
+            (Target::Smtp(_), Delivery::Spool, Some(s)) => {
+                Route::Spool(s.clone(), upstream.name.clone())
+            }
+            (Target::Smtp(pool), _, _) => Route::Provider(pool.clone()),
+            (Target::Outbox(outbox), _, _) => Route::Outbox(outbox.clone()),
         }
+    }
+
+    /// Whether postern answers MAIL and RCPT itself (no provider in the dialogue).
+    pub fn is_local(&self) -> bool {
+        !matches!(self, Route::Provider(_))
     }
 }
 
@@ -111,6 +125,13 @@ impl Relay {
                 queue.push_back(Slot::Ready(Reply::new(250, "2.1.0", "Sender OK")));
                 return Ok(After::Continue);
             }
+            Route::Spool(spool, _) => {
+                if spool.is_full(mail.params.size.unwrap_or(0)) {
+                    return Err(Refusal::SpoolFull);
+                }
+                queue.push_back(Slot::Ready(Reply::new(250, "2.1.0", "Sender OK")));
+                return Ok(After::Continue);
+            }
             Route::Provider(pool) => pool,
         };
         // Answer what is queued before this (it may need the connection); no
@@ -126,7 +147,7 @@ impl Relay {
 
     /// RCPT on `route`. `Ok(true)` when the recipient is accepted at once (outbox).
     pub fn rcpt(&mut self, route: &Route, rcpt: &RcptTo, queue: &mut Queue) -> (bool, After) {
-        if let Route::Outbox(_) = route {
+        if route.is_local() {
             queue.push_back(Slot::Ready(Reply::new(250, "2.1.5", "Recipient OK")));
             return (true, After::Continue);
         }

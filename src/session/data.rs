@@ -52,6 +52,15 @@ impl Session {
         if txn.forwarded == 0 {
             return self.decline(Refusal::NoValidRecipients);
         }
+        if let Route::Spool(spool, _) = &txn.route {
+            return match Relay::begin_spool(spool) {
+                Ok(sink) => {
+                    self.push(go_ahead());
+                    self.start_body(sink)
+                }
+                Err(r) => self.decline(r),
+            };
+        }
         if let Route::Outbox(ob) = &txn.route {
             return match Relay::begin_outbox(ob, &txn.id) {
                 Ok(sink) => {
@@ -224,6 +233,7 @@ impl Session {
             return reply;
         }
         let finished = Finished {
+            upstream: &txn.upstream.name,
             user: &user,
             client_from: &txn.client_from,
             sender: &txn.sender,
@@ -238,7 +248,7 @@ impl Session {
             .relay_duration
             .with_label_values(&[&txn.upstream.name])
             .observe(relay.as_secs_f64());
-        if result == "accepted" {
+        if result == "accepted" || result == "spooled" {
             metrics
                 .message_bytes
                 .with_label_values(&[&user])

@@ -56,11 +56,18 @@ impl Session {
             .rewrite_sender
             .clone()
             .unwrap_or_else(|| mail.path.clone());
-        let route = Route::of(&upstream);
+        let route = Route::of(&upstream, self.policy.spool.as_ref());
+        // Spooled mail is sent in as many transactions as the provider needs:
+        // the device's cap is the user's own.
+        let max_recipients = if upstream.delivery.uses_spool() {
+            user.limits.max_recipients
+        } else {
+            upstream.effective_max_recipients(user.limits.max_recipients)
+        };
         let txn = Txn {
             id,
             started: tokio::time::Instant::now(),
-            max_recipients: upstream.effective_max_recipients(user.limits.max_recipients),
+            max_recipients,
             upstream,
             route,
             client_from: mail.path.clone(),

@@ -161,6 +161,8 @@ pub struct Upstream {
     pub max_recipients: Option<u32>,
     pub max_message_size: Option<u64>,
     pub target: Target,
+    /// `delivery`: relay, spool or fallback (issue 12).
+    pub delivery: crate::config::Delivery,
 }
 
 impl Upstream {
@@ -222,6 +224,7 @@ impl Upstream {
             max_recipients: u.max_recipients,
             max_message_size: u.max_message_size.map(|s| s.0),
             target,
+            delivery: u.delivery_mode(),
         })
     }
 

@@ -267,6 +267,11 @@ impl Pool {
         Ok(fresh)
     }
 
+    /// Whether a reload replaced this upstream (its delivery loop ends).
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
     /// Connections waiting in the pool now.
     pub fn idle_connections(&self) -> usize {
         self.idle().len()

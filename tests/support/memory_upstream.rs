@@ -10,6 +10,9 @@
 //! except that a message with a `X-Verdict: tempfail` (or `reject`) line is
 //! answered 451 (554) after its dot. `refuse_auth(true)` makes AUTH fail
 //! with 535, as when the provider password changed.
+//!
+//! Faults on demand: `set_down` refuses connections, `set_mail_reply` and
+//! `set_data_reply` answer MAIL or the final dot with the given reply line.
 
 use std::sync::{Arc, Mutex};
 
@@ -32,6 +35,9 @@ struct Record {
     max_open: usize,
     commands: Vec<String>,
     messages: Vec<Delivered>,
+    down: bool,
+    mail_reply: Option<String>,
+    data_reply: Option<String>,
 }
 
 /// The in-memory provider and its connector.
@@ -71,6 +77,35 @@ impl MemoryUpstream {
         self.lock().messages.clone()
     }
 
+    /// While `down`, connecting fails (connection refused).
+    pub fn set_down(&self, down: bool) {
+        self.lock().down = down;
+    }
+
+    /// Answer every MAIL with `reply` (e.g. "451 4.3.0 try later"); `None`: 250.
+    pub fn set_mail_reply(&self, reply: Option<&str>) {
+        self.lock().mail_reply = reply.map(|r| format!("{r}\r\n"));
+    }
+
+    /// Answer the final dot with `reply`; `None`: 250 (and the message is recorded).
+    pub fn set_data_reply(&self, reply: Option<&str>) {
+        self.lock().data_reply = reply.map(|r| format!("{r}\r\n"));
+    }
+
+    /// The most connections that were open at once.
+    pub fn peak_connections(&self) -> usize {
+        self.lock().max_open
+    }
+
+    /// MAIL commands received.
+    pub fn transactions(&self) -> usize {
+        self.lock()
+            .commands
+            .iter()
+            .filter(|c| c.to_ascii_uppercase().starts_with("MAIL FROM:"))
+            .count()
+    }
+
     /// A postern `[[upstream]]` table named "mem" for this provider.
     pub fn postern_toml(extra: &str) -> String {
         format!(
@@ -82,6 +117,14 @@ impl MemoryUpstream {
 
 impl Connector for MemoryUpstream {
     fn connect<'a>(&'a self, _addr: &'a str) -> Connecting<'a> {
+        if self.lock().down {
+            return Box::pin(async {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "provider down",
+                ))
+            });
+        }
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         {
             let mut r = self.lock();
@@ -111,6 +154,7 @@ impl MemoryUpstream {
             };
             self.lock().commands.push(line.clone());
             let upper = line.to_ascii_uppercase();
+            let mail_reply = self.lock().mail_reply.clone();
             let reply: &[u8] = if upper.starts_with("EHLO") {
                 b"250-provider.test\r\n250-PIPELINING\r\n250-SIZE 10000000\r\n250 AUTH PLAIN\r\n"
             } else if upper.starts_with("AUTH") {
@@ -120,7 +164,14 @@ impl MemoryUpstream {
                     b"235 2.7.0 ok\r\n"
                 }
             } else if upper.starts_with("MAIL FROM:") {
-                from = line[10..].trim_matches(['<', '>']).to_owned();
+                if let Some(r) = mail_reply {
+                    io.write_all(r.as_bytes()).await?;
+                    continue;
+                }
+                let path = &line[10..];
+                from = path[..path.find('>').map_or(path.len(), |i| i + 1)]
+                    .trim_matches(['<', '>'])
+                    .to_owned();
                 to.clear();
                 if from.starts_with("tempfail") {
                     b"451 4.3.2 try later\r\n"
@@ -154,6 +205,12 @@ impl MemoryUpstream {
                         }
                         None => return Ok(()),
                     }
+                }
+                let data_reply = self.lock().data_reply.clone();
+                if let Some(r) = data_reply {
+                    to.clear();
+                    io.write_all(r.as_bytes()).await?;
+                    continue;
                 }
                 let text = String::from_utf8_lossy(&data).into_owned();
                 if text.contains("X-Verdict: tempfail") {

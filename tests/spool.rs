@@ -1,0 +1,387 @@
+//! The durable spool (`delivery = "spool"`), driven by transcripts against
+//! the in-memory provider in paused time: acknowledgement while the provider
+//! is down and exactly-once delivery when it returns, per-recipient outcomes
+//! and dead letters, recipient batching, backoff and expiry, recovery of a
+//! spool left by a crash, the size bound, and group commit.
+
+mod support;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use base64::Engine as _;
+use support::memory_upstream::MemoryUpstream;
+use support::transcript::{Server, Transcript};
+
+const PASSWORD: &str = "device-password";
+
+fn hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| postern::auth::hash_password(PASSWORD).expect("hash_password"))
+}
+
+/// A loopback listener, `[spool]` in `{dir}/spool` (with `spool` keys added),
+/// the in-memory provider "mem" (with `upstream` keys added) and user "dev".
+fn config(spool: &str, upstream: &str) -> String {
+    format!(
+        r#"
+[server]
+hostname = "relay.test"
+
+[[listener]]
+name = "smtp"
+addr = "127.0.0.1:2525"
+
+[limits]
+messages_per_minute = 100000
+recipients_per_hour = 100000
+
+[spool]
+dir = "{{dir}}/spool"
+retry_initial = "10s"
+retry_max = "80s"
+{spool}
+
+{up}
+
+[[user]]
+name = "dev"
+password_hash = "{hash}"
+allowed_senders = ["*@example.com"]
+"#,
+        up = MemoryUpstream::postern_toml(upstream),
+        hash = hash()
+    )
+}
+
+fn server(up: &MemoryUpstream, spool: &str, upstream: &str) -> Server {
+    let s = Server::build(&config(spool, upstream), up.connector());
+    s.state.shared.policy().start_upstreams();
+    s
+}
+
+async fn logged_in(server: &Server) -> Transcript {
+    let mut t = server.connect();
+    t.expect("220").await;
+    t.cmd("EHLO printer", "250").await;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("\0dev\0{PASSWORD}"));
+    t.cmd(&format!("AUTH PLAIN {auth}"), "235").await;
+    t
+}
+
+/// One message to `rcpts`; returns the final reply.
+async fn send(t: &mut Transcript, rcpts: &[&str], body: &str) -> String {
+    t.cmd("MAIL FROM:<scanner@example.com>", "250").await;
+    for r in rcpts {
+        t.cmd(&format!("RCPT TO:<{r}>"), "250").await;
+    }
+    t.cmd("DATA", "354").await;
+    t.line(&format!("Subject: scan\r\n\r\n{body}\r\n.")).await;
+    t.reply().await
+}
+
+fn queued_id(reply: &str) -> String {
+    assert!(reply.starts_with("250 2.0.0 Queued as "), "{reply}");
+    reply.rsplit(' ').next().unwrap().to_owned()
+}
+
+fn spool_dir(s: &Server) -> std::path::PathBuf {
+    s.dir.path().join("spool")
+}
+
+fn count(dir: &std::path::Path, ext: &str) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(ext))
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Lets paused time run until `cond` holds (at most `limit` of virtual time).
+async fn until(limit: Duration, mut cond: impl FnMut() -> bool) {
+    let step = Duration::from_millis(500);
+    let mut waited = Duration::ZERO;
+    while !cond() {
+        assert!(waited < limit, "condition not reached within {limit:?}");
+        tokio::time::sleep(step).await;
+        waited += step;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn spool_mode_acks_while_the_provider_is_down_and_delivers_once_when_it_returns() {
+    let up = MemoryUpstream::default();
+    up.set_down(true);
+    let s = server(&up, "", "delivery = \"spool\"");
+    let mut t = logged_in(&s).await;
+    let id = queued_id(&send(&mut t, &["you@example.net"], "page 1").await);
+    t.cmd("QUIT", "221").await;
+    let dir = spool_dir(&s);
+    assert!(dir.join(format!("queue/{id}.eml")).exists());
+    assert!(dir.join(format!("queue/{id}.json")).exists());
+    assert_eq!(
+        s.metric("postern_messages_total{result=\"spooled\",user=\"dev\"}"),
+        1.0
+    );
+    // The first attempts fail while the provider is down.
+    until(Duration::from_secs(30), || {
+        s.metric("postern_delivery_attempts_total{result=\"error\",upstream=\"mem\"}") >= 2.0
+    })
+    .await;
+    assert_eq!(
+        s.metric("postern_spool_messages{state=\"deferred\",upstream=\"mem\"}"),
+        1.0
+    );
+    assert!(up.messages().is_empty());
+    up.set_down(false);
+    until(Duration::from_secs(200), || !up.messages().is_empty()).await;
+    until(Duration::from_secs(5), || {
+        count(&dir.join("queue"), ".json") == 0
+    })
+    .await;
+    // Long after: still exactly one delivery.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let got = up.messages();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].to, vec!["you@example.net"]);
+    assert_eq!(got[0].from, "scanner@example.com");
+    assert!(String::from_utf8_lossy(&got[0].data).contains("page 1"));
+    assert_eq!(count(&dir.join("queue"), ".eml"), 0);
+    assert_eq!(
+        s.metric("postern_delivery_attempts_total{result=\"delivered\",upstream=\"mem\"}"),
+        1.0
+    );
+    assert_eq!(
+        s.metric("postern_spool_messages{state=\"deferred\",upstream=\"mem\"}"),
+        0.0
+    );
+    assert_eq!(s.metric("postern_spool_bytes"), 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_refused_recipient_is_a_dead_letter_the_other_is_delivered() {
+    let up = MemoryUpstream::default();
+    let s = server(&up, "", "delivery = \"spool\"");
+    let mut t = logged_in(&s).await;
+    let id = queued_id(&send(&mut t, &["ok@example.net", "reject@example.net"], "x").await);
+    let dir = spool_dir(&s);
+    until(Duration::from_secs(30), || {
+        dir.join(format!("dead/{id}.json")).exists()
+    })
+    .await;
+    let got = up.messages();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].to, vec!["ok@example.net"]);
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(format!("dead/{id}.json"))).unwrap())
+            .unwrap();
+    let rcpts = record["recipients"].as_array().unwrap();
+    assert_eq!(rcpts[0]["status"], "done");
+    assert_eq!(rcpts[1]["status"], "dead");
+    assert!(
+        rcpts[1]["reply"].as_str().unwrap().contains("550 5.1.1"),
+        "{record}"
+    );
+    assert!(dir.join(format!("dead/{id}.eml")).exists());
+    assert_eq!(count(&dir.join("queue"), ".json"), 0);
+    assert_eq!(
+        s.metric("postern_dead_letters_total{upstream=\"mem\"}"),
+        1.0
+    );
+    assert_eq!(
+        s.metric("postern_spool_messages{state=\"dead\",upstream=\"mem\"}"),
+        1.0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn seven_recipients_with_a_provider_cap_of_three_take_three_transactions() {
+    let up = MemoryUpstream::default();
+    let s = server(&up, "", "delivery = \"spool\"\nmax_recipients = 3");
+    let mut t = logged_in(&s).await;
+    let rcpts: Vec<String> = (1..=7).map(|i| format!("r{i}@example.net")).collect();
+    let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    // The device may give all seven at once: its cap is the user's, not the provider's.
+    queued_id(&send(&mut t, &refs, "many").await);
+    until(Duration::from_secs(30), || up.messages().len() == 3).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let got = up.messages();
+    assert_eq!(got.len(), 3);
+    assert_eq!(up.transactions(), 3);
+    let mut all: Vec<String> = got.iter().flat_map(|m| m.to.clone()).collect();
+    assert!(got.iter().all(|m| m.to.len() <= 3));
+    all.sort();
+    assert_eq!(all, rcpts);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_recipient_is_retried_with_backoff_then_dies_at_max_age() {
+    let up = MemoryUpstream::default();
+    let s = server(&up, "max_age = \"5m\"", "delivery = \"spool\"");
+    let mut t = logged_in(&s).await;
+    let id = queued_id(&send(&mut t, &["busy@example.net", "ok@example.net"], "x").await);
+    let dir = spool_dir(&s);
+    until(Duration::from_secs(5), || up.messages().len() == 1).await;
+    // ok@ went at once; busy@ waits and is tried again, further apart each time.
+    let start = tokio::time::Instant::now();
+    until(Duration::from_secs(400), || {
+        dir.join(format!("dead/{id}.json")).exists()
+    })
+    .await;
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_secs(290), "{waited:?}");
+    let busy_rcpts = up
+        .commands()
+        .iter()
+        .filter(|c| c.contains("busy@example.net"))
+        .count();
+    // 10 s doubling to 80 s (+ up to a quarter) within 5 min: 5 to 7 tries, not one per second.
+    assert!((4..=8).contains(&busy_rcpts), "{busy_rcpts} tries");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(format!("dead/{id}.json"))).unwrap())
+            .unwrap();
+    let reply = record["recipients"][0]["reply"].as_str().unwrap();
+    assert!(reply.contains("expired"), "{reply}");
+    assert!(reply.contains("451 4.3.0"), "{reply}");
+    assert_eq!(record["recipients"][1]["status"], "done");
+    assert_eq!(up.messages().len(), 1, "ok@ is never sent twice");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_notice_goes_to_notify_never_to_the_sender() {
+    let up = MemoryUpstream::default();
+    let s = server(
+        &up,
+        "notify = \"postmaster@example.lan\"",
+        "delivery = \"spool\"",
+    );
+    let mut t = logged_in(&s).await;
+    let id = queued_id(&send(&mut t, &["reject@example.net"], "x").await);
+    until(Duration::from_secs(30), || up.messages().len() == 1).await;
+    let notice = &up.messages()[0];
+    assert_eq!(notice.to, vec!["postmaster@example.lan"]);
+    let text = String::from_utf8_lossy(&notice.data);
+    assert!(text.contains(&id), "{text}");
+    assert!(text.contains("550 5.1.1"), "{text}");
+    assert!(
+        !up.commands()
+            .iter()
+            .any(|c| c.starts_with("RCPT TO:<scanner@example.com>"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_discards_half_written_entries_and_resumes_delivery() {
+    let up = MemoryUpstream::default();
+    up.set_down(true);
+    let mut first = server(&up, "", "delivery = \"spool\"");
+    let mut t = logged_in(&first).await;
+    let id = queued_id(&send(&mut t, &["you@example.net"], "survives").await);
+    t.cmd("QUIT", "221").await;
+    let dir = spool_dir(&first);
+    // What a crash leaves: a message written but never committed, a temp file.
+    std::fs::write(dir.join("queue/1-000000-dead.eml"), b"half").unwrap();
+    std::fs::write(dir.join("tmp/2-000000-beef.eml"), b"half").unwrap();
+    // The daemon is gone (its spool lock too); a new one starts on the same files.
+    let toml = config("", "delivery = \"spool\"")
+        .replace("{dir}", &first.dir.path().display().to_string());
+    // Keep the files when the first daemon goes.
+    let files = std::mem::replace(&mut first.dir, tempfile::tempdir().unwrap());
+    let keep = files.path().to_path_buf();
+    drop(first);
+    // Its last tasks end (a real crash ends them at once).
+    until(Duration::from_secs(10), || {
+        std::fs::File::open(keep.join("spool/lock")).is_ok_and(|f| f.try_lock().is_ok())
+    })
+    .await;
+    up.set_down(false);
+    let second = Server::build(&toml, up.connector());
+    second.state.shared.policy().start_upstreams();
+    assert!(!keep.join("spool/queue/1-000000-dead.eml").exists());
+    assert_eq!(count(&keep.join("spool/tmp"), ""), 0);
+    assert_eq!(
+        second
+            .state
+            .shared
+            .policy()
+            .spool
+            .as_ref()
+            .unwrap()
+            .queued(),
+        1
+    );
+    // Its retry time was set by the first daemon's (paused, so faster) clock.
+    until(Duration::from_secs(300), || up.messages().len() == 1).await;
+    assert!(String::from_utf8_lossy(&up.messages()[0].data).contains("survives"));
+    until(Duration::from_secs(5), || {
+        !keep.join(format!("spool/queue/{id}.json")).exists()
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn over_max_size_new_messages_get_452() {
+    let up = MemoryUpstream::default();
+    up.set_down(true);
+    // No delivery workers: they would write temporary records of their own.
+    let s = Server::build(
+        &config("max_size = 2000", "delivery = \"spool\""),
+        up.connector(),
+    );
+    let mut t = logged_in(&s).await;
+    let lines = |c: &str| vec![c.repeat(99); 15].join("\r\n");
+    queued_id(&send(&mut t, &["a@example.net"], &lines("x")).await);
+    // This one would take the spool over 2000 bytes: refused after its body.
+    let r = send(&mut t, &["a@example.net"], &lines("y")).await;
+    assert!(r.starts_with("452 4.3.1"), "{r}");
+    // A declared size over what is left is refused at MAIL.
+    t.cmd("MAIL FROM:<scanner@example.com> SIZE=1000", "452 4.3.1")
+        .await;
+    assert_eq!(count(&spool_dir(&s).join("queue"), ".eml"), 1);
+    assert_eq!(count(&spool_dir(&s).join("tmp"), ""), 0);
+    assert_eq!(
+        s.metric("postern_messages_total{result=\"spool_full\",user=\"dev\"}"),
+        2.0,
+        "each refused transaction counted once: after its body, and at MAIL"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sessions_share_disk_syncs() {
+    let up = MemoryUpstream::default();
+    up.set_down(true);
+    // No delivery workers: only the sessions' commits count.
+    let s = std::sync::Arc::new(Server::build(
+        &config("", "delivery = \"spool\""),
+        up.connector(),
+    ));
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut t = logged_in(&s).await;
+            let mut ids = Vec::new();
+            for j in 0..5 {
+                ids.push(queued_id(
+                    &send(&mut t, &["a@example.net"], &format!("{i}-{j}")).await,
+                ));
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.extend(t.await.unwrap());
+    }
+    assert_eq!(ids.len(), 100);
+    let spool = s.state.shared.policy().spool.clone().unwrap();
+    let rounds = spool.commit_rounds();
+    // Every message durable, in fewer disk syncs than messages.
+    assert_eq!(count(&spool_dir(&s).join("queue"), ".json"), 100);
+    assert!(rounds < 100, "{rounds} rounds for 100 messages");
+    eprintln!("100 messages from 20 sessions: {rounds} commit rounds");
+}
