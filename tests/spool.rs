@@ -385,3 +385,117 @@ async fn concurrent_sessions_share_disk_syncs() {
     assert!(rounds < 100, "{rounds} rounds for 100 messages");
     eprintln!("100 messages from 20 sessions: {rounds} commit rounds");
 }
+
+/// `postern queue ...` as the command line runs it, on this server's spool.
+fn queue(s: &Server, args: &[&str]) -> Result<String, String> {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: postern::spool::cli::QueueCmd,
+    }
+    let cli = Cli::try_parse_from(std::iter::once("queue").chain(args.iter().copied()))
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    postern::spool::cli::run(&spool_dir(s), cli.cmd, &mut out)?;
+    Ok(String::from_utf8(out).unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn queue_commands_list_show_delete_retry_while_running() {
+    let up = MemoryUpstream::default();
+    up.set_down(true);
+    let s = server(&up, "", "delivery = \"spool\"");
+    let mut t = logged_in(&s).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(queued_id(
+            &send(&mut t, &["you@example.net"], &format!("scan {i}")).await,
+        ));
+    }
+    until(Duration::from_secs(5), || {
+        s.metric("postern_delivery_attempts_total{result=\"error\",upstream=\"mem\"}") >= 3.0
+    })
+    .await;
+    let list = queue(&s, &["list"]).unwrap();
+    for id in &ids {
+        assert!(list.contains(id.as_str()), "{list}");
+    }
+    assert!(list.contains("attempts 1"), "{list}");
+    let json: serde_json::Value =
+        serde_json::from_str(&queue(&s, &["list", "--json"]).unwrap()).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 3);
+    let show = queue(&s, &["show", &ids[1]]).unwrap();
+    assert!(
+        show.contains("\"mail_from\": \"scanner@example.com\""),
+        "{show}"
+    );
+    assert!(show.contains("scan 1"), "{show}");
+    assert!(queue(&s, &["show", "../../etc/passwd"]).is_err());
+    assert!(queue(&s, &["show", "1-000000-0000"]).is_err());
+
+    assert_eq!(
+        queue(&s, &["delete", &ids[0]]).unwrap(),
+        format!("{}: deleted\n", ids[0])
+    );
+    assert!(!spool_dir(&s).join(format!("queue/{}.eml", ids[0])).exists());
+    // The daemon hears of it within a second.
+    let spool = s.state.shared.policy().spool.clone().unwrap();
+    until(Duration::from_secs(3), || spool.queued() == 2).await;
+
+    // Backoff would wait 10 s or more; retry makes it now.
+    up.set_down(false);
+    queue(&s, &["retry", "--all"]).unwrap();
+    until(Duration::from_secs(3), || up.messages().len() == 2).await;
+    let bodies: Vec<String> = up
+        .messages()
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.data).into_owned())
+        .collect();
+    assert!(bodies.iter().any(|b| b.contains("scan 1")));
+    assert!(bodies.iter().any(|b| b.contains("scan 2")));
+    assert!(
+        !bodies.iter().any(|b| b.contains("scan 0")),
+        "deleted one went"
+    );
+    until(Duration::from_secs(3), || {
+        queue(&s, &["list"]).unwrap() == "queue is empty\n"
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_is_listed_with_its_reason_and_requeued() {
+    let up = MemoryUpstream::default();
+    up.set_data_reply(Some("554 5.6.0 content refused"));
+    let s = server(&up, "", "delivery = \"spool\"");
+    let mut t = logged_in(&s).await;
+    let id = queued_id(&send(&mut t, &["you@example.net"], "x").await);
+    until(Duration::from_secs(10), || {
+        spool_dir(&s).join(format!("dead/{id}.json")).exists()
+    })
+    .await;
+    let dead = queue(&s, &["dead"]).unwrap();
+    assert!(dead.contains(&id), "{dead}");
+    assert!(dead.contains("you@example.net: "), "{dead}");
+    assert!(dead.contains("554 5.6.0"), "{dead}");
+    assert!(
+        queue(&s, &["retry", &id]).is_err(),
+        "a dead letter is not retried"
+    );
+    up.set_data_reply(None);
+    assert!(
+        queue(&s, &["requeue", &id])
+            .unwrap()
+            .contains("back in the queue")
+    );
+    until(Duration::from_secs(5), || up.messages().len() == 1).await;
+    until(Duration::from_secs(5), || {
+        queue(&s, &["dead"]).unwrap() == "no dead letters\n"
+    })
+    .await;
+    assert_eq!(
+        s.metric("postern_spool_messages{state=\"dead\",upstream=\"mem\"}"),
+        0.0
+    );
+}

@@ -50,6 +50,21 @@ pub enum QueueCmd {
     },
 }
 
+/// Runs a queue command on the spool of `config`.
+///
+/// # Errors
+/// No `[spool]` in the config, or what `run` reports.
+pub fn for_config(
+    config: &crate::config::Config,
+    cmd: QueueCmd,
+    out: &mut dyn Write,
+) -> Result<(), String> {
+    let Some(spool) = &config.spool else {
+        return Err(format!("{}: no [spool] section", config.source));
+    };
+    run(spool.dir.get_ref(), cmd, out)
+}
+
 /// How long a command waits for an entry a delivery attempt holds.
 const LOCK_WAIT: Duration = Duration::from_secs(15);
 
