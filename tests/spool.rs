@@ -6,111 +6,11 @@
 
 mod support;
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use base64::Engine as _;
 use support::memory_upstream::MemoryUpstream;
-use support::transcript::{Server, Transcript};
-
-const PASSWORD: &str = "device-password";
-
-fn hash() -> &'static str {
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| postern::auth::hash_password(PASSWORD).expect("hash_password"))
-}
-
-/// A loopback listener, `[spool]` in `{dir}/spool` (with `spool` keys added),
-/// the in-memory provider "mem" (with `upstream` keys added) and user "dev".
-fn config(spool: &str, upstream: &str) -> String {
-    format!(
-        r#"
-[server]
-hostname = "relay.test"
-
-[[listener]]
-name = "smtp"
-addr = "127.0.0.1:2525"
-
-[limits]
-messages_per_minute = 100000
-recipients_per_hour = 100000
-
-[spool]
-dir = "{{dir}}/spool"
-retry_initial = "10s"
-retry_max = "80s"
-{spool}
-
-{up}
-
-[[user]]
-name = "dev"
-password_hash = "{hash}"
-allowed_senders = ["*@example.com"]
-"#,
-        up = MemoryUpstream::postern_toml(upstream),
-        hash = hash()
-    )
-}
-
-fn server(up: &MemoryUpstream, spool: &str, upstream: &str) -> Server {
-    let s = Server::build(&config(spool, upstream), up.connector());
-    s.state.shared.policy().start_upstreams();
-    s
-}
-
-async fn logged_in(server: &Server) -> Transcript {
-    let mut t = server.connect();
-    t.expect("220").await;
-    t.cmd("EHLO printer", "250").await;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("\0dev\0{PASSWORD}"));
-    t.cmd(&format!("AUTH PLAIN {auth}"), "235").await;
-    t
-}
-
-/// One message to `rcpts`; returns the final reply.
-async fn send(t: &mut Transcript, rcpts: &[&str], body: &str) -> String {
-    t.cmd("MAIL FROM:<scanner@example.com>", "250").await;
-    for r in rcpts {
-        t.cmd(&format!("RCPT TO:<{r}>"), "250").await;
-    }
-    t.cmd("DATA", "354").await;
-    t.line(&format!("Subject: scan\r\n\r\n{body}\r\n.")).await;
-    t.reply().await
-}
-
-fn queued_id(reply: &str) -> String {
-    assert!(reply.starts_with("250 2.0.0 Queued as "), "{reply}");
-    reply.rsplit(' ').next().unwrap().to_owned()
-}
-
-fn spool_dir(s: &Server) -> std::path::PathBuf {
-    s.dir.path().join("spool")
-}
-
-fn count(dir: &std::path::Path, ext: &str) -> usize {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(ext))
-            })
-            .count()
-        })
-        .unwrap_or(0)
-}
-
-/// Lets paused time run until `cond` holds (at most `limit` of virtual time).
-async fn until(limit: Duration, mut cond: impl FnMut() -> bool) {
-    let step = Duration::from_millis(500);
-    let mut waited = Duration::ZERO;
-    while !cond() {
-        assert!(waited < limit, "condition not reached within {limit:?}");
-        tokio::time::sleep(step).await;
-        waited += step;
-    }
-}
+use support::spool::*;
+use support::transcript::Server;
 
 #[tokio::test(start_paused = true)]
 async fn spool_mode_acks_while_the_provider_is_down_and_delivers_once_when_it_returns() {
@@ -384,21 +284,6 @@ async fn concurrent_sessions_share_disk_syncs() {
     assert_eq!(count(&spool_dir(&s).join("queue"), ".json"), 100);
     assert!(rounds < 100, "{rounds} rounds for 100 messages");
     eprintln!("100 messages from 20 sessions: {rounds} commit rounds");
-}
-
-/// `postern queue ...` as the command line runs it, on this server's spool.
-fn queue(s: &Server, args: &[&str]) -> Result<String, String> {
-    use clap::Parser;
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(subcommand)]
-        cmd: postern::spool::cli::QueueCmd,
-    }
-    let cli = Cli::try_parse_from(std::iter::once("queue").chain(args.iter().copied()))
-        .map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    postern::spool::cli::run(&spool_dir(s), cli.cmd, &mut out)?;
-    Ok(String::from_utf8(out).unwrap())
 }
 
 #[tokio::test(start_paused = true)]

@@ -39,6 +39,10 @@ pub enum Route {
     /// `delivery = "spool"`: postern answers, the spool keeps the message and
     /// its workers deliver it to the upstream named here.
     Spool(Arc<Spool>, Arc<str>),
+    /// `delivery = "fallback"`: relayed as `Provider`; what the provider cannot
+    /// take now (set-up failure, pool wait, a lost connection, a timeout, any
+    /// 4xx) goes to the spool and the client hears 250.
+    Fallback(Arc<Pool>, Arc<Spool>),
 }
 
 impl Route {
@@ -48,6 +52,9 @@ impl Route {
             (Target::Smtp(_), Delivery::Spool, Some(s)) => {
                 Route::Spool(s.clone(), upstream.name.clone())
             }
+            (Target::Smtp(pool), Delivery::Fallback, Some(s)) => {
+                Route::Fallback(pool.clone(), s.clone())
+            }
             (Target::Smtp(pool), _, _) => Route::Provider(pool.clone()),
             (Target::Outbox(outbox), _, _) => Route::Outbox(outbox.clone()),
         }
@@ -55,7 +62,17 @@ impl Route {
 
     /// Whether postern answers MAIL and RCPT itself (no provider in the dialogue).
     pub fn is_local(&self) -> bool {
-        !matches!(self, Route::Provider(_))
+        matches!(self, Route::Outbox(_) | Route::Spool(..))
+    }
+
+    /// For a fallback transaction the provider cannot take: the spool route.
+    pub fn spool_instead(&self) -> Option<Route> {
+        match self {
+            Route::Fallback(pool, spool) => {
+                Some(Route::Spool(spool.clone(), pool.dial().name.clone()))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -83,6 +100,10 @@ pub type Queue = VecDeque<Slot>;
 pub struct Resolution {
     /// The upstream refused MAIL, or the connection was lost: the transaction is over.
     pub ended: bool,
+    /// Fallback: the provider cannot take this transaction now; it goes to the spool.
+    pub to_spool: bool,
+    /// Fallback: recipients the provider put off (4xx): they go to the spool.
+    pub deferred: Vec<String>,
     /// Recipients the upstream accepted.
     pub accepted: Vec<String>,
     /// The upstream's reply to DATA, when one was read.
@@ -98,6 +119,8 @@ pub enum After {
     Continue,
     /// The upstream has no PIPELINING: resolve the queue before the next command.
     Resolve,
+    /// Fallback: the provider could not be set up; the transaction goes to the spool.
+    SpoolOnly,
 }
 
 /// The upstream half of one session.
@@ -105,6 +128,8 @@ pub enum After {
 pub struct Relay {
     /// The provider connection kept across this session's transactions, with its pool.
     kept: Option<(Arc<Pool>, Client)>,
+    /// The open transaction falls back to the spool (`delivery = "fallback"`).
+    fallback: bool,
 }
 
 impl Relay {
@@ -120,7 +145,9 @@ impl Relay {
         queue: &mut Queue,
         user: &str,
     ) -> Result<After, Refusal> {
+        self.fallback = matches!(route, Route::Fallback(..));
         let pool = match route {
+            Route::Fallback(pool, _) => pool,
             Route::Outbox(_) => {
                 queue.push_back(Slot::Ready(Reply::new(250, "2.1.0", "Sender OK")));
                 return Ok(After::Continue);
@@ -137,7 +164,15 @@ impl Relay {
         // Answer what is queued before this (it may need the connection); no
         // transaction is open, so what it resolves concerns none.
         let _ = self.resolve(queue, user).await;
-        let caps = self.open(pool).await?;
+        let caps = match self.open(pool).await {
+            Ok(caps) => caps,
+            Err(r) if self.fallback => {
+                tracing::info!(upstream = %pool.dial().name, reason = %r, "provider unavailable; the message goes to the spool");
+                queue.push_back(Slot::Ready(Reply::new(250, "2.1.0", "Sender OK")));
+                return Ok(After::SpoolOnly);
+            }
+            Err(r) => return Err(r),
+        };
         if mail.params.smtputf8 && !caps.smtputf8 {
             return Err(Refusal::UpstreamNoSmtputf8(pool.dial().name.clone()));
         }
@@ -299,6 +334,22 @@ impl Relay {
                 None
             };
             let Some(reply) = reply else {
+                if self.fallback {
+                    // The provider is gone: the spool takes the transaction.
+                    out.to_spool = true;
+                    match expect {
+                        Expect::Silent => {}
+                        Expect::Mail => resolved.push_back(Slot::Ready(sender_ok())),
+                        Expect::Rcpt(path) => {
+                            out.deferred.push(path);
+                            resolved.push_back(Slot::Ready(recipient_queued()));
+                        }
+                        Expect::Data => {
+                            resolved.push_back(Slot::Ready(Refusal::UpstreamLost.reply()))
+                        }
+                    }
+                    continue;
+                }
                 // The upstream connection is gone: so is its transaction.
                 out.ended = true;
                 if let (Expect::Rcpt(_), Some(m)) = (&expect, &metrics) {
@@ -311,7 +362,33 @@ impl Relay {
                 }
                 continue;
             };
-            let client_reply = from_upstream(&name, &reply);
+            let mut client_reply = from_upstream(&name, &reply);
+            if self.fallback {
+                match &expect {
+                    Expect::Mail if reply.class() == 4 => {
+                        tracing::info!(upstream = %name, reply = %reply, "provider put off MAIL; the message goes to the spool");
+                        out.to_spool = true;
+                        resolved.push_back(Slot::Ready(sender_ok()));
+                        continue;
+                    }
+                    Expect::Rcpt(path) if out.to_spool || reply.class() == 4 => {
+                        if let Some(m) = &metrics {
+                            m.recipients.with_label_values(&[user, "spooled"]).inc();
+                        }
+                        out.deferred.push(path.clone());
+                        resolved.push_back(Slot::Ready(recipient_queued()));
+                        continue;
+                    }
+                    Expect::Data if out.to_spool => {
+                        // data() answers 354 itself for the spool.
+                        out.data = None;
+                        client_reply = Refusal::UpstreamLost.reply();
+                        resolved.push_back(Slot::Ready(client_reply));
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
             match expect {
                 Expect::Silent => continue,
                 Expect::Mail if !reply.is_positive() => {
@@ -379,6 +456,14 @@ impl Relay {
             pool.checkin(c);
         }
     }
+}
+
+fn sender_ok() -> Reply {
+    Reply::new(250, "2.1.0", "Sender OK")
+}
+
+fn recipient_queued() -> Reply {
+    Reply::new(250, "2.1.5", "Recipient OK (queued for delivery)")
 }
 
 /// An upstream reply as the client sees it: code and enhanced code kept (a

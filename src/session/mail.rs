@@ -76,6 +76,7 @@ impl Session {
             rcpt_commands: 0,
             forwarded: 0,
             accepted: Vec::new(),
+            spool_rcpts: Vec::new(),
             max_size,
         };
         let label = self.user_label();
@@ -91,6 +92,12 @@ impl Session {
             .await
         {
             Ok(after) => {
+                let mut txn = txn;
+                if after == After::SpoolOnly
+                    && let Some(spool) = txn.route.spool_instead()
+                {
+                    txn.route = spool;
+                }
                 self.txn = Some(txn);
                 if after == After::Resolve {
                     self.drain().await;

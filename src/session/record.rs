@@ -37,6 +37,7 @@ fn route_word(route: &Route) -> &'static str {
         Route::Provider(_) => "relay",
         Route::Outbox(_) => "outbox",
         Route::Spool(..) => "spool",
+        Route::Fallback(..) => "fallback",
     }
 }
 

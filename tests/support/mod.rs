@@ -6,5 +6,6 @@ pub mod certs;
 pub mod memory_upstream;
 pub mod observe;
 pub mod postern;
+pub mod spool;
 pub mod transcript;
 pub mod upstream;
