@@ -32,6 +32,7 @@ addr = "127.0.0.1:2525"
 [limits]
 messages_per_minute = 100000
 recipients_per_hour = 100000
+max_connections_per_user = 100
 
 [spool]
 dir = "{{dir}}/spool"
