@@ -302,25 +302,25 @@ async fn queue_commands_list_show_delete_retry_while_running() {
         s.metric("postern_delivery_attempts_total{result=\"error\",upstream=\"mem\"}") >= 3.0
     })
     .await;
-    let list = queue(&s, &["list"]).unwrap();
+    let list = queue(&s, &["list"]).await.unwrap();
     for id in &ids {
         assert!(list.contains(id.as_str()), "{list}");
     }
     assert!(list.contains("attempts 1"), "{list}");
     let json: serde_json::Value =
-        serde_json::from_str(&queue(&s, &["list", "--json"]).unwrap()).unwrap();
+        serde_json::from_str(&queue(&s, &["list", "--json"]).await.unwrap()).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 3);
-    let show = queue(&s, &["show", &ids[1]]).unwrap();
+    let show = queue(&s, &["show", &ids[1]]).await.unwrap();
     assert!(
         show.contains("\"mail_from\": \"scanner@example.com\""),
         "{show}"
     );
     assert!(show.contains("scan 1"), "{show}");
-    assert!(queue(&s, &["show", "../../etc/passwd"]).is_err());
-    assert!(queue(&s, &["show", "1-000000-0000"]).is_err());
+    assert!(queue(&s, &["show", "../../etc/passwd"]).await.is_err());
+    assert!(queue(&s, &["show", "1-000000-0000"]).await.is_err());
 
     assert_eq!(
-        queue(&s, &["delete", &ids[0]]).unwrap(),
+        queue(&s, &["delete", &ids[0]]).await.unwrap(),
         format!("{}: deleted\n", ids[0])
     );
     assert!(!spool_dir(&s).join(format!("queue/{}.eml", ids[0])).exists());
@@ -330,7 +330,7 @@ async fn queue_commands_list_show_delete_retry_while_running() {
 
     // Backoff would wait 10 s or more; retry makes it now.
     up.set_down(false);
-    queue(&s, &["retry", "--all"]).unwrap();
+    queue(&s, &["retry", "--all"]).await.unwrap();
     until(Duration::from_secs(3), || up.messages().len() == 2).await;
     let bodies: Vec<String> = up
         .messages()
@@ -343,10 +343,8 @@ async fn queue_commands_list_show_delete_retry_while_running() {
         !bodies.iter().any(|b| b.contains("scan 0")),
         "deleted one went"
     );
-    until(Duration::from_secs(3), || {
-        queue(&s, &["list"]).unwrap() == "queue is empty\n"
-    })
-    .await;
+    until(Duration::from_secs(3), || spool.queued() == 0).await;
+    assert_eq!(queue(&s, &["list"]).await.unwrap(), "queue is empty\n");
 }
 
 #[tokio::test(start_paused = true)]
@@ -356,29 +354,26 @@ async fn a_dead_letter_is_listed_with_its_reason_and_requeued() {
     let s = server(&up, "", "delivery = \"spool\"");
     let mut t = logged_in(&s).await;
     let id = queued_id(&send(&mut t, &["you@example.net"], "x").await);
-    until(Duration::from_secs(10), || {
-        spool_dir(&s).join(format!("dead/{id}.json")).exists()
-    })
-    .await;
-    let dead = queue(&s, &["dead"]).unwrap();
+    let spool = s.state.shared.policy().spool.clone().unwrap();
+    until(Duration::from_secs(10), || spool.dead() == 1).await;
+    let dead = queue(&s, &["dead"]).await.unwrap();
     assert!(dead.contains(&id), "{dead}");
     assert!(dead.contains("you@example.net: "), "{dead}");
     assert!(dead.contains("554 5.6.0"), "{dead}");
     assert!(
-        queue(&s, &["retry", &id]).is_err(),
+        queue(&s, &["retry", &id]).await.is_err(),
         "a dead letter is not retried"
     );
     up.set_data_reply(None);
     assert!(
         queue(&s, &["requeue", &id])
+            .await
             .unwrap()
             .contains("back in the queue")
     );
     until(Duration::from_secs(5), || up.messages().len() == 1).await;
-    until(Duration::from_secs(5), || {
-        queue(&s, &["dead"]).unwrap() == "no dead letters\n"
-    })
-    .await;
+    until(Duration::from_secs(5), || spool.dead() == 0).await;
+    assert_eq!(queue(&s, &["dead"]).await.unwrap(), "no dead letters\n");
     assert_eq!(
         s.metric("postern_spool_messages{state=\"dead\",upstream=\"mem\"}"),
         0.0

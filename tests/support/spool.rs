@@ -110,8 +110,10 @@ pub async fn until(limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// `postern queue ...` as the command line runs it, on this server's spool.
-pub fn queue(s: &Server, args: &[&str]) -> Result<String, String> {
+/// `postern queue ...` as the command line runs it, on this server's spool,
+/// on a thread of its own (as a separate process would be: its lock waits
+/// must not stop the daemon's tasks).
+pub async fn queue(s: &Server, args: &[&str]) -> Result<String, String> {
     use clap::Parser;
     #[derive(clap::Parser)]
     struct Cli {
@@ -120,7 +122,12 @@ pub fn queue(s: &Server, args: &[&str]) -> Result<String, String> {
     }
     let cli = Cli::try_parse_from(std::iter::once("queue").chain(args.iter().copied()))
         .map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    postern::spool::cli::run(&spool_dir(s), cli.cmd, &mut out)?;
-    Ok(String::from_utf8(out).unwrap())
+    let dir = spool_dir(s);
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        postern::spool::cli::run(&dir, cli.cmd, &mut out)?;
+        Ok(String::from_utf8(out).unwrap())
+    })
+    .await
+    .unwrap()
 }
