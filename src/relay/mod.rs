@@ -308,7 +308,11 @@ impl Relay {
                     Expect::Silent => "RSET",
                 };
                 let mut r = self.read(label, sent).await;
-                if may_replay && matches!(r, Err(UpstreamError::Closed | UpstreamError::Io(_))) {
+                // A 421 as the first answer on a reused connection is the
+                // provider's idle cut, like a bare close: nothing was taken.
+                let cut = matches!(r, Err(UpstreamError::Closed | UpstreamError::Io(_)))
+                    || matches!(&r, Ok(reply) if reply.code == 421);
+                if may_replay && cut {
                     tracing::info!("kept upstream connection was closed; replaying on a new one");
                     r = match self.replace().await {
                         Ok(()) => {

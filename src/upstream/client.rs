@@ -231,6 +231,19 @@ impl Client {
         self.last_used.elapsed() >= self.dial.idle_timeout
     }
 
+    /// Whether the provider has already spoken or hung up on this idle
+    /// connection: a reply nobody asked for (a `421` at its idle cut) or EOF
+    /// means it is closing. Looks without waiting.
+    pub async fn is_closing(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
+            return true;
+        }
+        // `timeout` polls the read once before its zero deadline counts.
+        timeout(Duration::ZERO, self.stream.read_buf(&mut self.rbuf))
+            .await
+            .is_ok()
+    }
+
     /// The upstream's name.
     pub fn name(&self) -> &Arc<str> {
         &self.dial.name

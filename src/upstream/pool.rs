@@ -229,6 +229,10 @@ impl Pool {
                 tokio::spawn(c.quit());
                 continue;
             }
+            if c.is_closing().await {
+                tracing::debug!(upstream = %self.dial.name, "idle connection closed by the provider; not reused");
+                continue;
+            }
             c.set_permit(permit);
             return Ok(c);
         }

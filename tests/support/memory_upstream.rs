@@ -38,6 +38,8 @@ struct Record {
     down: bool,
     mail_reply: Option<String>,
     data_reply: Option<String>,
+    /// Quiet this long, a connection gets `421` and is closed.
+    idle_cut: Option<std::time::Duration>,
 }
 
 /// The in-memory provider and its connector.
@@ -90,6 +92,12 @@ impl MemoryUpstream {
     /// Answer the final dot with `reply`; `None`: 250 (and the message is recorded).
     pub fn set_data_reply(&self, reply: Option<&str>) {
         self.lock().data_reply = reply.map(|r| format!("{r}\r\n"));
+    }
+
+    /// Like a Postfix-based provider: a connection quiet for `cut` gets
+    /// `421 4.4.2` and is closed.
+    pub fn set_idle_cut(&self, cut: Option<std::time::Duration>) {
+        self.lock().idle_cut = cut;
     }
 
     /// The most connections that were open at once.
@@ -148,7 +156,19 @@ impl MemoryUpstream {
         let mut from = String::new();
         let mut to = Vec::new();
         loop {
-            let line = match read_line(&mut io, &mut buf).await? {
+            let cut = self.lock().idle_cut;
+            let next = match cut {
+                Some(d) => match tokio::time::timeout(d, read_line(&mut io, &mut buf)).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        io.write_all(b"421 4.4.2 provider.test idle timeout\r\n")
+                            .await?;
+                        return Ok(());
+                    }
+                },
+                None => read_line(&mut io, &mut buf).await?,
+            };
+            let line = match next {
                 Some(l) => l,
                 None => return Ok(()),
             };
