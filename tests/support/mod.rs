@@ -2,6 +2,7 @@
 //! `mod support;` and may use only part of it.
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod certs;
 pub mod memory_upstream;
 pub mod observe;
