@@ -379,3 +379,56 @@ async fn a_dead_letter_is_listed_with_its_reason_and_requeued() {
         0.0
     );
 }
+
+/// A small file system of its own, unmounted when dropped.
+struct TinyFs(std::path::PathBuf);
+
+impl TinyFs {
+    /// Mounts a tmpfs of `size` at a fresh directory; `None` where mounting is
+    /// not allowed (not root, no CAP_SYS_ADMIN).
+    fn mount(size: &str) -> Option<TinyFs> {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(TinyFs(dir))
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_disk_during_the_body_is_452_and_leaves_nothing_half_written() {
+    let Some(fs) = TinyFs::mount("256k") else {
+        eprintln!(
+            "SKIPPED: cannot mount a tmpfs here (needs root); the disk-full path is untested"
+        );
+        return;
+    };
+    let up = MemoryUpstream::default();
+    up.set_down(true);
+    let spool = fs.0.join("spool");
+    let toml =
+        config("", "delivery = \"spool\"").replace("{dir}/spool", &spool.display().to_string());
+    let s = Server::build(&toml, up.connector());
+    let mut t = logged_in(&s).await;
+    let line = "x".repeat(98);
+    let body = |kib: usize| vec![line.as_str(); kib * 10].join("\r\n");
+    queued_id(&send(&mut t, &["a@example.net"], &body(60)).await);
+    // 400 KiB cannot fit in what is left of 256 KiB.
+    let r = send(&mut t, &["a@example.net"], &body(400)).await;
+    assert!(r.starts_with("452 4.3.1"), "{r}");
+    assert_eq!(count(&spool.join("queue"), ".eml"), 1);
+    assert_eq!(count(&spool.join("queue"), ".json"), 1);
+    assert_eq!(count(&spool.join("tmp"), ""), 0);
+    // Room again: the next message is taken.
+    queued_id(&send(&mut t, &["a@example.net"], &body(20)).await);
+    drop(s);
+}
