@@ -164,7 +164,7 @@ impl Relay {
         // Answer what is queued before this (it may need the connection); no
         // transaction is open, so what it resolves concerns none.
         let _ = self.resolve(queue, user).await;
-        let caps = match self.open(pool).await {
+        let caps = match self.open(pool, user).await {
             Ok(caps) => caps,
             Err(r) if self.fallback => {
                 tracing::info!(upstream = %pool.dial().name, reason = %r, "provider unavailable; the message goes to the spool");
@@ -233,7 +233,7 @@ impl Relay {
     }
 
     /// Makes sure a fresh connection of `pool` is kept; returns its capabilities.
-    async fn open(&mut self, pool: &Arc<Pool>) -> Result<Capabilities, Refusal> {
+    async fn open(&mut self, pool: &Arc<Pool>, user: &str) -> Result<Capabilities, Refusal> {
         if let Some((p, c)) = &self.kept
             && Arc::ptr_eq(p, pool)
             && !c.is_stale()
@@ -243,7 +243,7 @@ impl Relay {
         if let Some((p, old)) = self.kept.take() {
             p.checkin(old);
         }
-        match pool.checkout().await {
+        match pool.checkout_for(user).await {
             Ok(c) => {
                 let caps = c.caps().clone();
                 self.kept = Some((pool.clone(), c));

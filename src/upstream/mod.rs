@@ -205,16 +205,19 @@ impl Upstream {
             }
             (UpstreamKind::Smtp, _) => {
                 let dial = dial_from_config(config, u, &name, &addr, metrics, connector)?;
-                Target::Smtp(Arc::new(pool::Pool::new(
-                    Arc::new(dial),
-                    u.pool.unwrap_or(true),
-                    u.max_connections
-                        .unwrap_or(crate::config::DEFAULT_UPSTREAM_MAX_CONNECTIONS),
-                    u.pool_wait
-                        .map_or(crate::config::DEFAULT_POOL_WAIT, |s| s.0),
-                    u.health_check_interval
-                        .map_or(crate::config::DEFAULT_HEALTH_CHECK_INTERVAL, |s| s.0),
-                )))
+                Target::Smtp(Arc::new(
+                    pool::Pool::new(
+                        Arc::new(dial),
+                        u.pool.unwrap_or(true),
+                        u.max_connections
+                            .unwrap_or(crate::config::DEFAULT_UPSTREAM_MAX_CONNECTIONS),
+                        u.pool_wait
+                            .map_or(crate::config::DEFAULT_POOL_WAIT, |s| s.0),
+                        u.health_check_interval
+                            .map_or(crate::config::DEFAULT_HEALTH_CHECK_INTERVAL, |s| s.0),
+                    )
+                    .with_fair_share(crate::config::spool::fair_share(u)),
+                ))
             }
         };
         Ok(Upstream {

@@ -39,6 +39,9 @@ pub struct Pool {
     retired: AtomicBool,
     /// What the upstream offered at its last EHLO.
     learned: RwLock<Option<Capabilities>>,
+    /// `max_upstream_connections_per_user`: connections one user's sessions may hold at once.
+    pub fair_share: u32,
+    per_user: dashmap::DashMap<Arc<str>, Arc<Semaphore>>,
     /// What the last connection set-up (probe or traffic) showed.
     health: Mutex<Health>,
 }
@@ -118,6 +121,8 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             retired: AtomicBool::new(false),
             learned: RwLock::new(None),
+            fair_share: max.max(1),
+            per_user: dashmap::DashMap::new(),
             health: Mutex::new(Health::Unknown),
         }
     }
@@ -156,6 +161,39 @@ impl Pool {
             .with_label_values(&[name])
             .set(i64::from(health == Health::Up));
         *self.health.lock().unwrap_or_else(|p| p.into_inner()) = health;
+    }
+
+    /// Sets `max_upstream_connections_per_user` (at least 1).
+    pub fn with_fair_share(mut self, share: u32) -> Pool {
+        self.fair_share = share.max(1);
+        self
+    }
+
+    /// A connection for one of `user`'s transactions: first the user's share
+    /// (so one device cannot hold every provider slot), then `checkout`. Both
+    /// waits together are bounded by `pool_wait`.
+    ///
+    /// # Errors
+    /// `PoolTimeout` when the user's share or the pool stayed full; what connecting reports.
+    pub async fn checkout_for(&self, user: &str) -> Result<Client, UpstreamError> {
+        let sem = self
+            .per_user
+            .entry(Arc::from(user))
+            .or_insert_with(|| Arc::new(Semaphore::new(self.fair_share as usize)))
+            .clone();
+        let mine = match tokio::time::timeout(self.wait, sem.acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            _ => {
+                tracing::info!(upstream = %self.dial.name, user, share = self.fair_share, "user holds its share of upstream connections");
+                self.dial
+                    .metrics
+                    .limit_hit("upstream_connections_per_user", user, &self.dial.name);
+                return Err(UpstreamError::PoolTimeout);
+            }
+        };
+        let mut c = self.checkout().await?;
+        c.set_user_permit(mine);
+        Ok(c)
     }
 
     pub fn dial(&self) -> &Arc<Dial> {
@@ -260,11 +298,15 @@ impl Pool {
     /// What connecting or sending reports; the slot is freed then.
     pub async fn replace(&self, mut dead: Client) -> Result<Client, UpstreamError> {
         let batch = dead.take_last_batch();
+        let mine = dead.take_user_permit();
         let permit = dead.take_permit();
         drop(dead);
         let mut fresh = self.connect(Purpose::Traffic).await?;
         if let Some(p) = permit {
             fresh.set_permit(p);
+        }
+        if let Some(p) = mine {
+            fresh.set_user_permit(p);
         }
         fresh.queue_raw(&batch);
         fresh.flush_commands().await?;
