@@ -102,6 +102,9 @@ fn spool_durations_sizes_and_notify() {
         "notify = \"postmaster@example.lan\"\nmax_size = \"10MiB\"",
     ))
     .unwrap();
+    // The contract writes max_age = "5d": days are a duration unit.
+    let c = parse(&with("max_age = \"5d\"")).unwrap();
+    assert_eq!(c.spool.unwrap().settings().max_age.as_secs(), 5 * 86400);
 }
 
 #[test]
@@ -119,7 +122,29 @@ fn fallbacks_must_be_other_smtp_upstreams() {
         upstream("up", "fallback = [\"backup\"]"),
         upstream("backup", "")
     );
-    parse(&ok).unwrap();
+    let c = parse(&ok).unwrap();
+    // Failover itself is not built yet: the config says so rather than pretend.
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("fallback = [...] is not implemented")),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn quotas_are_accepted_with_a_warning_that_they_are_not_enforced() {
+    let c = parse(&format!(
+        "{BASE}{}",
+        upstream("up", "messages_per_day = 100")
+    ))
+    .unwrap();
+    assert!(
+        c.warnings.iter().any(|w| w.contains("not enforced yet")),
+        "{:?}",
+        c.warnings
+    );
 }
 
 #[test]
