@@ -57,6 +57,7 @@ addr = "127.0.0.1:0"
 messages_per_minute = 100000000
 recipients_per_hour = 100000000
 max_connections_per_user = 1000
+max_connections_per_ip = 1000
 [spool]
 dir = "{{dir}}/spool"
 retry_initial = "1s"
@@ -69,6 +70,7 @@ tls = "none"
 username = "provider-user"
 password = "provider-secret"
 max_connections = 20
+max_upstream_connections_per_user = 20
 health_check_interval = "0s"
 delivery = "{delivery}"
 [[user]]
