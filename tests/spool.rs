@@ -69,10 +69,9 @@ async fn one_refused_recipient_is_a_dead_letter_the_other_is_delivered() {
     let mut t = logged_in(&s).await;
     let id = queued_id(&send(&mut t, &["ok@example.net", "reject@example.net"], "x").await);
     let dir = spool_dir(&s);
-    until(Duration::from_secs(30), || {
-        dir.join(format!("dead/{id}.json")).exists()
-    })
-    .await;
+    // The daemon's view: the move to dead/ is complete.
+    let spool = s.state.shared.policy().spool.clone().unwrap();
+    until(Duration::from_secs(30), || spool.dead() == 1).await;
     let got = up.messages();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].to, vec!["ok@example.net"]);
@@ -128,10 +127,8 @@ async fn a_busy_recipient_is_retried_with_backoff_then_dies_at_max_age() {
     until(Duration::from_secs(5), || up.messages().len() == 1).await;
     // ok@ went at once; busy@ waits and is tried again, further apart each time.
     let start = tokio::time::Instant::now();
-    until(Duration::from_secs(400), || {
-        dir.join(format!("dead/{id}.json")).exists()
-    })
-    .await;
+    let spool = s.state.shared.policy().spool.clone().unwrap();
+    until(Duration::from_secs(400), || spool.dead() == 1).await;
     let waited = start.elapsed();
     assert!(waited >= Duration::from_secs(290), "{waited:?}");
     let busy_rcpts = up

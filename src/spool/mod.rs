@@ -117,11 +117,19 @@ struct Index {
     bytes: u64,
 }
 
+/// Message bytes kept in memory before a file is opened for them: a small
+/// message is written, with its envelope, by the committer's round, never by
+/// the session's async thread (where a file create can wait behind a journal
+/// commit and stall every session on that thread).
+const IN_MEMORY: usize = 256 * 1024;
+
 /// A message being written to the spool.
 pub struct Incoming {
     id: String,
     tmp: PathBuf,
-    file: BufWriter<File>,
+    /// The bytes not written to `file` yet (all of them for a small message).
+    buf: Vec<u8>,
+    file: Option<BufWriter<File>>,
     crc: crc32fast::Hasher,
     size: u64,
     failed: Option<io::ErrorKind>,
@@ -142,7 +150,26 @@ impl Incoming {
         }
         self.crc.update(bytes);
         self.size += bytes.len() as u64;
-        self.file.write_all(bytes).map_err(|e| {
+        if self.file.is_none() && self.buf.len() + bytes.len() <= IN_MEMORY {
+            self.buf.extend_from_slice(bytes);
+            return Ok(());
+        }
+        let r = (|| {
+            if self.file.is_none() {
+                let f = File::options()
+                    .write(true)
+                    .create_new(true)
+                    .open(&self.tmp)?;
+                // Kept at once, so an abort removes it even if this write fails.
+                let w = self.file.insert(BufWriter::with_capacity(64 * 1024, f));
+                w.write_all(&std::mem::take(&mut self.buf))?;
+            }
+            match self.file.as_mut() {
+                Some(w) => w.write_all(bytes),
+                None => Ok(()),
+            }
+        })();
+        r.map_err(|e| {
             self.failed = Some(e.kind());
             SpoolError::from_io(e)
         })
@@ -150,8 +177,10 @@ impl Incoming {
 
     /// Drops the message: nothing of it stays on disk.
     pub fn abort(self) {
-        drop(self.file);
-        let _ = std::fs::remove_file(&self.tmp);
+        if self.file.is_some() {
+            drop(self.file);
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -355,15 +384,11 @@ impl Spool {
         }
         let id = store::new_id();
         let tmp = self.layout.tmp().join(format!("{id}.eml"));
-        let file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(SpoolError::from_io)?;
         Ok(Incoming {
             id,
             tmp,
-            file: BufWriter::with_capacity(64 * 1024, file),
+            buf: Vec::new(),
+            file: None,
             crc: crc32fast::Hasher::new(),
             size: 0,
             failed: None,
@@ -388,6 +413,7 @@ impl Spool {
         let Incoming {
             id,
             tmp,
+            buf,
             file,
             crc,
             size,
@@ -402,13 +428,27 @@ impl Spool {
             cleanup(&[&tmp]);
             return Err(SpoolError::from_io(io::Error::from(kind)));
         }
-        let file = match file.into_inner() {
-            Ok(f) => f,
-            Err(e) => {
-                cleanup(&[&tmp]);
-                return Err(SpoolError::from_io(e.into_error()));
+        // A large message is in its file already (flushed here); a small one
+        // is written by the round.
+        let mut write = Vec::new();
+        let mut sync = Vec::new();
+        match file {
+            Some(mut w) => {
+                let flushed = w.write_all(&buf).and_then(|()| w.flush());
+                match (flushed, w.into_inner()) {
+                    (Ok(()), Ok(f)) => sync.push(f),
+                    (Err(e), _) => {
+                        cleanup(&[&tmp]);
+                        return Err(SpoolError::from_io(e));
+                    }
+                    (_, Err(e)) => {
+                        cleanup(&[&tmp]);
+                        return Err(SpoolError::from_io(e.into_error()));
+                    }
+                }
             }
-        };
+            None => write.push((tmp.clone(), buf)),
+        }
         let now = self.clock.now_ms();
         let record = Record {
             id: id.clone(),
@@ -435,19 +475,26 @@ impl Spool {
                 .collect(),
             notice: m.notice,
         };
-        let (json, json_tmp) = match self.layout.write_tmp_record(&record) {
-            Ok(x) => x,
+        let json_tmp = self
+            .layout
+            .tmp()
+            .join(format!("{id}.{:08x}.json", rand::random::<u32>()));
+        let mut json = match serde_json::to_vec_pretty(&record) {
+            Ok(j) => j,
             Err(e) => {
                 cleanup(&[&tmp]);
-                return Err(SpoolError::from_io(e));
+                return Err(SpoolError::Io(io::Error::other(e)));
             }
         };
+        json.push(b'\n');
+        write.push((json_tmp.clone(), json));
         let eml = self.layout.eml(Place::Queue, &id);
         let json_path = self.layout.json(Place::Queue, &id);
         let r = self
             .committer
-            .commit(
-                vec![file, json],
+            .commit_writes(
+                write,
+                sync,
                 vec![
                     Op::Rename(tmp.clone(), eml.clone()),
                     Op::Rename(json_tmp.clone(), json_path.clone()),

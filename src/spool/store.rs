@@ -292,6 +292,9 @@ pub enum Op {
 
 /// A durable change: sync these files' data, then do `ops`, then sync `dirs`.
 pub struct Job {
+    /// Files to create, fill and sync in the round (small messages never touch
+    /// the disk on an async thread).
+    pub write: Vec<(PathBuf, Vec<u8>)>,
     pub sync: Vec<File>,
     pub ops: Vec<Op>,
     pub dirs: Vec<PathBuf>,
@@ -336,10 +339,25 @@ impl Committer {
         ops: Vec<Op>,
         dirs: Vec<PathBuf>,
     ) -> io::Result<()> {
+        self.commit_writes(Vec::new(), sync, ops, dirs).await
+    }
+
+    /// As `commit`, creating and filling the files of `write` in the round first.
+    ///
+    /// # Errors
+    /// As `commit`.
+    pub async fn commit_writes(
+        self: &Arc<Self>,
+        write: Vec<(PathBuf, Vec<u8>)>,
+        sync: Vec<File>,
+        ops: Vec<Op>,
+        dirs: Vec<PathBuf>,
+    ) -> io::Result<()> {
         let (done, rx) = tokio::sync::oneshot::channel();
         let start = {
             let mut st = self.state();
             st.0.push(Job {
+                write,
                 sync,
                 ops,
                 dirs,
@@ -377,6 +395,7 @@ impl Committer {
     pub fn commit_blocking(sync: Vec<File>, ops: Vec<Op>, dirs: Vec<PathBuf>) -> io::Result<()> {
         let (done, mut rx) = tokio::sync::oneshot::channel();
         commit_round(vec![Job {
+            write: Vec::new(),
             sync,
             ops,
             dirs,
@@ -386,24 +405,48 @@ impl Committer {
     }
 }
 
+/// One file of a round: synced as it is, or created, filled and synced.
+enum Unit<'a> {
+    Sync(&'a File),
+    Write(&'a Path, &'a [u8]),
+}
+
+impl Unit<'_> {
+    fn run(&self) -> io::Result<()> {
+        match self {
+            Unit::Sync(f) => f.sync_data(),
+            Unit::Write(p, bytes) => {
+                let mut f = File::options().write(true).create_new(true).open(p)?;
+                f.write_all(bytes)?;
+                f.sync_data()
+            }
+        }
+    }
+}
+
 /// One round: every file's data synced (in parallel), then each job's steps in
 /// order, then each touched directory synced once.
 fn commit_round(batch: Vec<Job>) {
     let mut results: Vec<io::Result<()>> = Vec::with_capacity(batch.len());
-    let files: Vec<(usize, &File)> = batch
+    let files: Vec<(usize, Unit<'_>)> = batch
         .iter()
         .enumerate()
-        .flat_map(|(i, j)| j.sync.iter().map(move |f| (i, f)))
+        .flat_map(|(i, j)| {
+            j.write
+                .iter()
+                .map(move |(p, b)| (i, Unit::Write(p, b)))
+                .chain(j.sync.iter().map(move |f| (i, Unit::Sync(f))))
+        })
         .collect();
     let mut sync_failed: Vec<Option<io::Error>> = (0..batch.len()).map(|_| None).collect();
     for chunk in files.chunks(PARALLEL_SYNCS) {
         let outcomes: Vec<(usize, io::Result<()>)> = if chunk.len() == 1 {
-            vec![(chunk[0].0, chunk[0].1.sync_data())]
+            vec![(chunk[0].0, chunk[0].1.run())]
         } else {
             std::thread::scope(|s| {
                 let handles: Vec<_> = chunk
                     .iter()
-                    .map(|(i, f)| (*i, s.spawn(move || f.sync_data())))
+                    .map(|(i, u)| (*i, s.spawn(move || u.run())))
                     .collect();
                 handles
                     .into_iter()
