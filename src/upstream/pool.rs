@@ -41,6 +41,8 @@ pub struct Pool {
     learned: RwLock<Option<Capabilities>>,
     /// `max_upstream_connections_per_user`: connections one user's sessions may hold at once.
     pub fair_share: u32,
+    /// `max_connections`: with a share as large, the pool's own cap is the bound.
+    max: u32,
     per_user: dashmap::DashMap<Arc<str>, Arc<Semaphore>>,
     /// What the last connection set-up (probe or traffic) showed.
     health: Mutex<Health>,
@@ -122,6 +124,7 @@ impl Pool {
             retired: AtomicBool::new(false),
             learned: RwLock::new(None),
             fair_share: max.max(1),
+            max: max.max(1),
             per_user: dashmap::DashMap::new(),
             health: Mutex::new(Health::Unknown),
         }
@@ -176,6 +179,9 @@ impl Pool {
     /// # Errors
     /// `PoolTimeout` when the user's share or the pool stayed full; what connecting reports.
     pub async fn checkout_for(&self, user: &str) -> Result<Client, UpstreamError> {
+        if self.fair_share >= self.max {
+            return self.checkout().await;
+        }
         let sem = self
             .per_user
             .entry(Arc::from(user))
