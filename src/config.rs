@@ -20,6 +20,7 @@ mod paths;
 mod reference;
 mod runtime;
 mod shape;
+pub mod spool;
 mod suggest;
 mod summary;
 mod types;
@@ -35,6 +36,7 @@ pub use keys::{Key, Kind, TABLES, Table};
 pub use paths::resolve;
 pub use reference::markdown_reference;
 pub use runtime::bind_hint;
+pub use spool::{Delivery, SpoolConfig, SpoolSettings};
 pub use summary::EffectiveLimits;
 pub use types::*;
 pub use units::{ByteSize, Seconds};
@@ -139,6 +141,8 @@ pub struct Config {
     pub limits: Limits,
     pub upstreams: Vec<UpstreamConfig>,
     pub users: Vec<UserConfig>,
+    /// `[spool]`, when any upstream spools.
+    pub spool: Option<SpoolConfig>,
     /// Things worth saying that are not errors (inline passwords, ...).
     pub warnings: Vec<String>,
 }
@@ -209,6 +213,7 @@ impl Config {
                 .map_or_else(Limits::default, |l| l.get_ref().over(&Limits::default())),
             upstreams: raw.upstream,
             users: raw.user,
+            spool: raw.spool,
             warnings: Vec::new(),
         };
         if let Some(base) = base {

@@ -20,6 +20,7 @@
 //! - `metrics`  — Prometheus metrics and the /metrics, /healthz, /readyz endpoint
 //! - `logging`  — the text and JSON log formats
 //! - `doctor`   — `postern doctor`: each provider checked step by step
+//! - `spool`    — the durable queue: group-committed files, recovery, delivery workers, queue commands
 
 #![forbid(unsafe_code)]
 
@@ -41,6 +42,7 @@ pub mod relay;
 pub mod server;
 pub mod session;
 pub mod smtp;
+pub mod spool;
 pub mod state;
 pub mod tls;
 pub mod upstream;

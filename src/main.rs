@@ -1,4 +1,4 @@
-//! The `postern` command: `run`, `check`, `hash-password`.
+//! The `postern` command: `run`, `check`, `hash-password`, `queue`.
 //!
 //! The config file is `-c/--config FILE` (before or after the subcommand),
 //! else `$POSTERN_CONFIG`, else the built-in default. Under systemd
@@ -53,6 +53,11 @@ enum Cmd {
     },
     /// Print an argon2id hash for `password_hash`: asks twice on a terminal, else reads one line from stdin.
     HashPassword,
+    /// Look at and change the spool; safe while `postern run` runs.
+    Queue {
+        #[command(subcommand)]
+        cmd: postern::spool::cli::QueueCmd,
+    },
 }
 
 fn config_flag_help() -> String {
@@ -74,6 +79,22 @@ fn main() -> ExitCode {
         Cmd::Check => check(config),
         Cmd::Doctor { json } => doctor(config, json),
         Cmd::HashPassword => hash_password(),
+        Cmd::Queue { cmd } => queue(config, cmd),
+    }
+}
+
+/// `postern queue ...` on the spool of the config at `path`.
+fn queue(path: PathBuf, cmd: postern::spool::cli::QueueCmd) -> ExitCode {
+    let config = match load(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match postern::spool::cli::for_config(&config, cmd, &mut std::io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("postern: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

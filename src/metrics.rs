@@ -58,6 +58,9 @@ pub struct Metrics {
     pub upstream_connection_setup_duration: HistogramVec,
     /// The pool's cap (`max_connections`).
     pub upstream_pool_max: IntGaugeVec,
+    /// Connections taken from a `fallback` upstream because `upstream` could
+    /// not be set up, by `upstream` and `fallback`.
+    pub upstream_failovers: IntCounterVec,
     /// Pool slots taken (checked out, or held by a probe).
     pub upstream_pool_in_use: IntGaugeVec,
     /// Sessions waiting for a free slot now.
@@ -75,6 +78,8 @@ pub struct Metrics {
     // --- OAuth2 toward providers (issue 11) ---
     /// Token endpoint requests by `upstream` and `result` (`ok`, `error`).
     pub oauth2_token_fetches: IntCounterVec,
+    /// The spool's families (issue 12), defined in `spool/metrics.rs`.
+    pub spool: crate::spool::SpoolMetrics,
 }
 
 fn counter(
@@ -153,6 +158,8 @@ pub const USER_LIMITS: &[&str] = &[
 pub const SERVER_LIMITS: &[&str] = &["max_connections", "connections_per_ip", "auth_failures"];
 /// The limit that belongs to an upstream (its pool's cap), counted per user.
 pub const UPSTREAM_LIMIT: &str = "upstream_connections";
+/// An upstream's daily quotas (relay mode refuses over them), counted per user.
+pub const UPSTREAM_QUOTAS: &[&str] = &["messages_per_day", "recipients_per_day"];
 /// The label value where a label does not apply (no user, no upstream).
 pub const NONE: &str = "-";
 
@@ -307,6 +314,12 @@ impl Metrics {
                 "The pool's cap (max_connections)",
                 &["upstream"],
             )?,
+            upstream_failovers: counter(
+                r,
+                "upstream_failovers_total",
+                "Connections taken from a fallback upstream because the upstream could not be set up",
+                &["upstream", "fallback"],
+            )?,
             upstream_pool_in_use: gauge(
                 r,
                 "upstream_pool_connections_in_use",
@@ -355,6 +368,7 @@ impl Metrics {
                 "OAuth2 token endpoint requests by upstream and result",
                 &["upstream", "result"],
             )?,
+            spool: crate::spool::SpoolMetrics::register(r)?,
         };
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -418,6 +432,12 @@ impl Metrics {
             {
                 self.limit_hits
                     .with_label_values(&[UPSTREAM_LIMIT, user, up.name()]);
+                let quotas = [up.messages_per_day, up.recipients_per_day];
+                for (limit, n) in UPSTREAM_QUOTAS.iter().zip(quotas) {
+                    if n.is_some_and(|n| n > 0) {
+                        self.limit_hits.with_label_values(&[limit, user, up.name()]);
+                    }
+                }
             }
         }
         for up in &config.upstreams {
@@ -504,6 +524,7 @@ impl Metrics {
             &self.upstream_health_checks,
             &self.upstream_connection_setup_duration,
             &self.upstream_pool_max,
+            &self.upstream_failovers,
             &self.upstream_pool_in_use,
             &self.upstream_pool_waiters,
             &self.upstream_pool_wait_duration,
@@ -513,6 +534,12 @@ impl Metrics {
             &self.tls_versions,
             // issue 11
             &self.oauth2_token_fetches,
+            // issue 12: the spool
+            &self.spool.messages,
+            &self.spool.bytes,
+            &self.spool.oldest,
+            &self.spool.attempts,
+            &self.spool.dead_letters,
         ]
     }
 

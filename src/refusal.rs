@@ -84,6 +84,13 @@ pub enum Refusal {
         user: Arc<str>,
         wait: Duration,
     },
+    /// Relay mode: the upstream's `messages_per_day` or `recipients_per_day`
+    /// (`what`) is used up for now.
+    UpstreamQuota {
+        upstream: Arc<str>,
+        what: &'static str,
+        wait: Duration,
+    },
     TooManyRecipients,
     NoValidRecipients,
     HeaderTooLarge,
@@ -106,6 +113,8 @@ pub enum Refusal {
     UpstreamUnconfirmed,
     // postern itself.
     TlsUnavailable,
+    /// The spool is over `max_size`, or its disk is full.
+    SpoolFull,
     LocalError,
     ShuttingDown,
     IdleTimeout,
@@ -194,6 +203,18 @@ impl Refusal {
                     wait.as_secs().max(1)
                 ),
             ),
+            R::UpstreamQuota {
+                upstream,
+                what,
+                wait,
+            } => Reply::new(
+                451,
+                "4.7.1",
+                format!(
+                    "Daily quota ({what}) of upstream {upstream} reached, retry in {} s",
+                    wait.as_secs().max(1)
+                ),
+            ),
             R::RecipientRate { user, wait } => Reply::new(
                 450,
                 "4.7.1",
@@ -254,6 +275,11 @@ impl Refusal {
                 "Upstream did not confirm the message; try again later",
             ),
             R::TlsUnavailable => Reply::new(454, "4.7.0", "TLS not available on this listener"),
+            R::SpoolFull => Reply::new(
+                452,
+                "4.3.1",
+                "Insufficient system storage: the spool is full; try again later",
+            ),
             R::LocalError => Reply::new(451, "4.3.0", "Local error in processing; try again later"),
             R::ShuttingDown => Reply::new(421, "4.3.0", "Server shutting down, try again later"),
             R::IdleTimeout => Reply::new(421, "4.4.2", "Idle timeout, closing connection"),
@@ -296,6 +322,7 @@ impl Refusal {
             | R::NoAccountForSender { .. }
             | R::MessageRate { .. }
             | R::RecipientRate { .. }
+            | R::UpstreamQuota { .. }
             | R::TooManyRecipients
             | R::NoValidRecipients
             | R::HeaderTooLarge => Side::Policy,
@@ -306,9 +333,12 @@ impl Refusal {
             | R::UpstreamGone
             | R::UpstreamLostInData
             | R::UpstreamUnconfirmed => Side::Upstream,
-            R::TlsUnavailable | R::LocalError | R::ShuttingDown | R::IdleTimeout | R::Internal => {
-                Side::Local
-            }
+            R::TlsUnavailable
+            | R::SpoolFull
+            | R::LocalError
+            | R::ShuttingDown
+            | R::IdleTimeout
+            | R::Internal => Side::Local,
         }
     }
 
@@ -320,8 +350,10 @@ impl Refusal {
             R::SizeDeclaredTooBig | R::Data(DataError::TooBig) => Some("message_size"),
             R::MessageRate { .. } => Some("messages_per_minute"),
             R::RecipientRate { .. } => Some("recipients_per_hour"),
+            R::UpstreamQuota { what, .. } => Some(what),
             R::TooManyRecipients => Some("max_recipients"),
             R::AuthThrottled => Some("auth_failures"),
+            R::SpoolFull => Some("spool_size"),
             R::UpstreamSetup {
                 failure: SetupFailure::PoolFull,
                 ..
@@ -344,9 +376,9 @@ impl Refusal {
     /// The upstream a refusal concerns, for the `upstream` label of a limit hit.
     pub fn upstream(&self) -> Option<&str> {
         match self {
-            Refusal::UpstreamSetup { upstream, .. } | Refusal::UpstreamNoSmtputf8(upstream) => {
-                Some(upstream)
-            }
+            Refusal::UpstreamSetup { upstream, .. }
+            | Refusal::UpstreamNoSmtputf8(upstream)
+            | Refusal::UpstreamQuota { upstream, .. } => Some(upstream),
             _ => None,
         }
     }
@@ -364,7 +396,7 @@ impl Refusal {
                 "rejected_too_big"
             }
             R::SenderNotAllowed(_) | R::NoAccountForSender { .. } => "rejected_sender",
-            R::MessageRate { .. } => "rejected_rate",
+            R::MessageRate { .. } | R::UpstreamQuota { .. } => "rejected_rate",
             R::UserConnections(_) => "rejected_connections",
             R::NoValidRecipients => "rejected_no_recipients",
             R::UpstreamNoSmtputf8(_) | R::NonAsciiSender => "rejected_smtputf8",
@@ -378,6 +410,7 @@ impl Refusal {
             },
             R::UpstreamTls { .. } => "upstream_tls_failed",
             R::LocalError => "outbox_failed",
+            R::SpoolFull => "spool_full",
             R::UpstreamLost | R::UpstreamGone | R::UpstreamLostInData | R::UpstreamUnconfirmed => {
                 "upstream_failed"
             }
@@ -392,7 +425,7 @@ impl Refusal {
         use Refusal as R;
         match self {
             R::TooManyRecipients => "rejected_too_many",
-            R::RecipientRate { .. } => "rejected_rate",
+            R::RecipientRate { .. } | R::UpstreamQuota { .. } => "rejected_rate",
             R::NonAsciiRecipient => "rejected_smtputf8",
             R::UpstreamLost | R::UpstreamGone => "upstream_failed",
             _ => "refused",
@@ -431,6 +464,8 @@ pub const MESSAGE_RESULTS: &[&str] = &[
     "rejected_smtputf8",
     "rejected_connections",
     "outbox_failed",
+    "spooled",
+    "spool_full",
     "abandoned",
     "refused",
 ];
@@ -448,6 +483,7 @@ pub const RECIPIENT_RESULTS: &[&str] = &[
     "rejected_too_many",
     "rejected_rate",
     "rejected_smtputf8",
+    "spooled",
     "refused",
 ];
 
@@ -481,6 +517,7 @@ mod tests {
             },
             Refusal::UpstreamLostInData,
             Refusal::LocalError,
+            Refusal::SpoolFull,
             Refusal::Data(DataError::BareLineEnding),
         ];
         for r in all {

@@ -23,8 +23,48 @@ use crate::error::Error;
 use crate::limits::{AuthThrottle, Limiters};
 use crate::metrics::Metrics;
 use crate::net::{Connector, TcpConnector};
+use crate::spool::Spool;
 use crate::upstream::Upstream;
 use crate::upstream::pool::{Health, Pool};
+
+/// A reload keeps an upstream's daily quotas (and what they have counted)
+/// when their numbers are unchanged, so a SIGHUP cannot grant a second day.
+fn keep_quotas(upstreams: &mut [Arc<Upstream>], previous: &[Arc<Upstream>]) {
+    for up in upstreams {
+        let kept = previous
+            .iter()
+            .find(|o| o.name == up.name)
+            .and_then(|o| o.quota.clone());
+        if let (Some(kept), Some(new)) = (kept, up.quota.as_ref())
+            && kept.numbers == new.numbers
+            && let Some(u) = Arc::get_mut(up)
+        {
+            u.quota = Some(kept);
+        }
+    }
+}
+
+/// `fallback = [...]`: gives each pool of an upstream the upstreams to fail
+/// over to, in order (names were checked when the config was read).
+fn link_failover(config: &Config, upstreams: &[Arc<Upstream>]) {
+    for u in &config.upstreams {
+        if u.fallback.is_empty() {
+            continue;
+        }
+        let Some(up) = upstreams.iter().find(|x| &*x.name == u.name()) else {
+            continue;
+        };
+        let list: Vec<_> = u
+            .fallback
+            .iter()
+            .filter_map(|f| upstreams.iter().find(|x| *x.name == **f.get_ref()))
+            .map(Arc::downgrade)
+            .collect();
+        for pool in up.pools() {
+            pool.set_failover(list.clone());
+        }
+    }
+}
 
 /// What a configuration reload replaces: the config itself, the users, the
 /// upstreams (with their credentials and pools) and the AUTH throttle.
@@ -33,6 +73,8 @@ pub struct Policy {
     pub users: Arc<Users>,
     pub upstreams: Vec<Arc<Upstream>>,
     pub auth_throttle: Arc<AuthThrottle>,
+    /// The spool, with `[spool]`; one per directory, kept across reloads.
+    pub spool: Option<Arc<Spool>>,
 }
 
 impl Policy {
@@ -49,7 +91,12 @@ impl Policy {
     ) -> Result<Policy, String> {
         let users = Arc::new(Users::from_config(&config)?);
         metrics.prepare(&config);
-        let upstreams = Upstream::all_from_config(&config, metrics, connector)?;
+        let mut upstreams = Upstream::all_from_config(&config, metrics, connector)?;
+        if let Some(old) = previous {
+            keep_quotas(&mut upstreams, &old.upstreams);
+        }
+        link_failover(&config, &upstreams);
+        let spool = open_spool(&config, metrics, previous)?;
         let per_minute = config.limits.auth_failures_per_ip_per_minute;
         let auth_throttle = match previous {
             Some(old) => old.auth_throttle.renewed(per_minute),
@@ -77,6 +124,7 @@ impl Policy {
             users,
             upstreams,
             auth_throttle,
+            spool,
         })
     }
 
@@ -93,6 +141,33 @@ impl Policy {
             }
             for pool in up.pools() {
                 tokio::spawn(Pool::maintain(Arc::downgrade(pool)));
+            }
+        }
+        if let Some(spool) = &self.spool {
+            spool.start_housekeeping();
+            for up in &self.upstreams {
+                if let (Some(pool), true) = (up.pool(), up.delivery.uses_spool()) {
+                    let share = self
+                        .config
+                        .upstream(&up.name)
+                        .map_or(1, crate::config::spool::fair_share);
+                    let max_recipients = up
+                        .max_recipients
+                        .unwrap_or(crate::config::DEFAULT_MAX_RECIPIENTS);
+                    let accounts = up
+                        .accounts
+                        .iter()
+                        .map(|(user, p)| (user.clone(), Arc::downgrade(p)))
+                        .collect();
+                    tokio::spawn(crate::spool::deliver::run(
+                        Arc::downgrade(spool),
+                        Arc::downgrade(pool),
+                        Arc::new(accounts),
+                        up.quota.clone(),
+                        max_recipients,
+                        share as usize,
+                    ));
+                }
             }
         }
     }
@@ -123,6 +198,31 @@ impl Policy {
             Err(down.join("\n"))
         }
     }
+}
+
+/// The spool of `config`: the previous policy's when the directory is the
+/// same (a second one on the same directory would deliver twice), else opened
+/// and recovered now.
+fn open_spool(
+    config: &Config,
+    metrics: &Metrics,
+    previous: Option<&Policy>,
+) -> Result<Option<Arc<Spool>>, String> {
+    let Some(sc) = &config.spool else {
+        return Ok(None);
+    };
+    let settings = sc.settings();
+    if let Some(old) = previous.and_then(|p| p.spool.as_ref())
+        && old.settings.dir == settings.dir
+    {
+        if old.settings != settings {
+            tracing::warn!("[spool] changes other than dir take effect after a restart");
+        }
+        return Ok(Some(old.clone()));
+    }
+    Spool::open(&settings, metrics.spool.clone())
+        .map(|s| Some(Arc::new(s)))
+        .map_err(|e| format!("spool {}: {e}", settings.dir.display()))
 }
 
 async fn probe(name: Arc<str>, pool: Arc<Pool>) {

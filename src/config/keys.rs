@@ -33,6 +33,8 @@ pub enum Kind {
     Networks,
     /// A list of sender patterns.
     Senders,
+    /// A list of names of other blocks (`fallback = ["backup"]`).
+    Names,
     /// An e-mail address.
     Address,
     /// A PHC (`$argon2id$...`) or bcrypt (`$2b$...`) hash.
@@ -58,6 +60,7 @@ impl Kind {
             Kind::Choice(_) => "one of",
             Kind::Networks => "list of networks",
             Kind::Senders => "list of patterns",
+            Kind::Names => "list of names",
             Kind::PasswordHash => "hash string",
             Kind::Section(_) => "table",
             Kind::Blocks(_) => "array of tables",
@@ -134,6 +137,7 @@ pub const GRANTS: &[&str] = &["client_credentials", "refresh_token"];
 pub const AUTH_MODES: &[&str] = &["required", "optional"];
 pub const LOG_FORMATS: &[&str] = &["text", "json"];
 pub const UPSTREAM_KINDS: &[&str] = &["smtp", "outbox"];
+pub const DELIVERY_MODES: &[&str] = &["relay", "spool", "fallback"];
 
 // One line per key, so the schema reads as a table (rustfmt would spread each
 // call over seven lines).
@@ -164,6 +168,7 @@ pub const TABLES: &[Table] = &[
             key("limits", Kind::Section("limits"), "defaults", "[limits]", "server-wide limits, each overridable per user"),
             key("upstream", Kind::Blocks("upstream"), REQUIRED, "[[upstream]]", "one block per provider or outbox"),
             key("user", Kind::Blocks("user"), "none", "[[user]]", "one block per device or application"),
+            key("spool", Kind::Section("spool"), "none (no spool)", "[spool]", "the durable queue for delivery = \"spool\" and \"fallback\" (docs/delivery.md)"),
         ],
     },
     Table {
@@ -237,6 +242,23 @@ pub const TABLES: &[Table] = &[
             key("max_recipients", Kind::Count, "no cap of its own", "100", "caps every user's max_recipients toward this upstream"),
             key("max_message_size", Kind::Size, "no cap of its own", "\"8MiB\"", "caps every user's max_message_size toward this upstream"),
             key("dir", Kind::Path, "required for outbox", "\"/var/lib/postern/outbox\"", "outbox directory: <id>.eml plus <id>.json per message"),
+            key("delivery", Kind::Choice(DELIVERY_MODES), "relay", "\"fallback\"", "relay: the device hears the provider's verdict; spool: 250 once durably spooled, delivered in the background; fallback: relay, and spool what the provider cannot take now (needs [spool])"),
+            key("fallback", Kind::Names, "[]", "[\"aliyun-backup\"]", "other smtp upstreams tried in order when this one cannot be set up (connect, TLS, greeting, EHLO, AUTH), in every delivery mode"),
+            key("max_upstream_connections_per_user", Kind::Count, "half of max_connections, at least 1", "5", "provider connections one user's sessions may hold at once, then pool_wait and 451 4.4.5; also the spool's deliveries at once"),
+            key("messages_per_day", Kind::Count, "0 (none)", "2000", "provider quota (GCRA, a day's quota as the burst): relay mode answers 451 4.7.1 over it; spool and fallback mode keep the mail until it allows"),
+            key("recipients_per_day", Kind::Count, "0 (none)", "10000", "provider quota of recipients, as messages_per_day (relay mode refuses the RCPT with 451 4.7.1)"),
+        ],
+    },
+    Table {
+        path: "spool",
+        array: false,
+        keys: &[
+            key("dir", Kind::Path, REQUIRED, "\"/var/lib/postern/spool\"", "the spool directory, created if missing; one postern run per directory"),
+            key("max_size", Kind::Size, "1GiB", "\"1GiB\"", "message bytes waiting; over it new spooled messages get 452 4.3.1 (relay still works)"),
+            key("max_age", Kind::Duration, "5d", "\"5d\"", "undelivered this long: dead letter in dir/dead/"),
+            key("retry_initial", Kind::Duration, "1m", "\"1m\"", "first retry delay; doubles per attempt, plus up to 25 % jitter"),
+            key("retry_max", Kind::Duration, "1h", "\"1h\"", "the longest retry delay"),
+            key("notify", Kind::Address, "none", "\"postmaster@example.lan\"", "one notice per dead letter to this address, through the same upstream; never to the device's sender"),
         ],
     },
     Table {

@@ -64,6 +64,9 @@ pub(super) fn resolve_all(config: &mut Config, base: &Path) {
             }
         }
     }
+    if let Some(s) = &mut config.spool {
+        resolve_spanned(base, &mut s.dir);
+    }
 }
 
 #[cfg(test)]

@@ -374,6 +374,13 @@ pub struct UpstreamConfig {
     pub max_message_size: Option<ByteSize>,
     /// Outbox directory (outbox).
     pub dir: Option<Spanned<PathBuf>>,
+    // Delivery keys (spool, fallback, fair share, quotas): see `config/spool.rs`.
+    pub delivery: Option<Spanned<super::Delivery>>,
+    #[serde(default)]
+    pub fallback: Vec<Spanned<String>>,
+    pub max_upstream_connections_per_user: Option<u32>,
+    pub messages_per_day: Option<u32>,
+    pub recipients_per_day: Option<u32>,
 }
 
 impl UpstreamConfig {
@@ -476,6 +483,7 @@ pub(super) struct RawConfig {
     pub(super) upstream: Vec<UpstreamConfig>,
     #[serde(default)]
     pub(super) user: Vec<UserConfig>,
+    pub(super) spool: Option<super::SpoolConfig>,
 }
 
 /// Parses one `networks` / `proxy_from` entry: a network (`192.168.10.0/24`) or a

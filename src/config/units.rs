@@ -25,7 +25,13 @@ const SIZE_UNITS: &[(&str, u64)] = &[
 ];
 
 /// Duration units, largest first; the multiplier in milliseconds.
-const DURATION_UNITS: &[(&str, u64)] = &[("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)];
+const DURATION_UNITS: &[(&str, u64)] = &[
+    ("d", 86_400_000),
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1000),
+    ("ms", 1),
+];
 
 fn size_multiplier(unit: &str) -> Option<u64> {
     Some(match unit.to_ascii_lowercase().as_str() {

@@ -114,6 +114,7 @@ impl Validator<'_> {
         self.upstreams();
         self.users();
         self.limits();
+        self.spool();
         self.reachability();
         if self.errors.is_empty() {
             Ok(self.config)

@@ -179,7 +179,7 @@ pub(super) fn value(kind: Kind, v: &Spanned<DeValue<'_>>) -> Result<(), String> 
                 return Err(problems.join("; "));
             }
         }
-        Kind::Senders => {
+        Kind::Senders | Kind::Names => {
             let DeValue::Array(items) = v else {
                 return Err(format!(
                     "expected a list in brackets, e.g. [\"scanner@example.com\", \"*@example.com\"], got {got}"

@@ -1,27 +1,37 @@
 //! The message body's way out: dot-stuffed onto the provider connection, or
-//! into an outbox file; and the end of it: the provider's verdict after the
-//! final dot, or the outbox commit.
+//! into an outbox file or a spool entry; and the end of it: the provider's
+//! verdict after the final dot, or the outbox or spool commit.
 
 use super::{Relay, from_upstream};
 use crate::refusal::Refusal;
 use crate::smtp::command::Body as BodyType;
 use crate::smtp::reply::Reply;
+use crate::spool::{self, Incoming, NewMessage, SpoolError};
 use crate::upstream::outbox::{self, Envelope, Spool};
 
 /// Where the body of the message in DATA goes.
 pub enum Sink {
     /// The outbox file being written.
     Outbox(Spool),
+    /// The spool entry being written (`delivery = "spool"`).
+    Spool(std::sync::Arc<spool::Spool>, Incoming),
     /// The kept provider connection, after its 354.
     Provider,
+    /// Fallback: the provider connection and a spool entry written alongside
+    /// (not synced), kept only if the provider does not take the message.
+    /// `None` once the spool write failed; `false` once the provider failed.
+    Tee(std::sync::Arc<spool::Spool>, Option<Incoming>, bool),
 }
 
 /// The envelope of a finished message.
 pub struct Finished<'a> {
+    pub upstream: &'a str,
     pub user: &'a str,
     pub client_from: &'a str,
     pub sender: &'a str,
     pub recipients: &'a [String],
+    /// Fallback: recipients the provider put off, for the spool.
+    pub spool_recipients: &'a [String],
     pub size: u64,
     pub smtputf8: bool,
     pub body: Option<BodyType>,
@@ -39,6 +49,26 @@ impl Relay {
         })
     }
 
+    /// Starts a spool entry (after the spool route's DATA).
+    ///
+    /// # Errors
+    /// `SpoolFull` over `max_size` or on a full disk, `LocalError` otherwise.
+    pub fn begin_spool(s: &std::sync::Arc<spool::Spool>) -> Result<Sink, Refusal> {
+        s.begin()
+            .map(|inc| Sink::Spool(s.clone(), inc))
+            .map_err(spool_refusal)
+    }
+
+    /// The sink of a fallback message going to the provider: the provider and a
+    /// spool copy. Without room in the spool, the provider alone.
+    pub fn begin_tee(s: &std::sync::Arc<spool::Spool>) -> Sink {
+        let inc = s
+            .begin()
+            .map_err(|e| tracing::warn!(error = %e, "spool: no copy of this relayed message"))
+            .ok();
+        Sink::Tee(s.clone(), inc, true)
+    }
+
     /// Writes unstuffed content lines to the sink.
     ///
     /// # Errors
@@ -50,6 +80,33 @@ impl Relay {
                 tracing::error!(error = %e, "outbox: cannot write the message");
                 Refusal::LocalError
             }),
+            Sink::Spool(_, inc) => inc.write(lines).map_err(spool_refusal),
+            Sink::Tee(_, inc, provider) => {
+                if let Some(i) = inc
+                    && let Err(e) = i.write(lines)
+                {
+                    tracing::warn!(error = %e, "spool: cannot keep a copy of a relayed message");
+                    if let Some(i) = inc.take() {
+                        i.abort();
+                    }
+                }
+                if *provider {
+                    let ok = match self.kept.as_mut() {
+                        Some((_, client)) => client.write_body(lines).await.map_err(|e| {
+                            tracing::warn!(upstream = %client.name(), error = %e, "upstream failed during DATA; the spool keeps the message");
+                        }).is_ok(),
+                        None => false,
+                    };
+                    if !ok {
+                        *provider = false;
+                        self.kept = None;
+                    }
+                }
+                if !*provider && inc.is_none() {
+                    return Err(Refusal::UpstreamLostInData);
+                }
+                Ok(())
+            }
             Sink::Provider => {
                 let Some((_, client)) = self.kept.as_mut() else {
                     return Err(Refusal::UpstreamLostInData);
@@ -67,7 +124,14 @@ impl Relay {
     pub fn abort(&mut self, sink: Sink) {
         match sink {
             Sink::Outbox(spool) => spool.abort(),
+            Sink::Spool(_, inc) => inc.abort(),
             Sink::Provider => self.kept = None,
+            Sink::Tee(_, inc, _) => {
+                if let Some(i) = inc {
+                    i.abort();
+                }
+                self.kept = None;
+            }
         }
     }
 
@@ -102,6 +166,16 @@ impl Relay {
                     }
                 }
             }
+            Sink::Spool(s, inc) => {
+                let all: Vec<String> = m
+                    .recipients
+                    .iter()
+                    .chain(m.spool_recipients)
+                    .cloned()
+                    .collect();
+                spool_commit(&s, inc, m, &all).await
+            }
+            Sink::Tee(s, inc, provider) => self.finish_tee(s, inc, provider, m).await,
             Sink::Provider => {
                 let Some((_, client)) = self.kept.as_mut() else {
                     return (Refusal::UpstreamLost.reply(), "upstream_failed");
@@ -125,6 +199,127 @@ impl Relay {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Relay {
+    /// End of a fallback message that went to the provider and the spool: the
+    /// provider's 250 keeps the spool copy only for the recipients it put off;
+    /// its 4xx, a timeout or a lost connection keep it for everyone; its 5xx
+    /// is passed back.
+    async fn finish_tee(
+        &mut self,
+        s: std::sync::Arc<spool::Spool>,
+        inc: Option<Incoming>,
+        provider: bool,
+        m: &Finished<'_>,
+    ) -> (Reply, &'static str) {
+        let verdict = match (provider, self.kept.as_mut()) {
+            (true, Some((_, client))) => {
+                let name = client.name().clone();
+                match client.end_body().await {
+                    Ok(r) if r.code == 421 => {
+                        self.kept = None;
+                        Err(format!("{name}: {r}"))
+                    }
+                    Ok(r) if r.class() == 4 => Err(format!("{name}: {r}")),
+                    Ok(r) => Ok((name, r)),
+                    Err(e) => {
+                        self.kept = None;
+                        Err(format!("{name}: no reply to end-of-data: {e}"))
+                    }
+                }
+            }
+            _ => Err("provider connection lost during DATA".to_owned()),
+        };
+        match verdict {
+            Ok((name, r)) if r.code == 250 => {
+                let reply = from_upstream(&name, &r);
+                match inc {
+                    Some(inc) if !m.spool_recipients.is_empty() => {
+                        let (spooled, _) = spool_commit(&s, inc, m, m.spool_recipients).await;
+                        if spooled.code == 250 {
+                            (reply, "accepted")
+                        } else {
+                            // The put-off recipients would be lost: the device sends again.
+                            (Refusal::LocalError.reply(), "outbox_failed")
+                        }
+                    }
+                    Some(inc) => {
+                        inc.abort();
+                        (reply, "accepted")
+                    }
+                    None if m.spool_recipients.is_empty() => (reply, "accepted"),
+                    None => (Refusal::LocalError.reply(), "outbox_failed"),
+                }
+            }
+            Ok((name, r)) => {
+                if let Some(inc) = inc {
+                    inc.abort();
+                }
+                (from_upstream(&name, &r), "upstream_rejected")
+            }
+            Err(why) => {
+                let Some(inc) = inc else {
+                    return (Refusal::UpstreamUnconfirmed.reply(), "upstream_failed");
+                };
+                tracing::info!(reason = %why, "provider did not take the message; it goes to the spool");
+                let all: Vec<String> = m
+                    .recipients
+                    .iter()
+                    .chain(m.spool_recipients)
+                    .cloned()
+                    .collect();
+                spool_commit(&s, inc, m, &all).await
+            }
+        }
+    }
+}
+
+/// Commits a spool entry for `recipients`: `250 Queued as <id>`, or the refusal.
+async fn spool_commit(
+    s: &spool::Spool,
+    inc: Incoming,
+    m: &Finished<'_>,
+    recipients: &[String],
+) -> (Reply, &'static str) {
+    let body = match m.body {
+        Some(BodyType::EightBitMime) => "8bitmime",
+        _ => "7bit",
+    };
+    let msg = NewMessage {
+        upstream: m.upstream,
+        user: m.user,
+        mail_from: m.sender,
+        client_mail_from: m.client_from,
+        recipients,
+        smtputf8: m.smtputf8,
+        body,
+        notice: false,
+    };
+    match s.commit(inc, &msg).await {
+        Ok(id) => (
+            Reply::new(250, "2.0.0", format!("Queued as {id}")),
+            "spooled",
+        ),
+        Err(e) => {
+            let r = spool_refusal(e);
+            (r.reply(), r.message_result())
+        }
+    }
+}
+
+/// The refusal for a spool failure: a full spool or disk is 452 4.3.1.
+fn spool_refusal(e: SpoolError) -> Refusal {
+    match e {
+        SpoolError::Full => {
+            tracing::warn!("spool full: message refused with 452");
+            Refusal::SpoolFull
+        }
+        SpoolError::Io(e) => {
+            tracing::error!(error = %e, "spool: cannot store the message");
+            Refusal::LocalError
         }
     }
 }

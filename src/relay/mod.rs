@@ -19,9 +19,11 @@ use tokio::time::Instant;
 
 pub use body::Sink;
 
+use crate::config::Delivery;
 use crate::refusal::Refusal;
 use crate::smtp::command::{Body as BodyType, MailFrom, RcptTo, Ret};
 use crate::smtp::reply::Reply;
+use crate::spool::Spool;
 use crate::upstream::client::{COMMAND_TIMEOUT, Client};
 use crate::upstream::outbox::Outbox;
 use crate::upstream::pool::Pool;
@@ -34,25 +36,50 @@ pub enum Route {
     Provider(Arc<Pool>),
     /// The outbox directory: postern answers, and stores the message.
     Outbox(Outbox),
+    /// `delivery = "spool"`: postern answers, the spool keeps the message and
+    /// its workers deliver it to the upstream named here.
+    Spool(Arc<Spool>, Arc<str>),
+    /// `delivery = "fallback"`: relayed as `Provider`; what the provider cannot
+    /// take now (set-up failure, pool wait, a lost connection, a timeout, any
+    /// 4xx) goes to the spool and the client hears 250.
+    Fallback(Arc<Pool>, Arc<Spool>),
 }
 
 impl Route {
-    /// The route of a transaction from `sender` (after `rewrite_sender`): with
-    /// `[[upstream.account]]`, that sender's account's pool, or `None` when it
-    /// has none (refused at MAIL, before anything reaches the provider).
-    pub fn for_sender(upstream: &Upstream, sender: &str) -> Option<Route> {
-        if upstream.has_accounts() {
-            return upstream
-                .account_pool(sender)
-                .map(|p| Route::Provider(p.clone()));
-        }
-        Some(Route::of(upstream))
+    /// The route of a transaction from `sender` (after `rewrite_sender`) to
+    /// `upstream`; `spool` is the policy's spool. With `[[upstream.account]]`,
+    /// `None` when the sender has no account (refused at MAIL, before anything
+    /// reaches the provider); the spool's workers choose the account's pool
+    /// by the same sender.
+    pub fn for_sender(
+        upstream: &Upstream,
+        sender: &str,
+        spool: Option<&Arc<Spool>>,
+    ) -> Option<Route> {
+        let pool = match &upstream.target {
+            Target::Outbox(outbox) => return Some(Route::Outbox(outbox.clone())),
+            Target::Smtp(pool) if upstream.has_accounts() => upstream.account_pool(sender)?.clone(),
+            Target::Smtp(pool) => pool.clone(),
+        };
+        Some(match (upstream.delivery, spool) {
+            (Delivery::Spool, Some(s)) => Route::Spool(s.clone(), upstream.name.clone()),
+            (Delivery::Fallback, Some(s)) => Route::Fallback(pool, s.clone()),
+            _ => Route::Provider(pool),
+        })
     }
 
-    pub fn of(upstream: &Upstream) -> Route {
-        match &upstream.target {
-            Target::Smtp(pool) => Route::Provider(pool.clone()),
-            Target::Outbox(outbox) => Route::Outbox(outbox.clone()),
+    /// Whether postern answers MAIL and RCPT itself (no provider in the dialogue).
+    pub fn is_local(&self) -> bool {
+        matches!(self, Route::Outbox(_) | Route::Spool(..))
+    }
+
+    /// For a fallback transaction the provider cannot take: the spool route.
+    pub fn spool_instead(&self) -> Option<Route> {
+        match self {
+            Route::Fallback(pool, spool) => {
+                Some(Route::Spool(spool.clone(), pool.dial().name.clone()))
+            }
+            _ => None,
         }
     }
 }
@@ -81,6 +108,10 @@ pub type Queue = VecDeque<Slot>;
 pub struct Resolution {
     /// The upstream refused MAIL, or the connection was lost: the transaction is over.
     pub ended: bool,
+    /// Fallback: the provider cannot take this transaction now; it goes to the spool.
+    pub to_spool: bool,
+    /// Fallback: recipients the provider put off (4xx): they go to the spool.
+    pub deferred: Vec<String>,
     /// Recipients the upstream accepted.
     pub accepted: Vec<String>,
     /// The upstream's reply to DATA, when one was read.
@@ -96,6 +127,8 @@ pub enum After {
     Continue,
     /// The upstream has no PIPELINING: resolve the queue before the next command.
     Resolve,
+    /// Fallback: the provider could not be set up; the transaction goes to the spool.
+    SpoolOnly,
 }
 
 /// The upstream half of one session.
@@ -103,6 +136,8 @@ pub enum After {
 pub struct Relay {
     /// The provider connection kept across this session's transactions, with its pool.
     kept: Option<(Arc<Pool>, Client)>,
+    /// The open transaction falls back to the spool (`delivery = "fallback"`).
+    fallback: bool,
 }
 
 impl Relay {
@@ -118,8 +153,17 @@ impl Relay {
         queue: &mut Queue,
         user: &str,
     ) -> Result<After, Refusal> {
+        self.fallback = matches!(route, Route::Fallback(..));
         let pool = match route {
+            Route::Fallback(pool, _) => pool,
             Route::Outbox(_) => {
+                queue.push_back(Slot::Ready(Reply::new(250, "2.1.0", "Sender OK")));
+                return Ok(After::Continue);
+            }
+            Route::Spool(spool, _) => {
+                if spool.is_full(mail.params.size.unwrap_or(0)) {
+                    return Err(Refusal::SpoolFull);
+                }
                 queue.push_back(Slot::Ready(Reply::new(250, "2.1.0", "Sender OK")));
                 return Ok(After::Continue);
             }
@@ -128,7 +172,15 @@ impl Relay {
         // Answer what is queued before this (it may need the connection); no
         // transaction is open, so what it resolves concerns none.
         let _ = self.resolve(queue, user).await;
-        let caps = self.open(pool).await?;
+        let caps = match self.open(pool, sender, user).await {
+            Ok(caps) => caps,
+            Err(r) if self.fallback => {
+                tracing::info!(upstream = %pool.dial().name, reason = %r, "provider unavailable; the message goes to the spool");
+                queue.push_back(Slot::Ready(Reply::new(250, "2.1.0", "Sender OK")));
+                return Ok(After::SpoolOnly);
+            }
+            Err(r) => return Err(r),
+        };
         if mail.params.smtputf8 && !caps.smtputf8 {
             return Err(Refusal::UpstreamNoSmtputf8(pool.dial().name.clone()));
         }
@@ -138,7 +190,7 @@ impl Relay {
 
     /// RCPT on `route`. `Ok(true)` when the recipient is accepted at once (outbox).
     pub fn rcpt(&mut self, route: &Route, rcpt: &RcptTo, queue: &mut Queue) -> (bool, After) {
-        if let Route::Outbox(_) = route {
+        if route.is_local() {
             queue.push_back(Slot::Ready(Reply::new(250, "2.1.5", "Recipient OK")));
             return (true, After::Continue);
         }
@@ -188,8 +240,14 @@ impl Relay {
         }
     }
 
-    /// Makes sure a fresh connection of `pool` is kept; returns its capabilities.
-    async fn open(&mut self, pool: &Arc<Pool>) -> Result<Capabilities, Refusal> {
+    /// Makes sure a fresh connection of `pool` (or, when it cannot be set up,
+    /// of one of its `fallback` upstreams) is kept; returns its capabilities.
+    async fn open(
+        &mut self,
+        pool: &Arc<Pool>,
+        sender: &str,
+        user: &str,
+    ) -> Result<Capabilities, Refusal> {
         if let Some((p, c)) = &self.kept
             && Arc::ptr_eq(p, pool)
             && !c.is_stale()
@@ -199,10 +257,10 @@ impl Relay {
         if let Some((p, old)) = self.kept.take() {
             p.checkin(old);
         }
-        match pool.checkout().await {
-            Ok(c) => {
+        match pool.checkout_failover(sender, Some(user)).await {
+            Ok((took, c)) => {
                 let caps = c.caps().clone();
-                self.kept = Some((pool.clone(), c));
+                self.kept = Some((took, c));
                 Ok(caps)
             }
             Err(e) => {
@@ -264,7 +322,11 @@ impl Relay {
                     Expect::Silent => "RSET",
                 };
                 let mut r = self.read(label, sent).await;
-                if may_replay && matches!(r, Err(UpstreamError::Closed | UpstreamError::Io(_))) {
+                // A 421 as the first answer on a reused connection is the
+                // provider's idle cut, like a bare close: nothing was taken.
+                let cut = matches!(r, Err(UpstreamError::Closed | UpstreamError::Io(_)))
+                    || matches!(&r, Ok(reply) if reply.code == 421);
+                if may_replay && cut {
                     tracing::info!("kept upstream connection was closed; replaying on a new one");
                     r = match self.replace().await {
                         Ok(()) => {
@@ -290,6 +352,22 @@ impl Relay {
                 None
             };
             let Some(reply) = reply else {
+                if self.fallback {
+                    // The provider is gone: the spool takes the transaction.
+                    out.to_spool = true;
+                    match expect {
+                        Expect::Silent => {}
+                        Expect::Mail => resolved.push_back(Slot::Ready(sender_ok())),
+                        Expect::Rcpt(path) => {
+                            out.deferred.push(path);
+                            resolved.push_back(Slot::Ready(recipient_queued()));
+                        }
+                        Expect::Data => {
+                            resolved.push_back(Slot::Ready(Refusal::UpstreamLost.reply()))
+                        }
+                    }
+                    continue;
+                }
                 // The upstream connection is gone: so is its transaction.
                 out.ended = true;
                 if let (Expect::Rcpt(_), Some(m)) = (&expect, &metrics) {
@@ -302,7 +380,33 @@ impl Relay {
                 }
                 continue;
             };
-            let client_reply = from_upstream(&name, &reply);
+            let mut client_reply = from_upstream(&name, &reply);
+            if self.fallback {
+                match &expect {
+                    Expect::Mail if reply.class() == 4 => {
+                        tracing::info!(upstream = %name, reply = %reply, "provider put off MAIL; the message goes to the spool");
+                        out.to_spool = true;
+                        resolved.push_back(Slot::Ready(sender_ok()));
+                        continue;
+                    }
+                    Expect::Rcpt(path) if out.to_spool || reply.class() == 4 => {
+                        if let Some(m) = &metrics {
+                            m.recipients.with_label_values(&[user, "spooled"]).inc();
+                        }
+                        out.deferred.push(path.clone());
+                        resolved.push_back(Slot::Ready(recipient_queued()));
+                        continue;
+                    }
+                    Expect::Data if out.to_spool => {
+                        // data() answers 354 itself for the spool.
+                        out.data = None;
+                        client_reply = Refusal::UpstreamLost.reply();
+                        resolved.push_back(Slot::Ready(client_reply));
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
             match expect {
                 Expect::Silent => continue,
                 Expect::Mail if !reply.is_positive() => {
@@ -370,6 +474,14 @@ impl Relay {
             pool.checkin(c);
         }
     }
+}
+
+fn sender_ok() -> Reply {
+    Reply::new(250, "2.1.0", "Sender OK")
+}
+
+pub fn recipient_queued() -> Reply {
+    Reply::new(250, "2.1.5", "Recipient OK (queued for delivery)")
 }
 
 /// An upstream reply as the client sees it: code and enhanced code kept (a

@@ -52,6 +52,15 @@ impl Session {
         if txn.forwarded == 0 {
             return self.decline(Refusal::NoValidRecipients);
         }
+        if let Route::Spool(spool, _) = &txn.route {
+            return match Relay::begin_spool(spool) {
+                Ok(sink) => {
+                    self.push(go_ahead());
+                    self.start_body(sink)
+                }
+                Err(r) => self.decline(r),
+            };
+        }
         if let Route::Outbox(ob) = &txn.route {
             return match Relay::begin_outbox(ob, &txn.id) {
                 Ok(sink) => {
@@ -61,24 +70,53 @@ impl Session {
                 Err(r) => self.decline(r),
             };
         }
+        let fallback = matches!(txn.route, Route::Fallback(..));
         // Every RCPT already answered and none accepted: no DATA upstream at all.
         if !Relay::pending(&self.replies) && txn.accepted.is_empty() {
+            if fallback && !txn.spool_rcpts.is_empty() {
+                self.push(Refusal::Internal.reply());
+                return self.body_to_spool();
+            }
             return self.decline(Refusal::NoValidRecipients);
         }
         // MAIL, RCPTs and DATA go upstream together; the replies come back in order.
         if !self.relay.data(&mut self.replies) {
+            if fallback {
+                self.push(Refusal::Internal.reply());
+                return self.body_to_spool();
+            }
             self.end_txn_refused(&Refusal::UpstreamLost);
             return self.decline(Refusal::UpstreamLost);
         }
         let reply = self.drain().await;
-        let accepted = self.txn.as_ref().map_or(0, |t| t.accepted.len());
+        let (accepted, spooled, now_spool) = self.txn.as_ref().map_or((0, 0, false), |t| {
+            (
+                t.accepted.len(),
+                t.spool_rcpts.len(),
+                matches!(t.route, Route::Spool(..)),
+            )
+        });
+        if fallback && self.txn.is_some() {
+            // The provider is out of it (lost, or put the transaction off), or
+            // it would take the message for none of the recipients left.
+            let put_off = reply
+                .as_ref()
+                .is_none_or(|r| r.class() == 4 || (accepted == 0 && r.code != 354));
+            if now_spool || (accepted + spooled > 0 && put_off) || (accepted == 0 && spooled > 0) {
+                return self.body_to_spool();
+            }
+        }
         match reply {
             Some(r) if r.code == 354 && accepted > 0 => {
                 // Replace the upstream's 354 with our own words; same meaning.
                 if let Some(Slot::Ready(last)) = self.replies.back_mut() {
                     *last = go_ahead();
                 }
-                self.start_body(Sink::Provider)
+                let sink = match self.txn.as_ref().map(|t| &t.route) {
+                    Some(Route::Fallback(_, spool)) => Relay::begin_tee(spool),
+                    _ => Sink::Provider,
+                };
+                self.start_body(sink)
             }
             Some(r) if r.code == 354 => {
                 // The upstream would take a message with no recipient: refuse it here.
@@ -99,6 +137,42 @@ impl Session {
             None => {
                 // Lost before DATA was answered (`drain` recorded a MAIL refusal).
                 self.end_txn_refused(&Refusal::UpstreamLost);
+                Next::Continue
+            }
+        }
+    }
+
+    /// Fallback: the body goes to the spool alone. The provider connection is
+    /// closed (abandoning its transaction) and the last queued reply, the one
+    /// to DATA, becomes our 354, or the refusal when the spool cannot take it.
+    fn body_to_spool(&mut self) -> Next {
+        self.relay.drop_connection();
+        let Some(txn) = self.txn.as_mut() else {
+            return Next::Continue;
+        };
+        let Some(route) = txn
+            .route
+            .spool_instead()
+            .or_else(|| Some(txn.route.clone()))
+        else {
+            return Next::Continue;
+        };
+        txn.route = route;
+        let Route::Spool(spool, _) = &txn.route else {
+            return Next::Continue;
+        };
+        match Relay::begin_spool(spool) {
+            Ok(sink) => {
+                if let Some(Slot::Ready(last)) = self.replies.back_mut() {
+                    *last = go_ahead();
+                }
+                self.start_body(sink)
+            }
+            Err(r) => {
+                if let Some(Slot::Ready(last)) = self.replies.back_mut() {
+                    *last = r.reply();
+                }
+                self.end_txn_refused(&r);
                 Next::Continue
             }
         }
@@ -224,10 +298,12 @@ impl Session {
             return reply;
         }
         let finished = Finished {
+            upstream: &txn.upstream.name,
             user: &user,
             client_from: &txn.client_from,
             sender: &txn.sender,
             recipients: &txn.accepted,
+            spool_recipients: &txn.spool_rcpts,
             size,
             smtputf8: txn.mail.params.smtputf8,
             body: txn.mail.params.body,
@@ -238,7 +314,7 @@ impl Session {
             .relay_duration
             .with_label_values(&[&txn.upstream.name])
             .observe(relay.as_secs_f64());
-        if result == "accepted" {
+        if result == "accepted" || result == "spooled" {
             metrics
                 .message_bytes
                 .with_label_values(&[&user])

@@ -56,7 +56,7 @@ impl Session {
             .rewrite_sender
             .clone()
             .unwrap_or_else(|| mail.path.clone());
-        let Some(route) = Route::for_sender(&upstream, &sender) else {
+        let Some(route) = Route::for_sender(&upstream, &sender, self.policy.spool.as_ref()) else {
             tracing::info!(user = %user.name, upstream = %upstream.name, "no upstream account for the sender");
             let r = Refusal::NoAccountForSender {
                 upstream: upstream.name.clone(),
@@ -68,10 +68,42 @@ impl Session {
                 .inc();
             return self.decline(r);
         };
+        // The provider's daily message quota: relay mode refuses over it;
+        // fallback mode spools (the workers deliver when it allows); spool
+        // mode leaves it to the workers.
+        let route = match (&upstream.quota, route) {
+            (Some(q), route @ (Route::Provider(_) | Route::Fallback(..))) => {
+                match q.take_message() {
+                    Ok(()) => route,
+                    Err(e) => match route.spool_instead() {
+                        Some(spooled) => {
+                            tracing::info!(upstream = %upstream.name, quota = e.what, "upstream quota used up; the message goes to the spool");
+                            spooled
+                        }
+                        None => {
+                            let r = Refusal::UpstreamQuota {
+                                upstream: upstream.name.clone(),
+                                what: e.what,
+                                wait: e.wait,
+                            };
+                            return self.mail_refused(&id, &mail, r);
+                        }
+                    },
+                }
+            }
+            (_, route) => route,
+        };
+        // Spooled mail is sent in as many transactions as the provider needs:
+        // the device's cap is the user's own.
+        let max_recipients = if upstream.delivery.uses_spool() {
+            user.limits.max_recipients
+        } else {
+            upstream.effective_max_recipients(user.limits.max_recipients)
+        };
         let txn = Txn {
             id,
             started: tokio::time::Instant::now(),
-            max_recipients: upstream.effective_max_recipients(user.limits.max_recipients),
+            max_recipients,
             upstream,
             route,
             client_from: mail.path.clone(),
@@ -80,6 +112,7 @@ impl Session {
             rcpt_commands: 0,
             forwarded: 0,
             accepted: Vec::new(),
+            spool_rcpts: Vec::new(),
             max_size,
         };
         let label = self.user_label();
@@ -95,6 +128,12 @@ impl Session {
             .await
         {
             Ok(after) => {
+                let mut txn = txn;
+                if after == After::SpoolOnly
+                    && let Some(spool) = txn.route.spool_instead()
+                {
+                    txn.route = spool;
+                }
                 self.txn = Some(txn);
                 if after == After::Resolve {
                     self.drain().await;

@@ -87,6 +87,8 @@ struct Txn {
     forwarded: u32,
     /// RCPTs the upstream accepted.
     accepted: Vec<String>,
+    /// Fallback: RCPTs the provider put off, for the spool.
+    spool_rcpts: Vec<String>,
     max_size: u64,
     max_recipients: u32,
 }
@@ -406,6 +408,8 @@ impl Session {
             accepted,
             data,
             mail_refused,
+            to_spool,
+            deferred,
         } = self.relay.resolve(&mut self.replies, &user).await;
         if ended {
             if let Some(txn) = self.txn.as_ref() {
@@ -421,6 +425,11 @@ impl Session {
             }
         } else if let Some(txn) = self.txn.as_mut() {
             txn.accepted.extend(accepted);
+            txn.spool_rcpts.extend(deferred);
+            if to_spool && let Some(spool) = txn.route.spool_instead() {
+                txn.route = spool;
+                self.relay.drop_connection();
+            }
         }
         data
     }

@@ -4,7 +4,7 @@
 
 use super::{Next, Session};
 use crate::refusal::Refusal;
-use crate::relay::After;
+use crate::relay::{After, Route, Slot};
 use crate::smtp::command::RcptTo;
 
 impl Session {
@@ -32,6 +32,30 @@ impl Session {
         let Some(txn) = self.txn.as_mut() else {
             return Next::Continue;
         };
+        if let Some(q) = &txn.upstream.quota
+            && matches!(txn.route, Route::Provider(_) | Route::Fallback(..))
+            && let Err(e) = q.take_recipients(1)
+        {
+            if matches!(txn.route, Route::Fallback(..)) {
+                // Over the provider's daily quota: this recipient waits in the spool.
+                txn.forwarded += 1;
+                txn.spool_rcpts.push(rcpt.path);
+                self.replies
+                    .push_back(Slot::Ready(crate::relay::recipient_queued()));
+                self.shared
+                    .metrics
+                    .recipients
+                    .with_label_values(&[&self.user_label(), "spooled"])
+                    .inc();
+                return Next::Continue;
+            }
+            let r = Refusal::UpstreamQuota {
+                upstream: txn.upstream.name.clone(),
+                what: e.what,
+                wait: e.wait,
+            };
+            return self.rcpt_refused(r);
+        }
         txn.forwarded += 1;
         let (accepted, after) = self.relay.rcpt(&txn.route, &rcpt, &mut self.replies);
         if accepted {

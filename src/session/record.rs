@@ -36,6 +36,8 @@ fn route_word(route: &Route) -> &'static str {
     match route {
         Route::Provider(_) => "relay",
         Route::Outbox(_) => "outbox",
+        Route::Spool(..) => "spool",
+        Route::Fallback(..) => "fallback",
     }
 }
 

@@ -56,6 +56,8 @@ pub struct Client {
     permit: Option<super::pool::Slot>,
     /// Traffic connections count their replies; a health probe's do not.
     traffic: bool,
+    /// The session's user's share of the pool (`max_upstream_connections_per_user`).
+    user_permit: Option<tokio::sync::OwnedSemaphorePermit>,
     _active: ActiveGuard,
 }
 
@@ -141,6 +143,7 @@ impl Client {
             last_batch: Vec::new(),
             permit: None,
             traffic,
+            user_permit: None,
         };
         let greeting = c.read_reply_within(COMMAND_TIMEOUT).await?;
         if greeting.code != 220 {
@@ -295,6 +298,19 @@ impl Client {
         self.last_used.elapsed() >= self.dial.idle_timeout
     }
 
+    /// Whether the provider has already spoken or hung up on this idle
+    /// connection: a reply nobody asked for (a `421` at its idle cut) or EOF
+    /// means it is closing. Looks without waiting.
+    pub async fn is_closing(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
+            return true;
+        }
+        // `timeout` polls the read once before its zero deadline counts.
+        timeout(Duration::ZERO, self.stream.read_buf(&mut self.rbuf))
+            .await
+            .is_ok()
+    }
+
     /// The upstream's name.
     pub fn name(&self) -> &Arc<str> {
         &self.dial.name
@@ -374,7 +390,17 @@ impl Client {
 
     /// Takes the pool slot back out (when the connection returns to the pool).
     pub(super) fn take_permit(&mut self) -> Option<super::pool::Slot> {
+        self.user_permit = None;
         self.permit.take()
+    }
+
+    /// Gives the connection the user's share it occupies.
+    pub(super) fn set_user_permit(&mut self, permit: tokio::sync::OwnedSemaphorePermit) {
+        self.user_permit = Some(permit);
+    }
+
+    pub(super) fn take_user_permit(&mut self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.user_permit.take()
     }
 
     /// Whether this connection served a transaction before (a reused one may have

@@ -11,6 +11,7 @@ pub mod dial;
 pub mod oauth2;
 pub mod outbox;
 pub mod pool;
+pub mod quota;
 
 use std::sync::Arc;
 
@@ -186,6 +187,11 @@ pub struct Upstream {
     /// `[[upstream.account]]`: (lower-case sender address, its pool); the
     /// pools share the upstream's `max_connections`. Empty: one account.
     pub accounts: Vec<(String, Arc<pool::Pool>)>,
+    /// `delivery`: relay, spool or fallback (issue 12).
+    pub delivery: crate::config::Delivery,
+    /// `messages_per_day` and `recipients_per_day`; `None` when both are off.
+    /// A reload keeps the same numbers' quota (`Policy::build`).
+    pub quota: Option<Arc<quota::Quota>>,
 }
 
 impl Upstream {
@@ -243,16 +249,20 @@ impl Upstream {
                     health_check: u
                         .health_check_interval
                         .map_or(crate::config::DEFAULT_HEALTH_CHECK_INTERVAL, |s| s.0),
+                    fair_share: crate::config::spool::fair_share(u),
                 };
                 let dial = dial_from_config(config, u, &name, &addr, metrics, connector)?;
                 if u.account.is_empty() {
-                    Target::Smtp(Arc::new(pool::Pool::new(
-                        Arc::new(dial),
-                        settings.enabled,
-                        max,
-                        settings.wait,
-                        settings.health_check,
-                    )))
+                    Target::Smtp(Arc::new(
+                        pool::Pool::new(
+                            Arc::new(dial),
+                            settings.enabled,
+                            max,
+                            settings.wait,
+                            settings.health_check,
+                        )
+                        .with_fair_share(settings.fair_share),
+                    ))
                 } else {
                     let group = pool::Group::new(max);
                     for a in &u.account {
@@ -283,6 +293,12 @@ impl Upstream {
             max_message_size: u.max_message_size.map(|s| s.0),
             target,
             accounts,
+            delivery: u.delivery_mode(),
+            quota: quota::Quota::new(
+                u.messages_per_day.unwrap_or(0),
+                u.recipients_per_day.unwrap_or(0),
+            )
+            .map(Arc::new),
         })
     }
 
@@ -305,6 +321,17 @@ impl Upstream {
             .iter()
             .find(|(user, _)| user.eq_ignore_ascii_case(sender))
             .map(|(_, p)| p)
+    }
+
+    /// The pool that carries `sender`'s mail: its account's with
+    /// `[[upstream.account]]`, else the upstream's; `None` for an outbox or a
+    /// sender without an account.
+    pub fn pool_for(&self, sender: &str) -> Option<&Arc<pool::Pool>> {
+        if self.has_accounts() {
+            self.account_pool(sender)
+        } else {
+            self.pool()
+        }
     }
 
     /// Every pool: one per account, or the upstream's one.

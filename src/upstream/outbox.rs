@@ -148,7 +148,7 @@ pub fn new_id() -> String {
 /// counter mixed with the process id keeps ids unique in this process (and
 /// `begin_as` creates its file with `create_new`, so a clash is an error,
 /// never an overwrite).
-fn nonce() -> u64 {
+pub(crate) fn nonce() -> u64 {
     static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     getrandom::u64().unwrap_or_else(|_| {
         let n = FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

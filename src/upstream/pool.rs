@@ -47,10 +47,17 @@ pub struct Pool {
     retired: AtomicBool,
     /// What the upstream offered at its last EHLO.
     learned: RwLock<Option<Capabilities>>,
+    /// `max_upstream_connections_per_user`: connections one user's sessions may hold at once.
+    pub fair_share: u32,
+    /// `max_connections`: with a share as large, the pool's own cap is the bound.
+    max: u32,
+    per_user: dashmap::DashMap<Arc<str>, Arc<Semaphore>>,
     /// What the last connection set-up (probe or traffic) showed.
     health: Mutex<Health>,
     /// The accounts' pools sharing `permits`, when this is one of them.
     group: Option<Arc<Group>>,
+    /// `fallback = [...]`: upstreams tried in order when this one cannot be set up.
+    failover: std::sync::OnceLock<Vec<std::sync::Weak<super::Upstream>>>,
 }
 
 /// The pool settings every account of an upstream shares.
@@ -59,6 +66,8 @@ pub struct Settings {
     pub enabled: bool,
     pub wait: Duration,
     pub health_check: Duration,
+    /// `max_upstream_connections_per_user`, per account's pool.
+    pub fair_share: u32,
 }
 
 /// The pools of one upstream's accounts: one cap for all of them.
@@ -180,8 +189,12 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             retired: AtomicBool::new(false),
             learned: RwLock::new(None),
+            fair_share: max.max(1),
+            max: max.max(1),
+            per_user: dashmap::DashMap::new(),
             health: Mutex::new(Health::Unknown),
             group: None,
+            failover: std::sync::OnceLock::new(),
         }
     }
 
@@ -200,8 +213,12 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             retired: AtomicBool::new(false),
             learned: RwLock::new(None),
+            fair_share: s.fair_share.max(1),
+            max: group.max,
+            per_user: dashmap::DashMap::new(),
             health: Mutex::new(Health::Unknown),
             group: Some(group.clone()),
+            failover: std::sync::OnceLock::new(),
         });
         group
             .pools
@@ -245,6 +262,99 @@ impl Pool {
             .with_label_values(&[name])
             .set(i64::from(health == Health::Up));
         *self.health.lock().unwrap_or_else(|p| p.into_inner()) = health;
+    }
+
+    /// Sets `max_upstream_connections_per_user` (at least 1).
+    pub fn with_fair_share(mut self, share: u32) -> Pool {
+        self.fair_share = share.max(1);
+        self
+    }
+
+    /// A connection for one of `user`'s transactions: first the user's share
+    /// (so one device cannot hold every provider slot), then `checkout`. Both
+    /// waits together are bounded by `pool_wait`.
+    ///
+    /// # Errors
+    /// `PoolTimeout` when the user's share or the pool stayed full; what connecting reports.
+    pub async fn checkout_for(&self, user: &str) -> Result<Client, UpstreamError> {
+        if self.fair_share >= self.max {
+            return self.checkout().await;
+        }
+        let sem = self
+            .per_user
+            .entry(Arc::from(user))
+            .or_insert_with(|| Arc::new(Semaphore::new(self.fair_share as usize)))
+            .clone();
+        let mine = match tokio::time::timeout(self.wait, sem.acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            _ => {
+                tracing::info!(upstream = %self.dial.name, user, share = self.fair_share, "user holds its share of upstream connections");
+                self.dial
+                    .metrics
+                    .limit_hit("upstream_connections_per_user", user, &self.dial.name);
+                return Err(UpstreamError::PoolTimeout);
+            }
+        };
+        let mut c = self.checkout().await?;
+        c.set_user_permit(mine);
+        Ok(c)
+    }
+
+    /// Sets the upstreams tried in order when this pool cannot set up a
+    /// connection (`fallback = [...]`); once, when the policy is built.
+    pub fn set_failover(&self, upstreams: Vec<std::sync::Weak<super::Upstream>>) {
+        let _ = self.failover.set(upstreams);
+    }
+
+    /// A connection of this pool or, when setting one up fails (connect, TLS,
+    /// greeting, EHLO, AUTH, token), of each `fallback` upstream in order
+    /// (the account of `sender` there, if it has accounts). A full pool
+    /// (`PoolTimeout`) is not a failure: no failover then. With `user`, the
+    /// user's share of each pool applies (`checkout_for`).
+    ///
+    /// # Errors
+    /// The first pool's error when every one failed.
+    pub async fn checkout_failover(
+        self: &Arc<Pool>,
+        sender: &str,
+        user: Option<&str>,
+    ) -> Result<(Arc<Pool>, Client), UpstreamError> {
+        let first = match self.checkout_user(user).await {
+            Ok(c) => return Ok((self.clone(), c)),
+            Err(e @ UpstreamError::PoolTimeout) => return Err(e),
+            Err(e) => e,
+        };
+        let Some(list) = self.failover.get() else {
+            return Err(first);
+        };
+        for up in list.iter().filter_map(std::sync::Weak::upgrade) {
+            let Some(pool) = up.pool_for(sender) else {
+                continue;
+            };
+            let to = &pool.dial.name;
+            match pool.checkout_user(user).await {
+                Ok(c) => {
+                    tracing::warn!(upstream = %self.dial.name, fallback = %to, error = %first, "upstream unavailable; failing over");
+                    self.dial
+                        .metrics
+                        .upstream_failovers
+                        .with_label_values(&[&self.dial.name, to])
+                        .inc();
+                    return Ok((pool.clone(), c));
+                }
+                Err(e) => {
+                    tracing::warn!(upstream = %self.dial.name, fallback = %to, error = %e, "fallback upstream unavailable too");
+                }
+            }
+        }
+        Err(first)
+    }
+
+    async fn checkout_user(&self, user: Option<&str>) -> Result<Client, UpstreamError> {
+        match user {
+            Some(u) => self.checkout_for(u).await,
+            None => self.checkout().await,
+        }
     }
 
     pub fn dial(&self) -> &Arc<Dial> {
@@ -321,6 +431,10 @@ impl Pool {
                 tokio::spawn(c.quit());
                 continue;
             }
+            if c.is_closing().await {
+                tracing::debug!(upstream = %self.dial.name, "idle connection closed by the provider; not reused");
+                continue;
+            }
             c.set_permit(permit);
             return Ok(c);
         }
@@ -335,10 +449,15 @@ impl Pool {
     async fn checkout_in_group(&self, group: &Group) -> Result<Client, UpstreamError> {
         loop {
             let candidate = self.idle().pop();
-            let Some(c) = candidate else { break };
+            let Some(mut c) = candidate else { break };
             self.idle_gauge().dec();
             if c.is_stale() {
                 tokio::spawn(c.quit());
+                continue;
+            }
+            if c.is_closing().await {
+                // Dropped: its slot is free again.
+                tracing::debug!(upstream = %self.dial.name, "idle connection closed by the provider; not reused");
                 continue;
             }
             return Ok(c);
@@ -377,15 +496,24 @@ impl Pool {
     /// What connecting or sending reports; the slot is freed then.
     pub async fn replace(&self, mut dead: Client) -> Result<Client, UpstreamError> {
         let batch = dead.take_last_batch();
+        let mine = dead.take_user_permit();
         let permit = dead.take_permit();
         drop(dead);
         let mut fresh = self.connect(Purpose::Traffic).await?;
         if let Some(p) = permit {
             fresh.set_permit(p);
         }
+        if let Some(p) = mine {
+            fresh.set_user_permit(p);
+        }
         fresh.queue_raw(&batch);
         fresh.flush_commands().await?;
         Ok(fresh)
+    }
+
+    /// Whether a reload replaced this upstream (its delivery loop ends).
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// Connections waiting in the pool now.

@@ -10,6 +10,9 @@
 //! except that a message with a `X-Verdict: tempfail` (or `reject`) line is
 //! answered 451 (554) after its dot. `refuse_auth(true)` makes AUTH fail
 //! with 535, as when the provider password changed.
+//!
+//! Faults on demand: `set_down` refuses connections, `set_mail_reply` and
+//! `set_data_reply` answer MAIL or the final dot with the given reply line.
 
 use std::sync::{Arc, Mutex};
 
@@ -32,6 +35,11 @@ struct Record {
     max_open: usize,
     commands: Vec<String>,
     messages: Vec<Delivered>,
+    down: bool,
+    mail_reply: Option<String>,
+    data_reply: Option<String>,
+    /// Quiet this long, a connection gets `421` and is closed.
+    idle_cut: Option<std::time::Duration>,
 }
 
 /// The in-memory provider and its connector.
@@ -71,6 +79,41 @@ impl MemoryUpstream {
         self.lock().messages.clone()
     }
 
+    /// While `down`, connecting fails (connection refused).
+    pub fn set_down(&self, down: bool) {
+        self.lock().down = down;
+    }
+
+    /// Answer every MAIL with `reply` (e.g. "451 4.3.0 try later"); `None`: 250.
+    pub fn set_mail_reply(&self, reply: Option<&str>) {
+        self.lock().mail_reply = reply.map(|r| format!("{r}\r\n"));
+    }
+
+    /// Answer the final dot with `reply`; `None`: 250 (and the message is recorded).
+    pub fn set_data_reply(&self, reply: Option<&str>) {
+        self.lock().data_reply = reply.map(|r| format!("{r}\r\n"));
+    }
+
+    /// Like a Postfix-based provider: a connection quiet for `cut` gets
+    /// `421 4.4.2` and is closed.
+    pub fn set_idle_cut(&self, cut: Option<std::time::Duration>) {
+        self.lock().idle_cut = cut;
+    }
+
+    /// The most connections that were open at once.
+    pub fn peak_connections(&self) -> usize {
+        self.lock().max_open
+    }
+
+    /// MAIL commands received.
+    pub fn transactions(&self) -> usize {
+        self.lock()
+            .commands
+            .iter()
+            .filter(|c| c.to_ascii_uppercase().starts_with("MAIL FROM:"))
+            .count()
+    }
+
     /// A postern `[[upstream]]` table named "mem" for this provider.
     pub fn postern_toml(extra: &str) -> String {
         format!(
@@ -82,6 +125,14 @@ impl MemoryUpstream {
 
 impl Connector for MemoryUpstream {
     fn connect<'a>(&'a self, _addr: &'a str) -> Connecting<'a> {
+        if self.lock().down {
+            return Box::pin(async {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "provider down",
+                ))
+            });
+        }
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         {
             let mut r = self.lock();
@@ -105,12 +156,25 @@ impl MemoryUpstream {
         let mut from = String::new();
         let mut to = Vec::new();
         loop {
-            let line = match read_line(&mut io, &mut buf).await? {
+            let cut = self.lock().idle_cut;
+            let next = match cut {
+                Some(d) => match tokio::time::timeout(d, read_line(&mut io, &mut buf)).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        io.write_all(b"421 4.4.2 provider.test idle timeout\r\n")
+                            .await?;
+                        return Ok(());
+                    }
+                },
+                None => read_line(&mut io, &mut buf).await?,
+            };
+            let line = match next {
                 Some(l) => l,
                 None => return Ok(()),
             };
             self.lock().commands.push(line.clone());
             let upper = line.to_ascii_uppercase();
+            let mail_reply = self.lock().mail_reply.clone();
             let reply: &[u8] = if upper.starts_with("EHLO") {
                 b"250-provider.test\r\n250-PIPELINING\r\n250-SIZE 10000000\r\n250 AUTH PLAIN\r\n"
             } else if upper.starts_with("AUTH") {
@@ -120,7 +184,14 @@ impl MemoryUpstream {
                     b"235 2.7.0 ok\r\n"
                 }
             } else if upper.starts_with("MAIL FROM:") {
-                from = line[10..].trim_matches(['<', '>']).to_owned();
+                if let Some(r) = mail_reply {
+                    io.write_all(r.as_bytes()).await?;
+                    continue;
+                }
+                let path = &line[10..];
+                from = path[..path.find('>').map_or(path.len(), |i| i + 1)]
+                    .trim_matches(['<', '>'])
+                    .to_owned();
                 to.clear();
                 if from.starts_with("tempfail") {
                     b"451 4.3.2 try later\r\n"
@@ -154,6 +225,12 @@ impl MemoryUpstream {
                         }
                         None => return Ok(()),
                     }
+                }
+                let data_reply = self.lock().data_reply.clone();
+                if let Some(r) = data_reply {
+                    to.clear();
+                    io.write_all(r.as_bytes()).await?;
+                    continue;
                 }
                 let text = String::from_utf8_lossy(&data).into_owned();
                 if text.contains("X-Verdict: tempfail") {
@@ -193,5 +270,38 @@ async fn read_line(io: &mut DuplexStream, buf: &mut Vec<u8>) -> std::io::Result<
             return Ok(None);
         }
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Several in-memory providers told apart by the address postern dials
+/// (`host:port` of each `[[upstream]]`), for failover between upstreams.
+#[derive(Clone, Default)]
+pub struct ByAddr {
+    routes: Vec<(String, MemoryUpstream)>,
+}
+
+impl ByAddr {
+    /// `addr` (as written in the upstream's `addr`) reaches `up`.
+    pub fn with(mut self, addr: &str, up: &MemoryUpstream) -> ByAddr {
+        self.routes.push((addr.to_owned(), up.clone()));
+        self
+    }
+
+    pub fn connector(&self) -> Arc<dyn Connector> {
+        Arc::new(self.clone())
+    }
+}
+
+impl Connector for ByAddr {
+    fn connect<'a>(&'a self, addr: &'a str) -> Connecting<'a> {
+        match self.routes.iter().find(|(a, _)| a == addr) {
+            Some((_, up)) => up.connect(addr),
+            None => Box::pin(async move {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    format!("no provider at {addr}"),
+                ))
+            }),
+        }
     }
 }

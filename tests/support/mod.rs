@@ -2,11 +2,13 @@
 //! `mod support;` and may use only part of it.
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod certs;
 pub mod memory_upstream;
 pub mod observe;
 pub mod postern;
 pub mod relay;
+pub mod spool;
 pub mod token;
 pub mod transcript;
 pub mod upstream;

@@ -1,0 +1,635 @@
+//! The durable spool: messages acknowledged with `250 Queued as <id>` once
+//! their content and envelope are on disk (`store`, group-committed), an index
+//! of what waits for which upstream, and the delivery workers (`deliver`)
+//! that drain it through the upstream's pool.
+//!
+//! One `Spool` per spool directory and process: it is kept across reloads
+//! (a reload with the same `dir` reuses it), and `dir/lock` keeps a second
+//! `postern run` away from the same directory. The queue commands (`cli`)
+//! work on the files under each entry's lock and tell the daemon through
+//! `dir/control/`.
+//!
+//! # Time
+//! Due times are wall-clock milliseconds on disk. The running spool reads the
+//! wall clock once and advances it with tokio's clock, so backoff and expiry
+//! run in paused time in tests exactly as they do in production.
+//!
+//! # Concurrency
+//! `index` is a short-held lock, never held across an await or a disk sync.
+//! An entry being delivered is out of the due set, so two workers never take
+//! the same entry; the queue commands take the entry's file lock.
+
+pub mod cli;
+pub mod deliver;
+pub mod metrics;
+pub mod store;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::SpoolSettings;
+pub use metrics::SpoolMetrics;
+use store::{Committer, Layout, Op, Place, Rcpt, RcptStatus, Record};
+
+/// Why a message could not be spooled.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// `max_size` reached, or the disk is full: 452 4.3.1.
+    #[error("spool full")]
+    Full,
+    #[error("spool I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl SpoolError {
+    fn from_io(e: io::Error) -> SpoolError {
+        if store::is_disk_full(&e) {
+            SpoolError::Full
+        } else {
+            SpoolError::Io(e)
+        }
+    }
+}
+
+/// Wall-clock milliseconds advanced by tokio's clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    wall0_ms: u64,
+    t0: tokio::time::Instant,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock {
+            wall0_ms: wall_ms(),
+            t0: tokio::time::Instant::now(),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.wall0_ms + self.t0.elapsed().as_millis() as u64
+    }
+
+    /// The tokio instant at which the clock reads `ms`.
+    pub fn instant_at(&self, ms: u64) -> tokio::time::Instant {
+        self.t0 + Duration::from_millis(ms.saturating_sub(self.wall0_ms))
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What the index knows of a queued entry.
+#[derive(Clone, Debug)]
+struct Meta {
+    upstream: Arc<str>,
+    size: u64,
+    received_ms: u64,
+    next_ms: u64,
+    attempts: u32,
+    /// Taken by a worker: not in `due`.
+    busy: bool,
+}
+
+#[derive(Default)]
+struct Index {
+    queued: HashMap<String, Meta>,
+    /// Per upstream: (due time, id) of the entries no worker holds.
+    due: HashMap<Arc<str>, BTreeSet<(u64, String)>>,
+    dead: HashMap<String, Arc<str>>,
+    bytes: u64,
+}
+
+/// Message bytes kept in memory before a file is opened for them: a small
+/// message is written, with its envelope, by the committer's round, never by
+/// the session's async thread (where a file create can wait behind a journal
+/// commit and stall every session on that thread).
+const IN_MEMORY: usize = 256 * 1024;
+
+/// A message being written to the spool.
+pub struct Incoming {
+    id: String,
+    tmp: PathBuf,
+    /// The bytes not written to `file` yet (all of them for a small message).
+    buf: Vec<u8>,
+    file: Option<BufWriter<File>>,
+    crc: crc32fast::Hasher,
+    size: u64,
+    failed: Option<io::ErrorKind>,
+}
+
+impl Incoming {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Appends message bytes (already unstuffed).
+    ///
+    /// # Errors
+    /// Disk errors (`Full` when the disk is).
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
+        if let Some(kind) = self.failed {
+            return Err(SpoolError::from_io(io::Error::from(kind)));
+        }
+        self.crc.update(bytes);
+        self.size += bytes.len() as u64;
+        if self.file.is_none() && self.buf.len() + bytes.len() <= IN_MEMORY {
+            self.buf.extend_from_slice(bytes);
+            return Ok(());
+        }
+        let r = (|| {
+            if self.file.is_none() {
+                let f = File::options()
+                    .write(true)
+                    .create_new(true)
+                    .open(&self.tmp)?;
+                // Kept at once, so an abort removes it even if this write fails.
+                let w = self.file.insert(BufWriter::with_capacity(64 * 1024, f));
+                w.write_all(&std::mem::take(&mut self.buf))?;
+            }
+            match self.file.as_mut() {
+                Some(w) => w.write_all(bytes),
+                None => Ok(()),
+            }
+        })();
+        r.map_err(|e| {
+            self.failed = Some(e.kind());
+            SpoolError::from_io(e)
+        })
+    }
+
+    /// Drops the message: nothing of it stays on disk.
+    pub fn abort(self) {
+        if self.file.is_some() {
+            drop(self.file);
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// The envelope of a message to spool.
+pub struct NewMessage<'a> {
+    pub upstream: &'a str,
+    pub user: &'a str,
+    pub mail_from: &'a str,
+    pub client_mail_from: &'a str,
+    pub recipients: &'a [String],
+    pub smtputf8: bool,
+    /// "7bit" or "8bitmime".
+    pub body: &'a str,
+    pub notice: bool,
+}
+
+/// The spool of one directory.
+pub struct Spool {
+    pub layout: Layout,
+    pub settings: SpoolSettings,
+    committer: Arc<Committer>,
+    pub clock: Clock,
+    index: Mutex<Index>,
+    /// Bumped whenever something becomes due; workers watch it.
+    wake: watch::Sender<u64>,
+    pub metrics: SpoolMetrics,
+    housekeeping: AtomicBool,
+    /// Held while the spool is open: one daemon per directory.
+    _lock: File,
+}
+
+impl Spool {
+    /// Opens (creating it if needed) and recovers the spool: clears what was
+    /// half-written, repairs interrupted moves and loads the index.
+    ///
+    /// # Errors
+    /// Disk errors, or another process holding the spool.
+    pub fn open(settings: &SpoolSettings, metrics: SpoolMetrics) -> io::Result<Spool> {
+        let layout = Layout::new(&settings.dir);
+        layout.create()?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(settings.dir.join("lock"))?;
+        if lock.try_lock().is_err() {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "spool {} is in use by another postern",
+                    settings.dir.display()
+                ),
+            ));
+        }
+        let started = tokio::time::Instant::now();
+        let discarded = layout.recover()?;
+        let spool = Spool {
+            layout,
+            settings: settings.clone(),
+            committer: Arc::new(Committer::new()),
+            clock: Clock::new(),
+            index: Mutex::new(Index::default()),
+            wake: watch::channel(0).0,
+            metrics,
+            housekeeping: AtomicBool::new(false),
+            _lock: lock,
+        };
+        let mut loaded = 0;
+        for id in spool.layout.ids(Place::Queue)? {
+            match spool.layout.read_record(Place::Queue, &id) {
+                Ok(r) => {
+                    spool.insert(&r);
+                    loaded += 1;
+                }
+                Err(e) => {
+                    tracing::error!(id = %id, error = %e, "spool: unreadable entry left in place")
+                }
+            }
+        }
+        let mut dead = 0;
+        for id in spool.layout.ids(Place::Dead)? {
+            if let Ok(r) = spool.layout.read_record(Place::Dead, &id) {
+                spool.insert_dead(&id, &r.upstream);
+                dead += 1;
+            }
+        }
+        tracing::info!(
+            dir = %settings.dir.display(),
+            queued = loaded,
+            dead,
+            discarded,
+            ms = started.elapsed().as_millis() as u64,
+            "spool recovered"
+        );
+        Ok(spool)
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn gauge(&self, upstream: &str, state: &str) -> prometheus::IntGauge {
+        self.metrics.messages.with_label_values(&[upstream, state])
+    }
+
+    fn state_word(attempts: u32) -> &'static str {
+        if attempts == 0 { "queued" } else { "deferred" }
+    }
+
+    /// Adds (or refreshes) a queued entry from its record.
+    fn insert(&self, r: &Record) {
+        let upstream: Arc<str> = Arc::from(r.upstream.as_str());
+        let mut ix = self.index();
+        if let Some(old) = ix.queued.remove(&r.id) {
+            self.gauge(&old.upstream, Spool::state_word(old.attempts))
+                .dec();
+            ix.bytes -= old.size;
+            if let Some(set) = ix.due.get_mut(&old.upstream) {
+                set.remove(&(old.next_ms, r.id.clone()));
+            }
+        }
+        if let Some(up) = ix.dead.remove(&r.id) {
+            self.gauge(&up, "dead").dec();
+        }
+        self.gauge(&upstream, Spool::state_word(r.attempts)).inc();
+        ix.bytes += r.size;
+        ix.due
+            .entry(upstream.clone())
+            .or_default()
+            .insert((r.next_attempt_ms, r.id.clone()));
+        ix.queued.insert(
+            r.id.clone(),
+            Meta {
+                upstream,
+                size: r.size,
+                received_ms: r.received_at_ms,
+                next_ms: r.next_attempt_ms,
+                attempts: r.attempts,
+                busy: false,
+            },
+        );
+        self.metrics.bytes.set(ix.bytes as i64);
+        drop(ix);
+        self.wake.send_modify(|n| *n += 1);
+    }
+
+    fn insert_dead(&self, id: &str, upstream: &str) {
+        let up: Arc<str> = Arc::from(upstream);
+        self.gauge(&up, "dead").inc();
+        self.index().dead.insert(id.to_owned(), up);
+    }
+
+    /// Takes an entry out of the index (delivered, deleted or dead).
+    fn forget(&self, id: &str) {
+        let mut ix = self.index();
+        if let Some(m) = ix.queued.remove(id) {
+            self.gauge(&m.upstream, Spool::state_word(m.attempts)).dec();
+            ix.bytes -= m.size;
+            if let Some(set) = ix.due.get_mut(&m.upstream) {
+                set.remove(&(m.next_ms, id.to_owned()));
+            }
+        }
+        if let Some(up) = ix.dead.remove(id) {
+            self.gauge(&up, "dead").dec();
+        }
+        self.metrics.bytes.set(ix.bytes as i64);
+    }
+
+    /// Group-commit rounds so far (one disk sync each, however many messages).
+    pub fn commit_rounds(&self) -> u64 {
+        self.committer.rounds()
+    }
+
+    /// Message bytes waiting now.
+    pub fn queued_bytes(&self) -> u64 {
+        self.index().bytes
+    }
+
+    /// Whether a new message of `size` bytes would go over `max_size`.
+    pub fn is_full(&self, size: u64) -> bool {
+        self.queued_bytes().saturating_add(size) > self.settings.max_size
+    }
+
+    /// Entries queued now (delivering ones included).
+    pub fn queued(&self) -> usize {
+        self.index().queued.len()
+    }
+
+    /// Entries in `dead/`.
+    pub fn dead(&self) -> usize {
+        self.index().dead.len()
+    }
+
+    /// Starts a message with a fresh id.
+    ///
+    /// # Errors
+    /// `Full` over `max_size` or on a full disk; other disk errors.
+    pub fn begin(&self) -> Result<Incoming, SpoolError> {
+        if self.is_full(0) {
+            return Err(SpoolError::Full);
+        }
+        let id = store::new_id();
+        let tmp = self.layout.tmp().join(format!("{id}.eml"));
+        Ok(Incoming {
+            id,
+            tmp,
+            buf: Vec::new(),
+            file: None,
+            crc: crc32fast::Hasher::new(),
+            size: 0,
+            failed: None,
+        })
+    }
+
+    /// Makes a message durable (content and envelope synced, with whatever
+    /// else is being committed now) and queues it for delivery. Returns its id.
+    ///
+    /// # Errors
+    /// `Full` over `max_size` or on a full disk; other disk errors. Nothing of
+    /// the message stays on disk then.
+    pub async fn commit(
+        &self,
+        incoming: Incoming,
+        m: &NewMessage<'_>,
+    ) -> Result<String, SpoolError> {
+        if self.is_full(incoming.size) {
+            incoming.abort();
+            return Err(SpoolError::Full);
+        }
+        let Incoming {
+            id,
+            tmp,
+            buf,
+            file,
+            crc,
+            size,
+            failed,
+        } = incoming;
+        let cleanup = |paths: &[&Path]| {
+            for p in paths {
+                let _ = std::fs::remove_file(p);
+            }
+        };
+        if let Some(kind) = failed {
+            cleanup(&[&tmp]);
+            return Err(SpoolError::from_io(io::Error::from(kind)));
+        }
+        // A large message is in its file already (flushed here); a small one
+        // is written by the round.
+        let mut write = Vec::new();
+        let mut sync = Vec::new();
+        match file {
+            Some(mut w) => {
+                let flushed = w.write_all(&buf).and_then(|()| w.flush());
+                match (flushed, w.into_inner()) {
+                    (Ok(()), Ok(f)) => sync.push(f),
+                    (Err(e), _) => {
+                        cleanup(&[&tmp]);
+                        return Err(SpoolError::from_io(e));
+                    }
+                    (_, Err(e)) => {
+                        cleanup(&[&tmp]);
+                        return Err(SpoolError::from_io(e.into_error()));
+                    }
+                }
+            }
+            None => write.push((tmp.clone(), buf)),
+        }
+        let now = self.clock.now_ms();
+        let record = Record {
+            id: id.clone(),
+            upstream: m.upstream.to_owned(),
+            user: m.user.to_owned(),
+            mail_from: m.mail_from.to_owned(),
+            client_mail_from: m.client_mail_from.to_owned(),
+            received_at_ms: now,
+            size,
+            crc32: crc.finalize(),
+            smtputf8: m.smtputf8,
+            body: m.body.to_owned(),
+            attempts: 0,
+            next_attempt_ms: now,
+            last_error: None,
+            recipients: m
+                .recipients
+                .iter()
+                .map(|a| Rcpt {
+                    address: a.clone(),
+                    status: RcptStatus::Pending,
+                    reply: None,
+                })
+                .collect(),
+            notice: m.notice,
+        };
+        let json_tmp = self.layout.tmp().join(format!(
+            "{id}.{:08x}.json",
+            (crate::upstream::outbox::nonce() as u32)
+        ));
+        let mut json = match serde_json::to_vec_pretty(&record) {
+            Ok(j) => j,
+            Err(e) => {
+                cleanup(&[&tmp]);
+                return Err(SpoolError::Io(io::Error::other(e)));
+            }
+        };
+        json.push(b'\n');
+        write.push((json_tmp.clone(), json));
+        let eml = self.layout.eml(Place::Queue, &id);
+        let json_path = self.layout.json(Place::Queue, &id);
+        let r = self
+            .committer
+            .commit_writes(
+                write,
+                sync,
+                vec![
+                    Op::Rename(tmp.clone(), eml.clone()),
+                    Op::Rename(json_tmp.clone(), json_path.clone()),
+                ],
+                vec![self.layout.dir(Place::Queue)],
+            )
+            .await;
+        if let Err(e) = r {
+            // Not acknowledged: take back whatever got in (record first).
+            cleanup(&[&json_path, &eml, &json_tmp, &tmp]);
+            return Err(SpoolError::from_io(e));
+        }
+        self.insert(&record);
+        Ok(id)
+    }
+
+    /// The next entry of `upstream` due by `now_ms`, taken out of the due set.
+    pub fn take_due(&self, upstream: &str, now_ms: u64) -> Option<String> {
+        let mut ix = self.index();
+        let set = ix.due.get_mut(upstream)?;
+        let first = set.first().filter(|(t, _)| *t <= now_ms)?.clone();
+        set.remove(&first);
+        if let Some(m) = ix.queued.get_mut(&first.1) {
+            m.busy = true;
+        }
+        Some(first.1)
+    }
+
+    /// When the next entry of `upstream` is due, if any waits.
+    pub fn next_due(&self, upstream: &str) -> Option<u64> {
+        self.index()
+            .due
+            .get(upstream)
+            .and_then(|s| s.first().map(|(t, _)| *t))
+    }
+
+    /// Puts an entry a worker held back in the due set at `next_ms`.
+    fn release(&self, id: &str, next_ms: u64, attempts: u32) {
+        let mut ix = self.index();
+        let Some(m) = ix.queued.get_mut(id) else {
+            return;
+        };
+        let old_state = Spool::state_word(m.attempts);
+        m.next_ms = next_ms;
+        m.attempts = attempts;
+        m.busy = false;
+        let up = m.upstream.clone();
+        ix.due
+            .entry(up.clone())
+            .or_default()
+            .insert((next_ms, id.to_owned()));
+        drop(ix);
+        let new_state = Spool::state_word(attempts);
+        if old_state != new_state {
+            self.gauge(&up, old_state).dec();
+            self.gauge(&up, new_state).inc();
+        }
+        self.wake.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that changes whenever something becomes due.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.wake.subscribe()
+    }
+
+    /// Re-reads one entry from disk after a queue command changed it.
+    pub fn refresh(&self, id: &str) {
+        if !store::valid_id(id) {
+            return;
+        }
+        let busy = self.index().queued.get(id).is_some_and(|m| m.busy);
+        if busy {
+            // Its worker re-reads the record when it is done.
+            return;
+        }
+        match self.layout.read_record(Place::Queue, id) {
+            Ok(r) => self.insert(&r),
+            Err(_) => {
+                self.forget(id);
+                if let Ok(r) = self.layout.read_record(Place::Dead, id) {
+                    self.insert_dead(id, &r.upstream);
+                }
+            }
+        }
+    }
+
+    /// Applies the notices the queue commands left in `control/`.
+    pub fn process_control(&self) {
+        let Ok(entries) = std::fs::read_dir(self.layout.control()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if let Some(id) = path.file_name().and_then(|n| n.to_str()) {
+                let id = id.split('.').next().unwrap_or_default().to_owned();
+                self.refresh(&id);
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
+    /// Sets `postern_spool_oldest_seconds` for every upstream that has had mail.
+    fn publish_oldest(&self) {
+        let now = self.clock.now_ms();
+        let ix = self.index();
+        let mut oldest: HashMap<Arc<str>, u64> = HashMap::new();
+        for m in ix.queued.values() {
+            let e = oldest.entry(m.upstream.clone()).or_insert(m.received_ms);
+            *e = (*e).min(m.received_ms);
+        }
+        let names: Vec<Arc<str>> = ix.due.keys().cloned().collect();
+        drop(ix);
+        for up in names {
+            let age = oldest.get(&up).map_or(0, |t| now.saturating_sub(*t) / 1000);
+            self.metrics
+                .oldest
+                .with_label_values(&[&up])
+                .set(age as i64);
+        }
+    }
+
+    /// Starts the spool's own upkeep once: queue-command notices and the age
+    /// gauge, every second, until the spool is dropped.
+    pub fn start_housekeeping(self: &Arc<Spool>) {
+        if self.housekeeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<Spool> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let Some(s) = weak.upgrade() else { return };
+                s.process_control();
+                s.publish_oldest();
+            }
+        });
+    }
+}
