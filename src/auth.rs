@@ -4,11 +4,21 @@
 //! An unknown user name is verified against a dummy argon2 hash, so the reply
 //! (535 5.7.8) and its timing are the same as for a wrong password: the relay
 //! does not tell an attacker which device accounts exist.
+//!
+//! A successful check is remembered for `[server] auth_cache_ttl` (`cache`):
+//! the same user, stored hash and password within it are answered without
+//! argon2. Everything else is checked as if there were no cache.
+
+pub mod cache;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use cache::AuthCache;
 
 pub use crate::addr::canonical_ip;
 use crate::config::{Config, Limits, UpstreamConfig, UserConfig};
@@ -32,9 +42,12 @@ pub struct User {
     pub rates: crate::limits::UserRates,
 }
 
-/// The user table.
+/// The user table, and the cache of successful checks it shares with the
+/// tables that replace it on reload.
 pub struct Users {
     users: Vec<Arc<User>>,
+    cache: Arc<AuthCache>,
+    cache_ttl: Duration,
 }
 
 /// What every password check in the process shares, whatever policy its
@@ -76,18 +89,66 @@ pub enum Verdict {
     Denied,
 }
 
+/// What the verified-credential cache did for one check
+/// (`postern_auth_cache_total{result}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheUse {
+    /// Answered from the cache: no hash was computed.
+    Hit,
+    /// The password hash was checked (a first or expired success, a wrong
+    /// password, an unknown user).
+    Miss,
+    /// `auth_cache_ttl = 0`: the hash is checked every time.
+    Off,
+}
+
+impl CacheUse {
+    /// The metric label, `None` when the cache is off.
+    pub fn label(self) -> Option<&'static str> {
+        match self {
+            CacheUse::Hit => Some("hit"),
+            CacheUse::Miss => Some("miss"),
+            CacheUse::Off => None,
+        }
+    }
+}
+
 impl Users {
-    /// Builds the table from a validated config.
+    /// Builds the table from a validated config. With `previous` (a reload)
+    /// its cache of successful checks is kept, less the entries of users who
+    /// are gone or whose stored hash changed (all of them when the new
+    /// `auth_cache_ttl` is 0).
     ///
     /// # Errors
-    /// If a hash that passed validation fails to parse (not expected), or hashing the dummy fails.
-    pub fn from_config(config: &Config) -> Result<Users, String> {
+    /// If a hash that passed validation fails to parse (not expected), hashing
+    /// the dummy fails, or no random key can be drawn for the cache.
+    pub fn from_config(config: &Config, previous: Option<&Users>) -> Result<Users, String> {
         let mut users = Vec::new();
         for u in &config.users {
             users.push(Arc::new(user_from_config(config, u)?));
         }
         verifier()?;
-        Ok(Users { users })
+        let cache_ttl = config.server.auth_cache_ttl.0;
+        let cache = match previous {
+            Some(old) => old.cache.clone(),
+            None => Arc::new(AuthCache::new()?),
+        };
+        let table = Users {
+            users,
+            cache,
+            cache_ttl,
+        };
+        if cache_ttl.is_zero() {
+            table.cache.clear();
+        } else {
+            table.cache.retain(|name, hash| {
+                table
+                    .get(name)
+                    .and_then(|u| u.hash.as_ref())
+                    .is_some_and(|h| h.as_str() == hash)
+            });
+        }
+        Ok(table)
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<User>> {
@@ -115,33 +176,59 @@ impl Users {
             .map(|(_, u)| u)
     }
 
-    /// Verifies a user name and password on a blocking thread.
-    pub async fn verify(self: &Arc<Self>, username: &str, password: &str) -> Verdict {
+    /// Verifies a user name and password: from the cache of recent
+    /// successes, else on a blocking thread (one of a bounded number at once).
+    pub async fn verify(self: &Arc<Self>, username: &str, password: &str) -> (Verdict, CacheUse) {
+        let ttl = self.cache_ttl;
+        let cache_use = if ttl.is_zero() {
+            CacheUse::Off
+        } else {
+            CacheUse::Miss
+        };
         let Ok(v) = verifier() else {
-            return Verdict::Denied;
+            return (Verdict::Denied, cache_use);
         };
-        let Ok(_permit) = v.permits.acquire().await else {
-            return Verdict::Denied;
-        };
-        let user = self.get(username).cloned();
+        let user = self.get(username).filter(|u| u.hash.is_some()).cloned();
         let hash = match user.as_ref().and_then(|u| u.hash.clone()) {
             Some(h) => h,
             // Unknown users, and users who may only send from their networks, cost the same.
             None => v.dummy.clone(),
         };
-        let password = password.to_owned();
+        // The lookup runs for every name (against the dummy hash for the
+        // unknown, which nothing is remembered for), so it costs the same
+        // whoever asks; a hit counts only for a user with a hash.
+        let hit = self
+            .cache
+            .hit(username, hash.as_str(), password, ttl, Instant::now());
+        if let (true, Some(u)) = (hit, &user) {
+            return (Verdict::Ok(u.clone()), CacheUse::Hit);
+        }
+        let Ok(_permit) = v.permits.acquire().await else {
+            return (Verdict::Denied, cache_use);
+        };
+        let owned = password.to_owned();
+        let checked = hash.clone();
         let ok = tokio::task::spawn_blocking(move || {
             let mut scratch = v.take_scratch();
-            let ok = hash.verify_with(&password, &mut scratch);
+            let ok = checked.verify_with(&owned, &mut scratch);
             v.give_scratch(scratch);
             ok
         })
         .await
         .unwrap_or(false);
         match (ok, user) {
-            (true, Some(u)) if u.hash.is_some() => Verdict::Ok(u),
-            _ => Verdict::Denied,
+            (true, Some(u)) => {
+                self.cache
+                    .remember(&u.name, hash.as_str(), password, ttl, Instant::now());
+                (Verdict::Ok(u), cache_use)
+            }
+            _ => (Verdict::Denied, cache_use),
         }
+    }
+
+    /// How many successful checks the cache holds now.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
     }
 }
 

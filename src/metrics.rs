@@ -33,6 +33,8 @@ pub struct Metrics {
     pub connections_rejected: IntCounterVec,
     pub tls_handshakes: IntCounterVec,
     pub auth_attempts: IntCounterVec,
+    /// Password checks answered from the verified-credential cache (`hit`) or by the hash (`miss`).
+    pub auth_cache: IntCounterVec,
     pub messages: IntCounterVec,
     pub recipients: IntCounterVec,
     pub message_bytes: IntCounterVec,
@@ -130,6 +132,8 @@ pub const RELAY_BUCKETS: &[f64] = &[
 pub const AUTH_MECHANISMS: &[&str] = &["plain", "login", "other"];
 /// `result` words of `postern_auth_attempts_total`.
 pub const AUTH_RESULTS: &[&str] = &["ok", "fail", "cancelled", "throttled"];
+/// `result` words of `postern_auth_cache_total`.
+pub const AUTH_CACHE_RESULTS: &[&str] = &["hit", "miss"];
 /// `result` words of `postern_tls_handshakes_total`.
 pub const TLS_RESULTS: &[&str] = &["ok", "error", "timeout"];
 /// `version` words of `postern_tls_sessions_total` (rustls speaks only these).
@@ -207,6 +211,12 @@ impl Metrics {
                 "auth_attempts_total",
                 "Client AUTH attempts by mechanism and result",
                 &["mechanism", "result"],
+            )?,
+            auth_cache: counter(
+                r,
+                "auth_cache_total",
+                "Password checks answered from the cache of recent successes (hit) or by the password hash (miss)",
+                &["result"],
             )?,
             messages: counter(
                 r,
@@ -407,6 +417,9 @@ impl Metrics {
                 self.auth_attempts.with_label_values(&[mechanism, result]);
             }
         }
+        for result in AUTH_CACHE_RESULTS {
+            self.auth_cache.with_label_values(&[result]);
+        }
         for result in RELOAD_RESULTS {
             self.config_reloads.with_label_values(&[result]);
         }
@@ -505,6 +518,7 @@ impl Metrics {
             &self.connections_rejected,
             &self.tls_handshakes,
             &self.auth_attempts,
+            &self.auth_cache,
             &self.messages,
             &self.recipients,
             &self.message_bytes,

@@ -44,6 +44,13 @@ impl PasswordHash {
         Err("expected an argon2 PHC string ($argon2id$...) from `postern hash-password`, or a bcrypt hash ($2b$...)".to_owned())
     }
 
+    /// The hash string as configured.
+    pub fn as_str(&self) -> &str {
+        match self {
+            PasswordHash::Argon2(s) | PasswordHash::Bcrypt(s) => s,
+        }
+    }
+
     /// Checks a password. CPU-heavy (tens of ms): call from a blocking thread.
     pub fn verify(&self, password: &str) -> bool {
         self.verify_with(password, &mut Scratch::default())

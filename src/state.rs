@@ -89,7 +89,7 @@ impl Policy {
         connector: &Arc<dyn Connector>,
         previous: Option<&Policy>,
     ) -> Result<Policy, String> {
-        let users = Arc::new(Users::from_config(&config)?);
+        let users = Arc::new(Users::from_config(&config, previous.map(|p| &*p.users))?);
         metrics.prepare(&config);
         let mut upstreams = Upstream::all_from_config(&config, metrics, connector)?;
         if let Some(old) = previous {

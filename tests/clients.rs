@@ -80,6 +80,8 @@ async fn start(up: UpstreamConfig) -> (FakeUpstream, Postern) {
         r#"
 [server]
 hostname = "postern.test"
+[metrics]
+addr = "127.0.0.1:0"
 [tls]
 cert = "{{cert}}"
 key = "{{key}}"
@@ -530,6 +532,33 @@ async fn python_smtplib_starttls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_smtplib_smtp_ssl_implicit_tls() {
     smtplib("ssl", "implicit").await;
+}
+
+/// A device that opens a session per message (STARTTLS, AUTH, one message):
+/// its second login is answered from the verified-credential cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_smtplib_returning_device_is_answered_from_the_auth_cache() {
+    let (fake, p) = start_tls(UpTls::None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, body) = client_files(&p, dir.path(), PY_BODY);
+    let port = p.addr("starttls").port().to_string();
+    for _ in 0..2 {
+        let out = run(tokio::process::Command::new("python3")
+            .args(["-c", PY_SCRIPT, "starttls", &port, &ca, &body]))
+        .await;
+        assert_success("python smtplib (starttls)", &out);
+    }
+    let msgs = fake.wait_messages(2, T).await;
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(
+        p.metric("postern_auth_cache_total{result=\"miss\"}").await,
+        1.0
+    );
+    assert_eq!(
+        p.metric("postern_auth_cache_total{result=\"hit\"}").await,
+        1.0
+    );
+    assert_provider_credentials_only(&fake);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -316,6 +316,155 @@ async fn a_reloaded_auth_failure_limit_takes_effect() {
     .await;
 }
 
+// --- the verified-credential cache ----------------------------------------------------
+
+fn cache_hits(s: &Server) -> (f64, f64) {
+    (
+        s.metric("postern_auth_cache_total{result=\"hit\"}"),
+        s.metric("postern_auth_cache_total{result=\"miss\"}"),
+    )
+}
+
+/// A new session from "dev" that AUTHs with `password` and expects `want`.
+async fn auth_session(s: &Server, password: &str, want: &str) {
+    let mut t = s.connect();
+    t.expect("220 ").await;
+    t.cmd("EHLO printer.lan", "250").await;
+    t.cmd(&format!("AUTH PLAIN {}", plain("dev", password)), want)
+        .await;
+}
+
+#[tokio::test]
+async fn a_returning_device_is_answered_from_the_auth_cache() {
+    let s = outbox_server("", "");
+    auth_session(&s, PASSWORD, "235 2.7.0").await;
+    assert_eq!(cache_hits(&s), (0.0, 1.0), "the first AUTH runs argon2");
+    let mut t = logged_in(&s).await;
+    assert_eq!(cache_hits(&s), (1.0, 1.0), "the second is remembered");
+    // The cached success is a full login: the session sends.
+    send_message(&mut t, "you@example.net", "250 2.0.0").await;
+    assert_eq!(
+        s.metric("postern_auth_attempts_total{mechanism=\"plain\",result=\"ok\"}"),
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_after_a_cached_right_one_is_refused() {
+    let s = outbox_server("", "");
+    auth_session(&s, PASSWORD, "235").await;
+    auth_session(&s, PASSWORD, "235").await;
+    assert_eq!(cache_hits(&s), (1.0, 1.0));
+    for wrong in ["wrong", "device-password ", "device-passwor", ""] {
+        auth_session(&s, wrong, "535 5.7.8").await;
+    }
+    // Each wrong one was checked by the hash (a miss), and counted as a
+    // failure; the empty one is refused by the SASL decoder before any check.
+    assert_eq!(cache_hits(&s), (1.0, 4.0));
+    assert_eq!(
+        s.metric("postern_auth_attempts_total{mechanism=\"plain\",result=\"fail\"}"),
+        4.0
+    );
+    // Failures do not evict the right password, nor are they remembered.
+    auth_session(&s, PASSWORD, "235").await;
+    auth_session(&s, "wrong", "535").await;
+    assert_eq!(cache_hits(&s), (2.0, 5.0));
+}
+
+#[tokio::test]
+async fn the_throttle_refuses_even_a_cached_password() {
+    let s = outbox_server("", "auth_failures_per_ip_per_minute = 2");
+    auth_session(&s, PASSWORD, "235").await;
+    for _ in 0..3 {
+        auth_session(&s, "wrong", "535").await;
+    }
+    // The third failure went over the limit: the address is locked out.
+    auth_session(&s, PASSWORD, "454 4.7.0").await;
+    assert_eq!(
+        cache_hits(&s),
+        (0.0, 4.0),
+        "a locked address is not looked up"
+    );
+}
+
+#[tokio::test]
+async fn a_changed_hash_on_reload_refuses_the_old_password() {
+    let s = outbox_server("", "");
+    auth_session(&s, PASSWORD, "235").await;
+    auth_session(&s, PASSWORD, "235").await;
+    assert_eq!(cache_hits(&s), (1.0, 1.0));
+    // The same config again keeps what the cache knows.
+    let same = support::transcript::load(&config("", "", &outbox()), s.dir.path(), &s.cert);
+    s.reloader().reload(same).expect("reload");
+    auth_session(&s, PASSWORD, "235").await;
+    assert_eq!(cache_hits(&s), (2.0, 1.0), "unchanged user: still cached");
+    // A new hash for "dev": the old password no longer works, cached or not.
+    let new_hash = postern::auth::hash_password("new-password").expect("hash");
+    let changed = config("", "", &outbox()).replace(hash(), &new_hash);
+    let changed = support::transcript::load(&changed, s.dir.path(), &s.cert);
+    s.reloader().reload(changed).expect("reload");
+    auth_session(&s, PASSWORD, "535 5.7.8").await;
+    assert_eq!(cache_hits(&s), (2.0, 2.0));
+    auth_session(&s, "new-password", "235").await;
+    auth_session(&s, "new-password", "235").await;
+    assert_eq!(cache_hits(&s), (3.0, 3.0));
+}
+
+#[tokio::test]
+async fn a_removed_user_is_refused_after_reload() {
+    let s = outbox_server("", "");
+    auth_session(&s, PASSWORD, "235").await;
+    let without = config("", "", &outbox()).replace("name = \"dev\"", "name = \"other\"");
+    let without = support::transcript::load(&without, s.dir.path(), &s.cert);
+    s.reloader().reload(without).expect("reload");
+    auth_session(&s, PASSWORD, "535 5.7.8").await;
+    assert_eq!(cache_hits(&s), (0.0, 2.0));
+    assert_eq!(
+        s.state.shared.policy().users.cached(),
+        0,
+        "dev's entry is gone"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cached_success_expires_after_auth_cache_ttl() {
+    let toml = config("", "", &outbox()).replace(
+        "hostname = \"relay.test\"",
+        "hostname = \"relay.test\"\nauth_cache_ttl = \"2m\"",
+    );
+    let s = Server::build(&toml, MemoryUpstream::default().connector());
+    auth_session(&s, PASSWORD, "235").await;
+    tokio::time::sleep(Duration::from_secs(119)).await;
+    auth_session(&s, PASSWORD, "235").await;
+    assert_eq!(cache_hits(&s), (1.0, 1.0), "within the TTL");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    auth_session(&s, PASSWORD, "235").await;
+    assert_eq!(cache_hits(&s), (1.0, 2.0), "past the TTL: argon2 again");
+    auth_session(&s, PASSWORD, "235").await;
+    assert_eq!(cache_hits(&s), (2.0, 2.0), "and remembered anew");
+}
+
+#[tokio::test]
+async fn auth_cache_ttl_zero_checks_every_time() {
+    let toml = config("", "", &outbox()).replace(
+        "hostname = \"relay.test\"",
+        "hostname = \"relay.test\"\nauth_cache_ttl = 0",
+    );
+    let s = Server::build(&toml, MemoryUpstream::default().connector());
+    auth_session(&s, PASSWORD, "235").await;
+    auth_session(&s, PASSWORD, "235").await;
+    assert_eq!(
+        cache_hits(&s),
+        (0.0, 0.0),
+        "nothing counted with the cache off"
+    );
+    assert_eq!(s.state.shared.policy().users.cached(), 0);
+    assert_eq!(
+        s.metric("postern_auth_attempts_total{mechanism=\"plain\",result=\"ok\"}"),
+        2.0
+    );
+}
+
 // --- MAIL, RCPT, DATA ------------------------------------------------------------
 
 #[tokio::test]

@@ -178,6 +178,7 @@ pub const TABLES: &[Table] = &[
             key("hostname", Kind::Hostname, "postern.localdomain", "\"relay.example.lan\"", "the name in the greeting and the EHLO reply, and the EHLO name postern gives upstream"),
             key("shutdown_grace", Kind::Duration, "30s", "\"30s\"", "on SIGTERM, transactions in flight may finish for this long"),
             key("log_format", Kind::Choice(LOG_FORMATS), "text", "\"json\"", "log lines as text or JSON, on standard error"),
+            key("auth_cache_ttl", Kind::Duration, "10m", "\"10m\"", "a successful AUTH is remembered this long: the same user, password hash and password skip the argon2 check (failures never are); 0 = off"),
         ],
     },
     Table {

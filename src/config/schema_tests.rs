@@ -94,6 +94,12 @@ fn schema_defaults_match_the_code() {
             .0,
         DEFAULT_SHUTDOWN_GRACE
     );
+    assert_eq!(
+        Seconds::parse(server.key("auth_cache_ttl").unwrap().default)
+            .unwrap()
+            .0,
+        DEFAULT_AUTH_CACHE_TTL
+    );
     let up = keys::table("upstream").unwrap();
     let udefault = |k: &str| up.key(k).unwrap().default;
     assert_eq!(

@@ -145,6 +145,14 @@ pub struct ServerConfig {
     pub shutdown_grace: Seconds,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// How long a successful AUTH is remembered, so the same user, stored
+    /// hash and password skip argon2 (0: every AUTH checks the hash).
+    #[serde(default = "default_auth_cache_ttl")]
+    pub auth_cache_ttl: Seconds,
+}
+
+fn default_auth_cache_ttl() -> Seconds {
+    Seconds(DEFAULT_AUTH_CACHE_TTL)
 }
 
 fn default_hostname() -> String {
@@ -160,6 +168,7 @@ impl Default for ServerConfig {
             hostname: default_hostname(),
             shutdown_grace: default_shutdown_grace(),
             log_format: LogFormat::Text,
+            auth_cache_ttl: default_auth_cache_ttl(),
         }
     }
 }

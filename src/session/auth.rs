@@ -127,7 +127,15 @@ impl Session {
             return self.auth_throttled(mechanism);
         }
         let users = self.policy.users.clone();
-        match users.verify(&creds.username, &creds.password).await {
+        let (verdict, cache_use) = users.verify(&creds.username, &creds.password).await;
+        if let Some(result) = cache_use.label() {
+            self.shared
+                .metrics
+                .auth_cache
+                .with_label_values(&[result])
+                .inc();
+        }
+        match verdict {
             Verdict::Ok(user) => {
                 tracing::info!(user = %user.name, mechanism, "authenticated");
                 self.record_auth(mechanism, "ok");
