@@ -64,9 +64,9 @@ impl Session {
         }
     }
 
-    /// A line received while a SASL exchange is open.
-    pub(super) async fn sasl_line(&mut self, state: Sasl, line: &[u8]) -> Next {
-        let text = String::from_utf8_lossy(line).into_owned();
+    /// A line received while a SASL exchange is open (as text: a base64
+    /// response has nothing else, and anything else is refused as bad base64).
+    pub(super) async fn sasl_line(&mut self, state: Sasl, text: String) -> Next {
         match state {
             Sasl::Plain => self.finish_plain(&text).await,
             Sasl::LoginUser => match sasl::decode_login_field(&text) {

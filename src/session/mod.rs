@@ -44,6 +44,13 @@ pub const MAX_AUTH_FAILURES: u32 = 3;
 /// Refused commands in one session before it is closed.
 pub const MAX_ERRORS: u32 = 20;
 
+/// One input line, taken out of the read buffer.
+enum LineInput {
+    Command(Result<Command, command::ParseError>),
+    /// A response in an open SASL exchange, as text.
+    Sasl(auth::Sasl, String),
+}
+
 /// What the session does after a command.
 #[derive(Debug, PartialEq, Eq)]
 enum Next {
@@ -268,20 +275,29 @@ impl Session {
                 self.refuse(Refusal::BareLf)
             }
             Scan::Line { len, consumed } => {
-                let line: Vec<u8> = self.conn.rbuf[..len].to_vec();
+                // Parsed (into owned values) before the line leaves `rbuf`, so
+                // it is not copied; the handler may then change `rbuf`
+                // (STARTTLS empties it).
+                let line = &self.conn.rbuf[..len];
+                let input = match std::mem::replace(&mut self.phase, Phase::Command) {
+                    Phase::Sasl(state) => {
+                        LineInput::Sasl(state, String::from_utf8_lossy(line).into_owned())
+                    }
+                    _ => LineInput::Command(command::parse(line)),
+                };
                 self.conn.rbuf.drain(..consumed);
-                match std::mem::replace(&mut self.phase, Phase::Command) {
-                    Phase::Sasl(state) => self.sasl_line(state, &line).await,
-                    _ => self.command(&line).await,
+                match input {
+                    LineInput::Sasl(state, text) => self.sasl_line(state, text).await,
+                    LineInput::Command(parsed) => self.command(parsed).await,
                 }
             }
         };
         Some(next)
     }
 
-    /// Dispatches one command line to its verb's handler.
-    async fn command(&mut self, line: &[u8]) -> Next {
-        let cmd = match command::parse(line) {
+    /// Dispatches one parsed command line to its verb's handler.
+    async fn command(&mut self, parsed: Result<Command, command::ParseError>) -> Next {
+        let cmd = match parsed {
             Ok(c) => c,
             Err(e) => return self.refuse(Refusal::Syntax(e.reply())),
         };
