@@ -7,7 +7,8 @@
 #   bash scripts/bench.sh --quick      # small counts, a minute or two (CI runs this with --out DIR)
 #   options: --quick  --debug (use the debug build)  --out DIR (where BENCHMARKS.md and the charts go)
 #            --no-postfix (skip the Postfix relay rows)  --messages N (2 KB runs)  --idle N (idle connections)
-#            --only LIST (comma-separated, of: small,large,tls,idle; default all)
+#            --only LIST (comma-separated, of: small,large,tls,latency,idle; default all)
+#            --delay-ms N (one-way delay of the latency scenario's provider; default 25)
 #            --perf (record postern's rows with `perf record`; the top symbols go to docs/bench/perf-*.txt)
 #
 # Tools, installed from Debian when missing: postfix (smtp-source, smtp-sink,
@@ -26,6 +27,12 @@
 #     new session per message with STARTTLS and AUTH PLAIN, the device case.
 #     smtp-source cannot do STARTTLS or AUTH. The direct row is the same client
 #     without TLS (smtp-sink has none) but with AUTH.
+#   provider 50 ms away, 2 KB x 5 clients: the sink behind a delay line
+#     (scripts/bench/delay.py, 25 ms each way, a 50 ms round trip). smtplib
+#     (AUTH PLAIN, a new session per message, no TLS: the sink has none) talks
+#     to that distant "provider" directly, or to postern on loopback, which
+#     relays over its warm pool. Reported: the session latency a device sees
+#     and how many provider round trips that is.
 #   idle: N connections held open against postern, VmRSS before and after.
 #
 # Measured per row: messages per second from the start of the load until the
@@ -48,7 +55,8 @@ OUT="$ROOT"
 POSTFIX_ROWS=1
 MSG_SMALL=""
 IDLE_N=""
-ONLY=",small,large,tls,idle,"
+ONLY=",small,large,tls,latency,idle,"
+DELAY_MS=25
 PERF=0
 while (( $# > 0 )); do
     case "$1" in
@@ -60,15 +68,16 @@ while (( $# > 0 )); do
         --idle) IDLE_N="$2"; shift ;;
         --only) ONLY=",$2,"; shift ;;
         --perf) PERF=1 ;;
-        -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed -E 's/^# ?//'; exit 0 ;;
+        --delay-ms) DELAY_MS="$2"; shift ;;
+        -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed -E 's/^# ?//'; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
 if (( QUICK )); then
-    MSG_SMALL="${MSG_SMALL:-500}"; MSG_LARGE=25; MSG_TLS=60; IDLE_N="${IDLE_N:-1000}"
+    MSG_SMALL="${MSG_SMALL:-500}"; MSG_LARGE=25; MSG_TLS=60; MSG_LATENCY=20; IDLE_N="${IDLE_N:-1000}"
 else
-    MSG_SMALL="${MSG_SMALL:-5000}"; MSG_LARGE=200; MSG_TLS=400; IDLE_N="${IDLE_N:-10000}"
+    MSG_SMALL="${MSG_SMALL:-5000}"; MSG_LARGE=200; MSG_TLS=400; MSG_LATENCY=100; IDLE_N="${IDLE_N:-10000}"
 fi
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
@@ -190,16 +199,19 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # it has reaped (cutime+cstime): the whole of a Postfix instance under its master.
 tree_ticks() {
     local master="$1"
-    awk -v m="$master" '
-        FNR == 1 {
+    # cat, not awk over the files: a daemon that exits between the glob and
+    # its read is skipped (mawk would stop at the missing file, print nothing
+    # and fail). The pid is a stat line's first field.
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v m="$master" '
+        {
+            pid = $1
             # the fields after the command name, which is in parentheses
             line = $0; sub(/^.*\) /, "", line); n = split(line, f, " ")
             # f[1] = state, f[2] = ppid; utime = f[12], stime = f[13], cutime = f[14], cstime = f[15]
-            pid = FILENAME; sub(/^\/proc\//, "", pid); sub(/\/stat$/, "", pid)
             if (pid == m) total += f[12] + f[13] + f[14] + f[15]
             else if (f[2] == m) total += f[12] + f[13]
         }
-        END { print total + 0 }' /proc/[0-9]*/stat 2>/dev/null
+        END { print total + 0 }'
 }
 # child_us FILE: user+sys microseconds of the reaped children in the output of
 # `times` (its second line). `times` must run in the measuring shell itself
@@ -261,8 +273,9 @@ chmod 644 "$TMP/key.pem"   # the private Postfix smtpd (user postfix) reads it t
 DEMO_PASSWORD="bench-password"
 DEMO_HASH="$(printf '%s\n' "$DEMO_PASSWORD" | "$BIN" hash-password)"
 
+# start_postern [UPSTREAM_PORT]: relaying to the sink, or to UPSTREAM_PORT (the delay line).
 start_postern() {
-    local metrics
+    local metrics upstream_port="${1:-$SINK_PORT}"
     read -r POSTERN_PORT POSTERN_TLS_PORT metrics <<<"$(free_ports 3)"
     cat > "$TMP/postern.toml" <<EOF
 [server]
@@ -293,7 +306,7 @@ max_connections = 200000
 [[upstream]]
 name = "sink"
 kind = "smtp"
-addr = "127.0.0.1:$SINK_PORT"
+addr = "127.0.0.1:$upstream_port"
 tls = "none"
 max_connections = 20
 health_check_interval = "0s"
@@ -316,6 +329,20 @@ EOF
     wait_port "$POSTERN_PORT" "$POSTERN_PID"
 }
 stop_postern() { stop_pid "$POSTERN_PID"; POSTERN_PID=""; }
+
+# --- the delay line (a distant provider) -------------------------------------------
+
+DELAY_PID=""
+DELAY_PORT=""
+start_delay() {
+    read -r DELAY_PORT <<<"$(free_ports 1)"
+    python3 "$ROOT/scripts/bench/delay.py" --listen "$DELAY_PORT" --to "$SINK_PORT" --delay-ms "$DELAY_MS" \
+        > "$TMP/delay.out" 2> "$TMP/delay.log" &
+    DELAY_PID=$!
+    PIDS+=("$DELAY_PID")
+    wait_port "$DELAY_PORT" "$DELAY_PID"
+}
+stop_delay() { stop_pid "$DELAY_PID"; DELAY_PID=""; }
 
 # --- a private Postfix relay ----------------------------------------------------
 
@@ -521,6 +548,34 @@ plain_scenario() {
     fi
 }
 
+# The latency of each session-per-message row, from sessions.py's JSON.
+LATENCY="$TMP/latency.tsv"
+: > "$LATENCY"
+record_latency() { # record_latency SCENARIO PATH CLIENTS
+    python3 -c 'import json, sys
+r = json.load(open(sys.argv[1])); l = r.get("latency_ms") or {}
+print("\t".join([sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]] + [str(l.get(k, 0)) for k in ("median", "mean", "p90")]))' \
+        "$TMP/sessions.json" "$1" "$2" "$3" "$(awk -v d="$DELAY_MS" 'BEGIN { print 2 * d }')" >> "$LATENCY"
+}
+
+# latency_scenario NAME CLIENTS SIZE COUNT: a provider 2 x DELAY_MS of round trip away.
+latency_scenario() {
+    local name="$1" c="$2" size="$3" count="$4"
+    local auth=(--user demo --password "$DEMO_PASSWORD")
+    start_sink; start_delay
+    N=5; sessions "$c" "$size" "$DELAY_PORT" "${auth[@]}" >/dev/null 2>&1 || true; wait_sink 5 10
+    N="$count"; run_row "$name" direct "" 60 -- sessions "$c" "$size" "$DELAY_PORT" "${auth[@]}"
+    record_latency "$name" direct "$c"
+    stop_delay; stop_sink
+
+    start_sink; start_delay; start_postern "$DELAY_PORT"
+    # Warm-up: the pool's connections open (and AUTH's first argon2 check runs) before the clock.
+    N=10; sessions "$c" "$size" "$POSTERN_PORT" "${auth[@]}" >/dev/null 2>&1 || true; wait_sink 10 20
+    N="$count"; run_row "$name" postern "$POSTERN_PID" 60 -- sessions "$c" "$size" "$POSTERN_PORT" "${auth[@]}"
+    record_latency "$name" postern "$c"
+    stop_postern; stop_delay; stop_sink
+}
+
 tls_scenario() {
     local name="$1" c="$2" size="$3" count="$4"
     local auth=(--user demo --password "$DEMO_PASSWORD")
@@ -550,6 +605,7 @@ want() { [[ "$ONLY" == *",$1,"* ]]; }
 if want small; then plain_scenario "plain 2KB x20" 20 2048 "$MSG_SMALL"; fi
 if want large; then plain_scenario "plain 1MiB x5" 5 1048576 "$MSG_LARGE"; fi
 if want tls; then tls_scenario "tls+auth 2KB x10" 10 2048 "$MSG_TLS"; fi
+if want latency; then latency_scenario "provider $((2 * DELAY_MS))ms 2KB x5" 5 2048 "$MSG_LATENCY"; fi
 
 # --- idle connections -------------------------------------------------------------
 IDLE_ARG=""
@@ -573,10 +629,11 @@ LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 mkdir -p "$OUT/docs/bench"
 cp "$RESULTS" "$OUT/docs/bench/results.tsv"   # the raw rows the report is made from
+cp "$LATENCY" "$OUT/docs/bench/latency.tsv"
 python3 "$ROOT/scripts/bench/report.py" "$RESULTS" "$OUT" \
     --started "$STARTED" --load-before "$LOAD_BEFORE" --load-after "$LOAD_AFTER" \
     --profile "$PROFILE" --quick "$QUICK" \
-    --idle "$IDLE_ARG"
+    --idle "$IDLE_ARG" --latency "$LATENCY"
 
 if (( failures > 0 )); then
     echo "bench: $failures run(s) failed or lost messages" >&2

@@ -78,6 +78,30 @@ def cpu_lines(rows):
     return lines
 
 
+def load_latency(path):
+    """Rows of latency.tsv: scenario, path, clients, round trip ms, median, mean, p90 ms."""
+    rows = []
+    if not path or not os.path.exists(path):
+        return rows
+    with open(path) as f:
+        for line in f:
+            sc, p, c, rtt, med, mean, p90 = line.rstrip("\n").split("\t")
+            rows.append({"scenario": sc, "path": p, "clients": int(c), "rtt": float(rtt),
+                         "median": float(med), "mean": float(mean), "p90": float(p90)})
+    return rows
+
+
+def latency_table(lat):
+    head = ["scenario", "path", "clients", "session latency median", "mean", "p90",
+            "provider round trips per message (median)"]
+    out = [head]
+    for r in lat:
+        trips = r["median"] / r["rtt"] if r["rtt"] > 0 else 0.0
+        out.append([r["scenario"], r["path"], str(r["clients"]), f"{r['median']:.1f} ms",
+                    f"{r['mean']:.1f} ms", f"{r['p90']:.1f} ms", f"{trips:.2f}"])
+    return out
+
+
 def markdown_table(t):
     lines = ["| " + " | ".join(t[0]) + " |", "|" + "|".join(" --- " for _ in t[0]) + "|"]
     for row in t[1:]:
@@ -166,6 +190,7 @@ def main():
     ap.add_argument("--profile", default="release")
     ap.add_argument("--quick", default="0")
     ap.add_argument("--idle", default="")
+    ap.add_argument("--latency", default="")
     a = ap.parse_args()
 
     rows = load(a.results)
@@ -185,6 +210,19 @@ def main():
         idle_md = (f"| idle connections | VmRSS before | VmRSS after | per connection | VmHWM |\n"
                    f"| --- | --- | --- | --- | --- |\n"
                    f"| {n} | {before / 1024:.1f} MiB | {after / 1024:.1f} MiB | {per:.1f} KiB | {hwm / 1024:.1f} MiB |\n")
+
+    lat = load_latency(a.latency)
+    lat_md = ""
+    if lat:
+        lt = latency_table(lat)
+        print(text_table(lt))
+        rtt = lat[0]["rtt"]
+        lat_md = (f"A provider {rtt:.0f} ms of round trip away (`scripts/bench/delay.py` between the sink and "
+                  f"its client, {rtt / 2:.0f} ms each way): what one device session (connect, EHLO, AUTH PLAIN, "
+                  f"MAIL, RCPT, DATA, QUIT with smtplib, no pipelining, a new session per message) takes, straight "
+                  f"to the provider or through postern on the local network, which relays each message over a "
+                  f"connection its pool keeps warm. Round trips are the median latency over the round trip time.\n\n"
+                  + markdown_table(lt) + "\n\n")
 
     pictures = charts(rows, a.outdir)
     quick = " (`--quick`: small counts, for CI; not figures to quote)" if a.quick == "1" else ""
@@ -212,6 +250,8 @@ run; the absolute numbers are this machine's (2 cores, shared: load average
   over a `sasldb`, a plaintext comparison) per message. `smtp-source` cannot do
   STARTTLS or AUTH. The `direct` row is the same client without TLS (the sink
   has none) but with AUTH.
+- **provider**: the sink behind a delay line, as a distant provider; see the
+  latency table below.
 
 {markdown_table(t)}
 
@@ -219,6 +259,8 @@ run; the absolute numbers are this machine's (2 cores, shared: load average
     if cpu:
         md += "CPU per message against the sink doing both halves of postern's work:\n\n"
         md += "".join(f"- {line}\n" for line in cpu) + "\n"
+    if lat_md:
+        md += lat_md
     if idle_md:
         md += "Memory of idle client connections (each has had its greeting), postern:\n\n" + idle_md + "\n"
     for pic in pictures:

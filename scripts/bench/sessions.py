@@ -10,7 +10,10 @@ AUTH is sent as `AUTH PLAIN <initial response>` by hand and any 2xx counts as
 success, because smtp-sink (the direct baseline) answers AUTH with 250 where a
 real server says 235.
 
-Prints one JSON object: {"ok": N, "failed": N, "seconds": S, "error": "..."}.
+Prints one JSON object: {"ok": N, "failed": N, "seconds": S, "error": "...",
+"latency_ms": {"median": M, "mean": M, "p90": M}}, the latency being one
+session's, from before the connect until QUIT is answered, over the sessions
+that succeeded.
 The clock starts once every worker is connected-ready (processes forked and
 waiting on a barrier) and stops when the last one is done.
 """
@@ -47,8 +50,10 @@ def worker(args, count, start, results):
         token = base64.b64encode(f"\0{args.user}\0{args.password}".encode()).decode()
     ok = failed = 0
     error = ""
+    lats = []
     start.wait()
     for _ in range(count):
+        t0 = time.monotonic()
         try:
             with smtplib.SMTP(args.host, args.port, local_hostname="bench.client", timeout=60) as s:
                 s.ehlo("bench.client")
@@ -61,10 +66,11 @@ def worker(args, count, start, results):
                         raise smtplib.SMTPAuthenticationError(code, resp)
                 s.sendmail(args.mail_from, [args.rcpt], msg)
             ok += 1
+            lats.append((time.monotonic() - t0) * 1000.0)
         except Exception as e:  # counted and reported; the run goes on
             failed += 1
             error = repr(e)
-    results.put((ok, failed, error))
+    results.put((ok, failed, error, lats))
 
 
 def main():
@@ -98,7 +104,16 @@ def main():
     ok = sum(g[0] for g in got)
     failed = sum(g[1] for g in got)
     error = next((g[2] for g in got if g[2]), "")
-    json.dump({"ok": ok, "failed": failed, "seconds": seconds, "error": error}, sys.stdout)
+    lats = sorted(x for g in got for x in g[3])
+    latency = {}
+    if lats:
+        latency = {
+            "median": round(lats[len(lats) // 2], 2),
+            "mean": round(sum(lats) / len(lats), 2),
+            "p90": round(lats[min(len(lats) - 1, len(lats) * 9 // 10)], 2),
+        }
+    json.dump({"ok": ok, "failed": failed, "seconds": seconds, "error": error,
+               "latency_ms": latency}, sys.stdout)
     print()
 
 
