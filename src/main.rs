@@ -50,6 +50,14 @@ enum Cmd {
         /// Print the rows as JSON.
         #[arg(long)]
         json: bool,
+        /// After the checks, send one small test message to ADDRESS through each
+        /// upstream and account, and print the provider's reply.
+        #[arg(long, value_name = "ADDRESS")]
+        send_test: Option<String>,
+        /// The test message's sender [default: the account's user name when it
+        /// is an address, else ADDRESS].
+        #[arg(long, value_name = "ADDRESS", requires = "send_test")]
+        from: Option<String>,
     },
     /// Print an argon2id hash for `password_hash`: asks twice on a terminal, else reads one line from stdin.
     HashPassword,
@@ -77,7 +85,11 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Run => run(config),
         Cmd::Check => check(config),
-        Cmd::Doctor { json } => doctor(config, json),
+        Cmd::Doctor {
+            json,
+            send_test,
+            from,
+        } => doctor(config, json, send_test, from),
         Cmd::HashPassword => hash_password(),
         Cmd::Queue { cmd } => queue(config, cmd),
     }
@@ -98,7 +110,14 @@ fn queue(path: PathBuf, cmd: postern::spool::cli::QueueCmd) -> ExitCode {
     }
 }
 
-fn doctor(path: PathBuf, json: bool) -> ExitCode {
+fn doctor(path: PathBuf, json: bool, send_test: Option<String>, from: Option<String>) -> ExitCode {
+    for a in send_test.iter().chain(from.iter()) {
+        if !plausible_address(a) {
+            eprintln!("postern: {a:?} is not a mail address (local@domain)");
+            return ExitCode::from(EX_USAGE);
+        }
+    }
+    let send = send_test.map(|to| postern::doctor::SendTest { to, from });
     let config = match load(&path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -113,7 +132,7 @@ fn doctor(path: PathBuf, json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let rows = rt.block_on(postern::doctor::diagnose(&config));
+    let rows = rt.block_on(postern::doctor::diagnose_with(&config, send.as_ref()));
     if json {
         match serde_json::to_string_pretty(&rows) {
             Ok(s) => println!("{s}"),
@@ -127,6 +146,18 @@ fn doctor(path: PathBuf, json: bool) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Whether `a` can go in `MAIL FROM:<…>` / `RCPT TO:<…>` as it is.
+fn plausible_address(a: &str) -> bool {
+    let Some((local, domain)) = a.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.is_empty()
+        && a.len() <= 254
+        && a.bytes()
+            .all(|b| b.is_ascii_graphic() && !b"<>\"(),;:[]\\".contains(&b))
 }
 
 /// `--config`, else `$POSTERN_CONFIG`, else the default.

@@ -144,7 +144,7 @@ pub const REJECT_REASONS: &[&str] = &["max_connections", "connections_per_ip"];
 pub const PROXY_REJECT_REASONS: &[&str] = &["proxy_source", "proxy_header"];
 /// `command` words of the upstream reply and latency families.
 pub const UPSTREAM_COMMANDS: &[&str] = &[
-    "EHLO", "HELO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "DATA_END", "RSET",
+    "EHLO", "HELO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "DATA_END", "BDAT", "RSET",
 ];
 /// `class` words of `postern_upstream_replies_total`.
 pub const REPLY_CLASSES: &[&str] = &["2xx", "3xx", "4xx", "5xx"];

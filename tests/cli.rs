@@ -149,6 +149,7 @@ fn check_accepts_every_example() {
         "koomessage.toml",
         "m365-oauth2.toml",
         "printer-lan.toml",
+        "ses.toml",
     ] {
         assert!(
             names.iter().any(|n| n == expected),

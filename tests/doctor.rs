@@ -1,7 +1,8 @@
 //! `postern doctor` against a recording provider: all good (exit 0), a wrong
 //! password (exit 1, the upstream named), a closed port, a self-signed
 //! certificate without and with `ca_file`, an expired certificate, and the
-//! JSON form.
+//! JSON form; `--send-test` through each account, by DATA and by BDAT, and a
+//! provider that refuses the test recipient.
 
 mod support;
 
@@ -209,4 +210,157 @@ async fn a_bad_config_exits_64() {
     std::fs::write(&path, "[[listener]]\n").unwrap();
     let (code, _) = doctor(path.display().to_string(), false).await;
     assert_eq!(code, 64);
+}
+
+async fn doctor_args(path: String, args: &[&str]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let out: Output = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["doctor", "--config", &path])
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An upstream with two sender accounts, each its own password.
+fn accounts_config(dir: &Path, port: u16) -> String {
+    let text = format!(
+        r#"[[listener]]
+name = "local"
+addr = "127.0.0.1:2525"
+[[upstream]]
+name = "dm"
+kind = "smtp"
+addr = "127.0.0.1:{port}"
+tls = "none"
+[[upstream.account]]
+username = "alerts@mail.example.com"
+password = "alerts-secret"
+[[upstream.account]]
+username = "scans@mail.example.com"
+password = "scans-secret"
+[[user]]
+name = "printer"
+password_hash = "$argon2id$v=19$m=19456,t=2,p=1$11q7BUqHKWJ83uSLXqFIbQ$1+psK6zrD2q0blmvQ6t7AkyhliCit7KzoQYjNxofWEM"
+allowed_senders = ["*@example.com"]
+"#
+    );
+    let path = dir.join("postern.toml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn send_test_relays_one_message_per_account_and_prints_the_providers_reply() {
+    for chunking in [false, true] {
+        let mut cfg = UpstreamConfig {
+            username: String::new(),
+            ..UpstreamConfig::default()
+        };
+        cfg.accounts
+            .insert("alerts@mail.example.com".into(), "alerts-secret".into());
+        cfg.accounts
+            .insert("scans@mail.example.com".into(), "scans-secret".into());
+        if chunking {
+            cfg.extensions.push("CHUNKING".into());
+        }
+        let f = FakeUpstream::start(cfg).await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = accounts_config(dir.path(), f.port());
+        let (code, out, err) = doctor_args(path.clone(), &["--send-test", "ops@example.net"]).await;
+        assert_eq!(code, 0, "{out}{err}");
+        let msgs = f.messages();
+        assert_eq!(msgs.len(), 2, "{out}");
+        let mut froms: Vec<_> = msgs.iter().map(|m| m.mail_from.clone()).collect();
+        froms.sort();
+        assert_eq!(
+            froms,
+            vec![
+                "MAIL FROM:<alerts@mail.example.com>",
+                "MAIL FROM:<scans@mail.example.com>"
+            ]
+        );
+        for m in &msgs {
+            assert_eq!(m.rcpts, vec!["RCPT TO:<ops@example.net>".to_owned()]);
+            let text = String::from_utf8_lossy(&m.data);
+            assert!(text.contains("Subject: postern doctor test\r\n"), "{text}");
+            assert!(
+                text.contains("\r\nDate: ") || text.starts_with("Date: "),
+                "{text}"
+            );
+            assert_eq!(m.chunks.is_empty(), !chunking);
+            // Each message went as its own account.
+            assert_eq!(
+                m.auth_user.as_deref(),
+                Some(&m.mail_from["MAIL FROM:<".len()..m.mail_from.len() - 1])
+            );
+        }
+        assert_eq!(out.matches("send     ok").count(), 2, "{out}");
+        // The provider's own reply, with its queue id.
+        assert!(out.contains("250 2.0.0 queued as 1"), "{out}");
+        assert!(out.contains("250 2.0.0 queued as 2"), "{out}");
+        assert!(!out.contains("secret"), "{out}");
+
+        let (code, json, _) =
+            doctor_args(path, &["--json", "--send-test", "ops@example.net"]).await;
+        assert_eq!(code, 0, "{json}");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        for row in v.as_array().unwrap() {
+            let send = row["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["step"] == "send")
+                .expect("a send step");
+            assert_eq!(send["ok"], true);
+            assert!(
+                send["detail"].as_str().unwrap().contains("queued as"),
+                "{send}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn send_test_reports_a_refusal_and_exits_1() {
+    let mut cfg = UpstreamConfig::default();
+    cfg.rcpt_replies
+        .insert("ops@example.net".into(), "550 5.1.1 mailbox unknown".into());
+    let f = FakeUpstream::start(cfg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(
+        dir.path(),
+        &format!("127.0.0.1:{}", f.port()),
+        "none",
+        "provider-secret",
+        None,
+    );
+    let (code, out, err) = doctor_args(
+        path.clone(),
+        &[
+            "--send-test",
+            "ops@example.net",
+            "--from",
+            "printer@example.com",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("send     FAIL"), "{out}");
+    assert!(
+        out.contains("from printer@example.com to ops@example.net: 550 5.1.1 mailbox unknown"),
+        "{out}"
+    );
+    assert!(f.messages().is_empty());
+    // A recipient that is not an address is a usage error.
+    let (code, _, err) = doctor_args(path, &["--send-test", "not an address"]).await;
+    assert_eq!(code, 64, "{err}");
 }

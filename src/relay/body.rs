@@ -1,9 +1,11 @@
-//! The message body's way out: dot-stuffed onto the provider connection, or
-//! into an outbox file or a spool entry; and the end of it: the provider's
-//! verdict after the final dot, or the outbox or spool commit.
+//! The message body's way out: dot-stuffed onto the provider connection (or
+//! in BDAT chunks, when it offers CHUNKING), or into an outbox file or a
+//! spool entry; and the end of it: the provider's verdict after the final dot
+//! or `BDAT n LAST` (with a deferred transaction's MAIL and RCPT verdicts), or
+//! the outbox or spool commit.
 
-use super::{Relay, from_upstream};
-use crate::refusal::Refusal;
+use super::{Expect, Relay, from_upstream};
+use crate::refusal::{Refusal, upstream_result};
 use crate::smtp::command::Body as BodyType;
 use crate::smtp::reply::Reply;
 use crate::spool::{self, Incoming, NewMessage, SpoolError};
@@ -125,7 +127,7 @@ impl Relay {
         match sink {
             Sink::Outbox(spool) => spool.abort(),
             Sink::Spool(_, inc) => inc.abort(),
-            Sink::Provider => self.kept = None,
+            Sink::Provider => self.drop_connection(),
             Sink::Tee(_, inc, _) => {
                 if let Some(i) = inc {
                     i.abort();
@@ -135,9 +137,23 @@ impl Relay {
         }
     }
 
-    /// End-of-data of a good message: the final dot and the provider's verdict,
-    /// or the outbox commit. Returns the client's reply and the `result` word.
-    pub async fn finish(&mut self, sink: Sink, m: &Finished<'_>) -> (Reply, &'static str) {
+    /// End-of-data of a good message: the final dot (or `BDAT n LAST`) and the
+    /// provider's verdict, or the outbox commit. Returns the client's reply, the
+    /// `result` word, and the recipients a deferred transaction's provider accepted.
+    pub async fn finish(
+        &mut self,
+        sink: Sink,
+        m: &Finished<'_>,
+    ) -> (Reply, &'static str, Vec<String>) {
+        if matches!(sink, Sink::Provider) && self.kept.as_ref().is_some_and(|(_, c)| c.in_chunks())
+        {
+            return self.finish_chunks(m.user).await;
+        }
+        let (reply, result) = self.finish_data(sink, m).await;
+        (reply, result, Vec::new())
+    }
+
+    async fn finish_data(&mut self, sink: Sink, m: &Finished<'_>) -> (Reply, &'static str) {
         match sink {
             Sink::Outbox(spool) => {
                 let id = spool.id().to_owned();
@@ -182,16 +198,13 @@ impl Relay {
                 };
                 let name = client.name().clone();
                 match client.end_body().await {
-                    Ok(r) if r.code == 250 => (from_upstream(&name, &r), "accepted"),
-                    Ok(r) if r.code == 421 => {
-                        self.kept = None;
-                        (
-                            from_upstream(&name, &Reply::new(451, "4.4.2", r.lines.join(" "))),
-                            "upstream_tempfail",
-                        )
+                    Ok(r) => {
+                        let (reply, result, closing) = verdict(&name, &r);
+                        if closing {
+                            self.kept = None;
+                        }
+                        (reply, result)
                     }
-                    Ok(r) if r.class() == 4 => (from_upstream(&name, &r), "upstream_tempfail"),
-                    Ok(r) => (from_upstream(&name, &r), "upstream_rejected"),
                     Err(e) => {
                         tracing::warn!(upstream = %name, error = %e, "no reply to end-of-data");
                         self.kept = None;
@@ -200,6 +213,128 @@ impl Relay {
                 }
             }
         }
+    }
+}
+
+impl Relay {
+    /// End of a body sent in BDAT chunks: `BDAT n LAST`, the replies owed, and
+    /// the verdict: a deferred MAIL's or RCPT's refusal if there was one (the
+    /// same code, enhanced code and text the client would have heard at RCPT),
+    /// else the provider's answer to the body. A connection lost before any
+    /// answer is 451 and nothing is taken as accepted; a reused one that was
+    /// cut before its one flight was answered is replaced and the flight sent again.
+    async fn finish_chunks(&mut self, user: &str) -> (Reply, &'static str, Vec<String>) {
+        let deferred = std::mem::take(&mut self.deferred);
+        let Some((pool, client)) = self.kept.as_mut() else {
+            return (Refusal::UpstreamLost.reply(), "upstream_failed", Vec::new());
+        };
+        let name = client.name().clone();
+        let metrics = pool.dial().metrics.clone();
+        let mut end = client.end_chunks().await;
+        let starts_fresh = deferred.iter().any(|e| matches!(e, Expect::Mail));
+        if matches!(
+            end,
+            Err(crate::upstream::UpstreamError::Closed | crate::upstream::UpstreamError::Io(_))
+        ) && starts_fresh
+            && client.was_used()
+            && client.chunks_replayable()
+        {
+            tracing::info!("kept upstream connection was closed; replaying on a new one");
+            let state = client.take_chunks();
+            end = match self.replace().await {
+                Ok(()) => match (self.kept.as_mut(), state) {
+                    (Some((_, fresh)), Some(state)) => {
+                        fresh.put_chunks(state);
+                        fresh.collect_chunks().await
+                    }
+                    _ => Err(crate::upstream::UpstreamError::Closed),
+                },
+                Err(e) => Err(e),
+            };
+        }
+        let end = match end {
+            Ok(end) => end,
+            Err(e) => {
+                tracing::warn!(upstream = %name, error = %e, "no reply to end-of-data (BDAT)");
+                self.drop_connection();
+                for e in &deferred {
+                    if matches!(e, Expect::Rcpt(_)) {
+                        metrics
+                            .recipients
+                            .with_label_values(&[user, "upstream_failed"])
+                            .inc();
+                    }
+                }
+                return (
+                    Refusal::UpstreamUnconfirmed.reply(),
+                    "upstream_failed",
+                    Vec::new(),
+                );
+            }
+        };
+        if !end.reusable {
+            self.drop_connection();
+        }
+        let mut accepted = Vec::new();
+        let mut refused: Option<Reply> = None;
+        for (expect, reply) in deferred.into_iter().zip(end.lead) {
+            match expect {
+                Expect::Mail if !reply.is_positive() => {
+                    refused.get_or_insert(reply);
+                }
+                Expect::Rcpt(path) => {
+                    let result = upstream_result(&reply);
+                    metrics.recipients.with_label_values(&[user, result]).inc();
+                    if reply.is_positive() {
+                        if refused.is_none() {
+                            accepted.push(path);
+                        }
+                    } else {
+                        let text = from_upstream(&name, &reply).to_string();
+                        tracing::info!(
+                            user,
+                            upstream = &*name,
+                            result,
+                            reply = text.as_str(),
+                            "recipient refused"
+                        );
+                        refused.get_or_insert(reply);
+                    }
+                }
+                Expect::Mail | Expect::Silent | Expect::Data => {}
+            }
+        }
+        let Some(reply) = refused.or(end.verdict) else {
+            self.drop_connection();
+            return (
+                Refusal::UpstreamUnconfirmed.reply(),
+                "upstream_failed",
+                Vec::new(),
+            );
+        };
+        let (shown, result, closing) = verdict(&name, &reply);
+        if closing {
+            self.drop_connection();
+        }
+        if result != "accepted" {
+            accepted.clear();
+        }
+        (shown, result, accepted)
+    }
+}
+
+/// The client's reply and the `result` word for the provider's verdict on a
+/// message, and whether the provider is closing the connection (421).
+fn verdict(name: &str, r: &Reply) -> (Reply, &'static str, bool) {
+    match r.code {
+        250 => (from_upstream(name, r), "accepted", false),
+        421 => (
+            from_upstream(name, &Reply::new(451, "4.4.2", r.lines.join(" "))),
+            "upstream_tempfail",
+            true,
+        ),
+        _ if r.class() == 4 => (from_upstream(name, r), "upstream_tempfail", false),
+        _ => (from_upstream(name, r), "upstream_rejected", false),
     }
 }
 

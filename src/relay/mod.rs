@@ -9,6 +9,13 @@
 //! provider closed while idle fails before its first reply; then nothing of the
 //! batch was taken, and the pool replaces the connection and the batch goes
 //! again, without the client noticing.
+//!
+//! Toward a provider that offers CHUNKING and PIPELINING, the body goes in BDAT
+//! chunks (`body`). A transaction whose one recipient is still unanswered when
+//! DATA comes (a pipelining client's MAIL, RCPT, DATA) is *deferred*: its MAIL
+//! and RCPT are answered 250 at once, stay queued, and go out in the same write
+//! as the body's first chunk; the provider's verdict on them comes back in the
+//! end-of-data reply. So a message costs one round trip to the provider.
 
 pub mod body;
 
@@ -138,6 +145,9 @@ pub struct Relay {
     kept: Option<(Arc<Pool>, Client)>,
     /// The open transaction falls back to the spool (`delivery = "fallback"`).
     fallback: bool,
+    /// A deferred transaction's commands, answered at once and queued upstream
+    /// with the body; their replies are read at end-of-data.
+    deferred: Vec<Expect>,
 }
 
 impl Relay {
@@ -212,6 +222,72 @@ impl Relay {
             Some((_, c)) => {
                 c.queue("DATA");
                 queue.push_back(Slot::Upstream(Expect::Data));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the body goes in BDAT chunks: the kept connection's provider
+    /// offers CHUNKING.
+    pub fn chunking(&self) -> bool {
+        self.kept.as_ref().is_some_and(|(_, c)| c.caps().chunking)
+    }
+
+    /// Whether the transaction can be deferred at DATA: its one recipient is still
+    /// unanswered, and the provider takes MAIL, RCPT and BDAT in one flight.
+    pub fn can_defer(&self, queue: &Queue) -> bool {
+        let pipelined = self
+            .kept
+            .as_ref()
+            .is_some_and(|(_, c)| c.caps().chunking && c.caps().pipelining);
+        pipelined
+            && queue
+                .iter()
+                .any(|s| matches!(s, Slot::Upstream(Expect::Rcpt(_))))
+    }
+
+    /// Defers the transaction: every upstream reply still pending is answered at
+    /// once (250 to MAIL and RCPT), its command stays queued upstream, and the
+    /// body starts in BDAT chunks behind them.
+    pub fn defer(&mut self, queue: &mut Queue) {
+        let Some((_, client)) = self.kept.as_mut() else {
+            return;
+        };
+        let mut labels = Vec::new();
+        let mut answered = VecDeque::with_capacity(queue.len());
+        for slot in queue.drain(..) {
+            let expect = match slot {
+                Slot::Ready(r) => {
+                    answered.push_back(Slot::Ready(r));
+                    continue;
+                }
+                Slot::Upstream(e) => e,
+            };
+            match &expect {
+                Expect::Mail => {
+                    labels.push("MAIL");
+                    answered.push_back(Slot::Ready(Reply::new(250, "2.1.0", "Sender OK")));
+                }
+                Expect::Rcpt(_) => {
+                    labels.push("RCPT");
+                    answered.push_back(Slot::Ready(Reply::new(250, "2.1.5", "Recipient OK")));
+                }
+                Expect::Silent => labels.push("RSET"),
+                // DATA is never queued toward a CHUNKING provider.
+                Expect::Data => labels.push("DATA"),
+            }
+            self.deferred.push(expect);
+        }
+        *queue = answered;
+        client.begin_chunks(labels);
+    }
+
+    /// Starts the body in BDAT chunks after MAIL and the RCPTs were answered.
+    pub fn begin_chunks(&mut self) -> bool {
+        match self.kept.as_mut() {
+            Some((_, c)) => {
+                c.begin_chunks(Vec::new());
                 true
             }
             None => false,
@@ -465,6 +541,7 @@ impl Relay {
     /// Closes the kept connection, abandoning whatever it was doing.
     pub fn drop_connection(&mut self) {
         self.kept = None;
+        self.deferred.clear();
     }
 
     /// Gives the connection back to its pool (the session has no transaction

@@ -79,6 +79,11 @@ impl Session {
             }
             return self.decline(Refusal::NoValidRecipients);
         }
+        // BDAT toward a CHUNKING provider; a fallback transaction keeps DATA
+        // (its body is copied to the spool while it streams).
+        if !fallback && self.relay.chunking() {
+            return self.data_chunked().await;
+        }
         // MAIL, RCPTs and DATA go upstream together; the replies come back in order.
         if !self.relay.data(&mut self.replies) {
             if fallback {
@@ -176,6 +181,44 @@ impl Session {
                 Next::Continue
             }
         }
+    }
+
+    /// DATA toward a provider that offers CHUNKING: no DATA goes upstream; the
+    /// body goes in BDAT chunks after our own 354. With one recipient still
+    /// unanswered, the transaction is deferred (MAIL, RCPT and the body leave in
+    /// one flight, the provider's verdicts come at end-of-data); otherwise the
+    /// RCPT replies are the provider's, read before the 354.
+    async fn data_chunked(&mut self) -> Next {
+        let single = self
+            .txn
+            .as_ref()
+            .is_some_and(|t| t.forwarded == 1 && t.accepted.is_empty());
+        if single && self.relay.can_defer(&self.replies) {
+            self.relay.defer(&mut self.replies);
+            self.push(go_ahead());
+            return self.start_body(Sink::Provider);
+        }
+        self.drain().await;
+        let Some(txn) = self.txn.as_ref() else {
+            // `drain` ended the transaction: the provider refused MAIL, or the
+            // connection was lost (and it recorded which).
+            let r = if self.relay.chunking() {
+                Refusal::NeedMailForData
+            } else {
+                Refusal::UpstreamLost
+            };
+            self.push(r.reply());
+            return Next::Continue;
+        };
+        if txn.accepted.is_empty() {
+            return self.decline(Refusal::NoValidRecipients);
+        }
+        if !self.relay.begin_chunks() {
+            self.end_txn_refused(&Refusal::UpstreamLost);
+            return self.decline(Refusal::UpstreamLost);
+        }
+        self.push(go_ahead());
+        self.start_body(Sink::Provider)
     }
 
     /// Enters the DATA phase; the 354 is queued and goes out first.
@@ -308,7 +351,9 @@ impl Session {
             smtputf8: txn.mail.params.smtputf8,
             body: txn.mail.params.body,
         };
-        let (reply, result) = self.relay.finish(body.sink, &finished).await;
+        let (reply, result, late) = self.relay.finish(body.sink, &finished).await;
+        body.txn.accepted.extend(late);
+        let txn = &body.txn;
         let relay = end_of_data.elapsed();
         metrics
             .relay_duration

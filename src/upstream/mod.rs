@@ -25,6 +25,8 @@ use crate::smtp::reply::Reply;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Capabilities {
     pub pipelining: bool,
+    /// RFC 3030 CHUNKING: the body may go in BDAT chunks.
+    pub chunking: bool,
     pub size: Option<u64>,
     pub eightbitmime: bool,
     pub smtputf8: bool,
@@ -52,6 +54,7 @@ impl Capabilities {
             };
             match keyword.to_ascii_uppercase().as_str() {
                 "PIPELINING" => caps.pipelining = true,
+                "CHUNKING" => caps.chunking = true,
                 "SIZE" => caps.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
                 "8BITMIME" => caps.eightbitmime = true,
                 "SMTPUTF8" => caps.smtputf8 = true,

@@ -102,6 +102,10 @@ pub struct UpstreamConfig {
     /// More (username, password) pairs AUTH accepts besides `username`/`password`
     /// (a provider with one account per sender address).
     pub accounts: HashMap<String, String>,
+    /// Reply to every `BDAT n` that is not LAST instead of 250 (e.g. "452 4.3.1
+    /// out of space"). A refusal ends the transaction: later chunks of it get
+    /// "503 5.5.1 transaction failed". `BDAT n LAST` answers `data_end_reply`.
+    pub bdat_reply: Option<String>,
 }
 
 impl Default for UpstreamConfig {
@@ -133,6 +137,7 @@ impl Default for UpstreamConfig {
             cert: None,
             oauth_tokens: None,
             accounts: HashMap::new(),
+            bdat_reply: None,
         }
     }
 }
@@ -148,8 +153,10 @@ pub struct Message {
     /// final ".\r\n".
     pub data: Vec<u8>,
     /// Exactly the bytes received after the 354, up to and excluding the final ".\r\n"
-    /// (still dot-stuffed).
+    /// (still dot-stuffed); for BDAT, the chunks' bytes (equal to `data`).
     pub raw_data: Vec<u8>,
+    /// The sizes of the BDAT chunks it came in, in order; empty when it came by DATA.
+    pub chunks: Vec<usize>,
     /// Who authenticated on that connection.
     pub auth_user: Option<String>,
 }
@@ -165,6 +172,9 @@ struct Recorded {
     /// The most connections open at once since start (or `reset_peak`).
     peak_open: usize,
     data_commands: usize,
+    bdat_commands: usize,
+    /// Each read from a client, per connection: (connection number, bytes).
+    reads: Vec<(usize, Vec<u8>)>,
     queued: u64,
 }
 
@@ -254,13 +264,14 @@ impl FakeUpstream {
                     }
                 };
                 let _ = tcp.set_nodelay(true);
-                server.shared.update(|r| {
+                let id = server.shared.update(|r| {
                     r.connections += 1;
                     r.peak_open = r.peak_open.max(r.connections - r.closed_connections);
+                    r.connections
                 });
                 let server = server.clone();
                 let handle = tokio::spawn(async move {
-                    let _ = serve(&server, tcp).await;
+                    let _ = serve(&server, tcp, id).await;
                     server.shared.update(|r| r.closed_connections += 1);
                 });
                 let mut tasks = tasks.lock().unwrap_or_else(|e| e.into_inner());
@@ -377,6 +388,17 @@ impl FakeUpstream {
     /// How many DATA commands got 354.
     pub fn data_commands(&self) -> usize {
         self.shared.lock().data_commands
+    }
+
+    /// How many BDAT commands were received (every chunk counts).
+    pub fn bdat_commands(&self) -> usize {
+        self.shared.lock().bdat_commands
+    }
+
+    /// Every read from a client, in order: (connection number from 1, the bytes
+    /// that one read returned). Shows which commands arrived together.
+    pub fn reads(&self) -> Vec<(usize, Vec<u8>)> {
+        self.shared.lock().reads.clone()
     }
 
     /// The certificate PEM to trust when TLS is on.

@@ -97,7 +97,16 @@ pub(super) enum DataRead {
     Eof,
 }
 
+pub(super) enum ChunkRead {
+    Done(Vec<u8>),
+    /// `drop_after_data_bytes` reached.
+    Dropped,
+    Eof,
+}
+
 pub(super) struct Conn {
+    /// This connection's number, from 1.
+    pub(super) id: usize,
     pub(super) stream: Stream,
     /// Received bytes; `buf[start..]` is not consumed yet.
     pub(super) buf: Vec<u8>,
@@ -144,7 +153,11 @@ impl Conn {
             return Ok(false);
         }
         let new = &self.buf[old..];
-        self.shared.update(|r| r.raw.extend_from_slice(new));
+        let id = self.id;
+        self.shared.update(|r| {
+            r.raw.extend_from_slice(new);
+            r.reads.push((id, new.to_vec()));
+        });
         Ok(true)
     }
 
@@ -189,6 +202,30 @@ impl Conn {
             }
             if !self.fill().await? {
                 return Ok(LineRead::Eof);
+            }
+        }
+    }
+
+    /// Reads the `n` bytes of a BDAT chunk, the message having `before` bytes
+    /// already; drops the connection once `drop_after` bytes of it came.
+    pub(super) async fn read_chunk(
+        &mut self,
+        n: usize,
+        before: usize,
+        drop_after: Option<usize>,
+    ) -> io::Result<ChunkRead> {
+        loop {
+            let have = self.pending().len().min(n);
+            if drop_after.is_some_and(|d| before + have >= d) {
+                return Ok(ChunkRead::Dropped);
+            }
+            if have == n {
+                let chunk = self.pending()[..n].to_vec();
+                self.start += n;
+                return Ok(ChunkRead::Done(chunk));
+            }
+            if !self.fill().await? {
+                return Ok(ChunkRead::Eof);
             }
         }
     }

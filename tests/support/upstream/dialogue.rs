@@ -11,12 +11,20 @@ struct Session {
     auth_user: Option<String>,
     mail: Option<String>,
     rcpts: Vec<String>,
+    /// The BDAT chunks of the message so far.
+    bdat: Vec<u8>,
+    chunks: Vec<usize>,
+    /// A chunk of this transaction was refused: the rest get 503.
+    bdat_failed: bool,
 }
 
 impl Session {
     fn reset_transaction(&mut self) {
         self.mail = None;
         self.rcpts.clear();
+        self.bdat.clear();
+        self.chunks.clear();
+        self.bdat_failed = false;
     }
 }
 
@@ -56,7 +64,7 @@ fn is_auth_keyword(ext: &str) -> bool {
     starts_with_ci(ext, "AUTH") && matches!(ext.as_bytes().get(4), None | Some(b' ') | Some(b'='))
 }
 
-pub(super) async fn serve(server: &Server, tcp: TcpStream) -> io::Result<()> {
+pub(super) async fn serve(server: &Server, tcp: TcpStream, id: usize) -> io::Result<()> {
     let cfg = &server.cfg;
     let mut session = Session::default();
     let stream = match (cfg.tls, &server.acceptor) {
@@ -67,6 +75,7 @@ pub(super) async fn serve(server: &Server, tcp: TcpStream) -> io::Result<()> {
         _ => Stream::Plain(tcp),
     };
     let mut conn = Conn {
+        id,
         stream,
         buf: Vec::new(),
         start: 0,
@@ -276,6 +285,89 @@ pub(super) async fn serve(server: &Server, tcp: TcpStream) -> io::Result<()> {
                             rcpts,
                             data,
                             raw_data,
+                            chunks: Vec::new(),
+                            auth_user,
+                        });
+                    }
+                    scripted.unwrap_or_else(|| format!("250 2.0.0 queued as {}", rec.queued))
+                });
+                conn.reply(&reply);
+            }
+            "BDAT" => {
+                let mut words = arg.split_ascii_whitespace();
+                let size = words.next().and_then(|n| n.parse::<usize>().ok());
+                let last = words.next().is_some_and(|w| w.eq_ignore_ascii_case("LAST"));
+                let Some(size) = size else {
+                    conn.reply("501 5.5.4 syntax: BDAT size [LAST]");
+                    continue;
+                };
+                server.shared.update(|r| r.bdat_commands += 1);
+                let offered = cfg
+                    .extensions
+                    .iter()
+                    .any(|e| e.eq_ignore_ascii_case("CHUNKING"));
+                let before = session.bdat.len();
+                let chunk = match conn
+                    .read_chunk(size, before, cfg.drop_after_data_bytes)
+                    .await?
+                {
+                    ChunkRead::Done(c) => c,
+                    ChunkRead::Eof => return Ok(()),
+                    ChunkRead::Dropped => {
+                        conn.flush().await?;
+                        return Ok(());
+                    }
+                };
+                if !offered {
+                    conn.reply("502 5.5.1 BDAT not offered");
+                    continue;
+                }
+                if session.rcpts.is_empty() {
+                    conn.reply("554 5.5.1 no valid recipients");
+                    session.reset_transaction();
+                    continue;
+                }
+                if session.bdat_failed {
+                    conn.reply("503 5.5.1 transaction failed");
+                    if last {
+                        session.reset_transaction();
+                    }
+                    continue;
+                }
+                session.bdat.extend_from_slice(&chunk);
+                session.chunks.push(size);
+                if !last {
+                    let reply = cfg
+                        .bdat_reply
+                        .clone()
+                        .unwrap_or_else(|| format!("250 2.0.0 {size} octets received"));
+                    if !positive(&reply) {
+                        session.bdat_failed = true;
+                    }
+                    conn.reply(&reply);
+                    continue;
+                }
+                if let Some(delay) = cfg.data_end_delay {
+                    conn.flush().await?;
+                    tokio::time::sleep(delay).await;
+                }
+                let mail_from = session.mail.take().unwrap_or_default();
+                let rcpts = std::mem::take(&mut session.rcpts);
+                let data = std::mem::take(&mut session.bdat);
+                let chunks = std::mem::take(&mut session.chunks);
+                session.reset_transaction();
+                let scripted = cfg.data_end_reply.clone();
+                let accepted = scripted.as_deref().is_none_or(positive);
+                let auth_user = session.auth_user.clone();
+                let reply = server.shared.update(|rec| {
+                    if accepted {
+                        rec.queued += 1;
+                        rec.messages.push(Message {
+                            mail_from,
+                            rcpts,
+                            raw_data: data.clone(),
+                            data,
+                            chunks,
                             auth_user,
                         });
                     }
