@@ -58,6 +58,9 @@ pub struct Client {
     traffic: bool,
     /// The session's user's share of the pool (`max_upstream_connections_per_user`).
     user_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// With `[cluster]`: this connection's share of the upstream's
+    /// `max_connections` across replicas, held for the connection's life.
+    hold: Option<crate::cluster::Hold>,
     _active: ActiveGuard,
 }
 
@@ -144,6 +147,7 @@ impl Client {
             permit: None,
             traffic,
             user_permit: None,
+            hold: None,
         };
         let greeting = c.read_reply_within(COMMAND_TIMEOUT).await?;
         if greeting.code != 220 {
@@ -384,6 +388,22 @@ impl Client {
     }
 
     /// Gives the connection the pool slot it occupies.
+    pub(super) fn set_hold(&mut self, hold: Option<crate::cluster::Hold>) {
+        self.hold = hold;
+    }
+
+    pub(super) fn take_hold(&mut self) -> Option<crate::cluster::Hold> {
+        self.hold.take()
+    }
+
+    /// Whether the connection must close after its transaction: its shared
+    /// slot could not be renewed (or was a fallback one and Redis is back).
+    pub fn must_close(&self) -> bool {
+        self.hold
+            .as_ref()
+            .is_some_and(crate::cluster::Hold::should_end)
+    }
+
     pub(super) fn set_permit(&mut self, permit: super::pool::Slot) {
         self.permit = Some(permit);
     }
