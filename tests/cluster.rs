@@ -230,3 +230,81 @@ async fn redis_down_with_refuse_answers_451_4_3_0() {
         "refused, not fallen back"
     );
 }
+
+#[tokio::test]
+async fn a_killed_replicas_connection_slots_come_free_within_the_lease_ttl() {
+    let Some(redis) = Redis::start() else { return };
+    let up = FakeUpstream::start(UpstreamConfig::default()).await;
+    let upstream = "max_connections = 2\npool_wait = \"20s\"\n";
+    let toml = replica_toml(&redis.url(), "", &up, upstream, "");
+    // Replica A: a child process on a port of its own, killed with SIGKILL.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a_toml = toml.replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1);
+    let path = dir.path().join("a.toml");
+    std::fs::write(&path, a_toml).expect("write config");
+    let log = std::fs::File::create(dir.path().join("a.log")).expect("log");
+    let mut a = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start replica A");
+    let a_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(a_addr).await.is_err() {
+        assert!(Instant::now() < deadline, "replica A did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A's two sessions hold both provider slots: they stop in the middle of DATA.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = Raw::connect(a_addr).await;
+        assert!(c.reply().await.starts_with("220 "));
+        assert!(c.cmd("EHLO client.test").await.starts_with("250"));
+        let token = B64.encode(format!("\0dev\0{PASSWORD}"));
+        assert!(
+            c.cmd(&format!("AUTH PLAIN {token}"))
+                .await
+                .starts_with("235")
+        );
+        assert!(
+            c.cmd("MAIL FROM:<dev@example.com>")
+                .await
+                .starts_with("250")
+        );
+        assert!(c.cmd("RCPT TO:<to@example.net>").await.starts_with("250"));
+        assert!(c.cmd("DATA").await.starts_with("354"));
+        c.send(b"Subject: held\r\n\r\nstill writing\r\n").await;
+        held.push(c);
+    }
+    let b = spawn_postern(&toml).await;
+    let mut cb = login(&b).await;
+    let waiting = tokio::spawn(async move { send(&mut cb).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "B got a third slot while A held both"
+    );
+    assert!(up.peak_connections() <= 2);
+    let _ = a.kill();
+    let _ = a.wait();
+    let killed = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(15), waiting)
+        .await
+        .expect("B still waiting")
+        .expect("task");
+    let took = killed.elapsed();
+    assert!(r.starts_with("250"), "{r:?}");
+    // lease_ttl = 3s; the waiter retries every 200 ms at most.
+    assert!(
+        took < Duration::from_secs(5),
+        "slots came free after {took:?}"
+    );
+    assert!(up.peak_connections() <= 2, "peak {}", up.peak_connections());
+    drop(held);
+}
