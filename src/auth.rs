@@ -279,6 +279,10 @@ fn user_from_config(config: &Config, u: &UserConfig) -> Result<User, String> {
         rewrite_sender: u.rewrite_sender.as_ref().map(|s| s.get_ref().clone()),
         rewrite_header_from: u.rewrite_header_from,
         limits: config.user_limits(u),
-        rates: crate::limits::UserRates::new(&config.user_limits(u)),
+        // With [cluster] these are the fallback: this replica's share.
+        rates: crate::limits::UserRates::new(
+            &config.user_limits(u),
+            config.cluster.as_ref().map_or(1, |c| c.replicas()),
+        ),
     })
 }

@@ -15,6 +15,7 @@
 //! `postern check` prints, with the limits the server enforces; `runtime`
 //! holds the checks that touch the machine (directories, ports).
 
+mod cluster;
 pub mod keys;
 mod paths;
 mod reference;
@@ -32,6 +33,9 @@ mod values;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cluster::{
+    ClusterConfig, DEFAULT_CLUSTER_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_LEASE_TTL, OnRedisError,
+};
 pub use keys::{Key, Kind, TABLES, Table};
 pub use paths::resolve;
 pub use reference::markdown_reference;
@@ -144,6 +148,8 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     /// `[spool]`, when any upstream spools.
     pub spool: Option<SpoolConfig>,
+    /// `[cluster]`: limits shared with other replicas through Redis.
+    pub cluster: Option<ClusterConfig>,
     /// Things worth saying that are not errors (inline passwords, ...).
     pub warnings: Vec<String>,
 }
@@ -215,6 +221,7 @@ impl Config {
             upstreams: raw.upstream,
             users: raw.user,
             spool: raw.spool,
+            cluster: raw.cluster,
             warnings: Vec::new(),
         };
         if let Some(base) = base {

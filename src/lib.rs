@@ -12,6 +12,7 @@
 //! - `password` — argon2 / bcrypt hashes (leaf)
 //! - `addr`     — client address keys (leaf)
 //! - `limits`   — rates, connection caps and the AUTH brute-force throttle
+//! - `cluster`  — the same limits shared by several replicas through Redis (`[cluster]`)
 //! - `policy`   — allowed senders
 //! - `proxy`    — the HAProxy PROXY protocol header (v1, v2)
 //! - `upstream` — the provider client and the outbox
@@ -26,6 +27,7 @@
 
 pub mod addr;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod doctor;

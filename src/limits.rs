@@ -60,14 +60,17 @@ pub struct UserRates {
 }
 
 impl UserRates {
-    pub fn new(limits: &Limits) -> UserRates {
+    /// The user's rates, each divided by `share` (the replica count when these
+    /// are a `[cluster]`'s local fallback; 1 otherwise).
+    pub fn new(limits: &Limits, share: u32) -> UserRates {
+        let share = share.max(1);
         UserRates {
             messages: RateLimiter::direct_with_clock(
-                Quota::per_minute(nonzero(limits.messages_per_minute)),
+                Quota::per_minute(nonzero(limits.messages_per_minute / share)),
                 TokioClock,
             ),
             recipients: RateLimiter::direct_with_clock(
-                Quota::per_hour(nonzero(limits.recipients_per_hour)),
+                Quota::per_hour(nonzero(limits.recipients_per_hour / share)),
                 TokioClock,
             ),
         }
@@ -261,7 +264,7 @@ mod tests {
             recipients_per_hour: 1,
             ..Limits::default()
         };
-        let r = UserRates::new(&limits);
+        let r = UserRates::new(&limits, 1);
         assert!(r.take_message().is_ok());
         assert!(r.take_message().is_ok());
         let wait = r.take_message().unwrap_err();

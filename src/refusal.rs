@@ -112,6 +112,9 @@ pub enum Refusal {
     UpstreamLostInData,
     UpstreamUnconfirmed,
     // postern itself.
+    /// `[cluster]` with `on_redis_error = "refuse"`: Redis did not answer,
+    /// so a shared limit could not be checked.
+    SharedLimitsUnavailable,
     TlsUnavailable,
     /// The spool is over `max_size`, or its disk is full.
     SpoolFull,
@@ -274,6 +277,9 @@ impl Refusal {
                 "4.4.2",
                 "Upstream did not confirm the message; try again later",
             ),
+            R::SharedLimitsUnavailable => {
+                Reply::new(451, "4.3.0", "Shared limits unavailable; try again later")
+            }
             R::TlsUnavailable => Reply::new(454, "4.7.0", "TLS not available on this listener"),
             R::SpoolFull => Reply::new(
                 452,
@@ -333,7 +339,8 @@ impl Refusal {
             | R::UpstreamGone
             | R::UpstreamLostInData
             | R::UpstreamUnconfirmed => Side::Upstream,
-            R::TlsUnavailable
+            R::SharedLimitsUnavailable
+            | R::TlsUnavailable
             | R::SpoolFull
             | R::LocalError
             | R::ShuttingDown
@@ -415,6 +422,7 @@ impl Refusal {
                 "upstream_failed"
             }
             R::IdleTimeout | R::ShuttingDown => "abandoned",
+            R::SharedLimitsUnavailable => "shared_limits_unavailable",
             _ => "refused",
         }
     }
@@ -428,6 +436,7 @@ impl Refusal {
             R::RecipientRate { .. } | R::UpstreamQuota { .. } => "rejected_rate",
             R::NonAsciiRecipient => "rejected_smtputf8",
             R::UpstreamLost | R::UpstreamGone => "upstream_failed",
+            R::SharedLimitsUnavailable => "shared_limits_unavailable",
             _ => "refused",
         }
     }
@@ -466,6 +475,7 @@ pub const MESSAGE_RESULTS: &[&str] = &[
     "outbox_failed",
     "spooled",
     "spool_full",
+    "shared_limits_unavailable",
     "abandoned",
     "refused",
 ];
@@ -484,6 +494,7 @@ pub const RECIPIENT_RESULTS: &[&str] = &[
     "rejected_rate",
     "rejected_smtputf8",
     "spooled",
+    "shared_limits_unavailable",
     "refused",
 ];
 

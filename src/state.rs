@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Users;
+use crate::cluster::Cluster;
 use crate::config::{AuthMode, Config, ListenerConfig, TlsMode};
 use crate::error::Error;
 use crate::limits::{AuthThrottle, Limiters};
@@ -88,6 +89,7 @@ impl Policy {
         metrics: &Metrics,
         connector: &Arc<dyn Connector>,
         previous: Option<&Policy>,
+        cluster: Option<&Arc<Cluster>>,
     ) -> Result<Policy, String> {
         let users = Arc::new(Users::from_config(&config, previous.map(|p| &*p.users))?);
         metrics.prepare(&config);
@@ -97,7 +99,25 @@ impl Policy {
         }
         link_failover(&config, &upstreams);
         let spool = open_spool(&config, metrics, previous)?;
-        let per_minute = config.limits.auth_failures_per_ip_per_minute;
+        if let Some(cluster) = cluster {
+            for up in &upstreams {
+                let Some(u) = config.upstream(&up.name) else {
+                    continue;
+                };
+                let max = u
+                    .max_connections
+                    .unwrap_or(crate::config::DEFAULT_UPSTREAM_MAX_CONNECTIONS);
+                let cap = crate::cluster::SharedCap::new(cluster, &up.name, max);
+                for pool in up.pools() {
+                    pool.share_cap(cap.clone());
+                }
+            }
+        }
+        // With [cluster] this throttle is the fallback: this replica's share.
+        let per_minute = match cluster {
+            Some(c) => c.share_of(config.limits.auth_failures_per_ip_per_minute),
+            None => config.limits.auth_failures_per_ip_per_minute,
+        };
         let auth_throttle = match previous {
             Some(old) => old.auth_throttle.renewed(per_minute),
             None => Arc::new(AuthThrottle::new(per_minute)),
@@ -274,6 +294,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// How upstream connections are opened (TCP outside tests).
     pub connector: Arc<dyn Connector>,
+    /// `[cluster]`: the limits shared with other replicas; kept across reloads.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Shared {
@@ -343,7 +365,16 @@ impl State {
                 Err(e) => tracing::warn!("cannot read the certificate's expiry: {e}"),
             }
         }
-        let policy = Policy::build(config, &metrics, &connector, None).map_err(Error::Setup)?;
+        let cluster = match &config.cluster {
+            Some(c) => {
+                let cluster = Cluster::new(c, &registry).map_err(Error::Setup)?;
+                cluster.start();
+                Some(cluster)
+            }
+            None => None,
+        };
+        let policy = Policy::build(config, &metrics, &connector, None, cluster.as_ref())
+            .map_err(Error::Setup)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             policy: RwLock::new(Arc::new(policy)),
@@ -352,6 +383,7 @@ impl State {
             tls,
             shutdown: shutdown_rx,
             connector,
+            cluster,
         });
         Ok(State {
             shared,
@@ -402,7 +434,9 @@ impl Reloader {
     fn apply(&self, config: Config) -> Result<(), String> {
         let old = self.shared.policy();
         if restart_needed(&old.config, &config) {
-            tracing::warn!("listener, [tls] or [metrics] changes take effect only after a restart");
+            tracing::warn!(
+                "listener, [tls], [metrics] or [cluster] changes take effect only after a restart"
+            );
         }
         let warnings = config.warnings.clone();
         let policy = Policy::build(
@@ -410,6 +444,7 @@ impl Reloader {
             &self.shared.metrics,
             &self.shared.connector,
             Some(&old),
+            self.shared.cluster.as_ref(),
         )?;
         policy.start_upstreams();
         for old_up in &old.upstreams {
@@ -442,5 +477,13 @@ fn restart_needed(a: &Config, b: &Config) -> bool {
             .map(|t| (t.cert.get_ref().clone(), t.key.get_ref().clone()))
     };
     let metrics = |c: &Config| c.metrics.as_ref().map(|m| m.addr);
-    listeners(a) != listeners(b) || tls(a) != tls(b) || metrics(a) != metrics(b)
+    let cluster = |c: &Config| {
+        c.cluster
+            .as_ref()
+            .map(|k| (k.redis.get_ref().clone(), k.on_redis_error, k.replicas()))
+    };
+    listeners(a) != listeners(b)
+        || tls(a) != tls(b)
+        || metrics(a) != metrics(b)
+        || cluster(a) != cluster(b)
 }

@@ -138,6 +138,7 @@ pub const AUTH_MODES: &[&str] = &["required", "optional"];
 pub const LOG_FORMATS: &[&str] = &["text", "json"];
 pub const UPSTREAM_KINDS: &[&str] = &["smtp", "outbox"];
 pub const DELIVERY_MODES: &[&str] = &["relay", "spool", "fallback"];
+pub const ON_REDIS_ERROR: &[&str] = &["local", "refuse"];
 
 // One line per key, so the schema reads as a table (rustfmt would spread each
 // call over seven lines).
@@ -169,6 +170,7 @@ pub const TABLES: &[Table] = &[
             key("upstream", Kind::Blocks("upstream"), REQUIRED, "[[upstream]]", "one block per provider or outbox"),
             key("user", Kind::Blocks("user"), "none", "[[user]]", "one block per device or application"),
             key("spool", Kind::Section("spool"), "none (no spool)", "[spool]", "the durable queue for delivery = \"spool\" and \"fallback\" (docs/delivery.md)"),
+            key("cluster", Kind::Section("cluster"), "none (limits are this replica's own)", "[cluster]", "replicas sharing their limits through one Redis"),
         ],
     },
     Table {
@@ -297,6 +299,22 @@ pub const TABLES: &[Table] = &[
             key("rewrite_sender", Kind::Address, "none", "\"noreply@mail.example.com\"", "envelope MAIL FROM sent upstream instead of the device's"),
             key("rewrite_header_from", Kind::Bool, "false", "true", "also replace the From: header (the original goes to Reply-To:)"),
             key("limits", Kind::Section("user.limits"), "[limits]", "[user.limits]", "this user's overrides of [limits]"),
+        ],
+    },
+    Table {
+        path: "cluster",
+        array: false,
+        keys: &[
+            key("redis", Kind::Text, REQUIRED, "\"redis://10.0.0.5:6379/0\"", "redis:// or rediss:// (TLS) URL of the shared Redis; no password in it"),
+            key("username", Kind::Text, "none", "\"postern\"", "the Redis ACL user"),
+            key("password_env", Kind::Text, "none", "\"POSTERN_REDIS_PASSWORD\"", "environment variable holding the Redis password, read when run starts"),
+            key("password_file", Kind::Path, "none", "\"/etc/postern/redis.secret\"", "file holding the Redis password (trailing newline ignored)"),
+            key("ca_file", Kind::Path, "the system roots", "\"redis-ca.pem\"", "PEM CA for rediss://"),
+            key("on_redis_error", Kind::Choice(ON_REDIS_ERROR), "local", "\"refuse\"", "Redis down or slow: \"local\" decides with this replica's limits divided by replicas; \"refuse\" answers 451 4.3.0"),
+            key("replicas", Kind::Count, "1", "2", "how many replicas share the limits; the local fallback divides every shared limit by it"),
+            key("timeout", Kind::Duration, "250ms", "\"250ms\"", "a Redis decision slower than this falls back (on_redis_error)"),
+            key("lease_ttl", Kind::Duration, "15s", "\"15s\"", "a connection lease not renewed for this long is freed (a dead replica's slots)"),
+            key("key_prefix", Kind::Text, "postern", "\"site-a\"", "first part of every Redis key"),
         ],
     },
     Table {

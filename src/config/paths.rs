@@ -43,6 +43,11 @@ pub(super) fn resolve_all(config: &mut Config, base: &Path) {
         resolve_spanned(base, &mut tls.cert);
         resolve_spanned(base, &mut tls.key);
     }
+    if let Some(c) = &mut config.cluster {
+        for p in [&mut c.password_file, &mut c.ca_file].into_iter().flatten() {
+            resolve_spanned(base, p);
+        }
+    }
     for u in &mut config.upstreams {
         for p in [&mut u.ca_file, &mut u.password_file, &mut u.dir]
             .into_iter()

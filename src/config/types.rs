@@ -493,6 +493,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) user: Vec<UserConfig>,
     pub(super) spool: Option<super::SpoolConfig>,
+    pub(super) cluster: Option<super::cluster::ClusterConfig>,
 }
 
 /// Parses one `networks` / `proxy_from` entry: a network (`192.168.10.0/24`) or a

@@ -115,11 +115,49 @@ impl Validator<'_> {
         self.users();
         self.limits();
         self.spool();
+        self.cluster();
         self.reachability();
         if self.errors.is_empty() {
             Ok(self.config)
         } else {
             Err(self.errors)
+        }
+    }
+
+    fn cluster(&mut self) {
+        let Some(c) = self.config.cluster.clone() else {
+            return;
+        };
+        if let Some(problem) = c.url_problem() {
+            self.err(c.redis.span(), "cluster.redis", problem);
+        }
+        if let (Some(_), Some(f)) = (&c.password_env, &c.password_file) {
+            self.err(
+                f.span(),
+                "cluster.password",
+                "give password_env or password_file, not both",
+            );
+        }
+        if let Some(r) = &c.replicas
+            && *r.get_ref() == 0
+        {
+            self.err(r.span(), "cluster.replicas", "must be at least 1");
+        }
+        if let Some(t) = &c.lease_ttl
+            && t.get_ref().0 < std::time::Duration::from_secs(3)
+        {
+            self.err(
+                t.span(),
+                "cluster.lease_ttl",
+                "must be at least 3s (it is renewed every third of it)",
+            );
+        }
+        if c.ca_file.is_some() && c.redis.get_ref().starts_with("redis://") {
+            self.err(
+                c.ca_file.as_ref().map_or(0..0, Spanned::span),
+                "cluster.ca_file",
+                "only used with rediss:// (TLS)",
+            );
         }
     }
 

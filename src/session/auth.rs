@@ -34,7 +34,7 @@ impl Session {
         if self.txn.is_some() {
             return self.refuse(Refusal::AuthInTransaction);
         }
-        if self.policy.auth_throttle.locked(self.peer.ip()) {
+        if self.auth_locked().await {
             return self.auth_throttled(mechanism);
         }
         if !self.auth_allowed() {
@@ -123,7 +123,7 @@ impl Session {
             self.push(Refusal::BadCredentials.reply());
             return self.auth_failed(mechanism);
         }
-        if self.policy.auth_throttle.locked(self.peer.ip()) {
+        if self.auth_locked().await {
             return self.auth_throttled(mechanism);
         }
         let users = self.policy.users.clone();
@@ -139,7 +139,7 @@ impl Session {
             Verdict::Ok(user) => {
                 tracing::info!(user = %user.name, mechanism, "authenticated");
                 self.record_auth(mechanism, "ok");
-                if !self.claim_user_slot(&user) {
+                if self.claim_user_slot(&user).await.is_err() {
                     return Next::Close;
                 }
                 self.user = Some(user);
@@ -191,7 +191,7 @@ impl Session {
     /// Counts a failed attempt; too many close the session.
     pub(super) fn auth_failed(&mut self, mechanism: &str) -> Next {
         self.record_auth(mechanism, "fail");
-        self.policy.auth_throttle.failed(self.peer.ip());
+        self.note_auth_failure();
         self.auth_failures += 1;
         if self.auth_failures >= super::MAX_AUTH_FAILURES {
             self.push(Refusal::TooManyAuthFailures.reply());

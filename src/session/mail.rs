@@ -23,8 +23,7 @@ impl Session {
             self.record_mail_refusal(&id, &mail.path, &r);
             return self.refuse(r);
         };
-        if !self.claim_user_slot(&user) {
-            let r = Refusal::UserConnections(user.name.clone());
+        if let Err(r) = self.claim_user_slot(&user).await {
             self.record_mail_refusal(&id, &mail.path, &r);
             return Next::Close;
         }
@@ -45,11 +44,7 @@ impl Session {
         ) {
             return self.mail_refused(&id, &mail, Refusal::SenderNotAllowed(user.name.clone()));
         }
-        if let Err(wait) = user.rates.take_message() {
-            let r = Refusal::MessageRate {
-                user: user.name.clone(),
-                wait,
-            };
+        if let Err(r) = self.take_message(&user).await {
             return self.mail_refused(&id, &mail, r);
         }
         let sender = user

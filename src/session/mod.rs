@@ -19,6 +19,7 @@ mod mail;
 mod misc;
 mod rcpt;
 mod record;
+mod shared;
 mod starttls;
 
 use std::net::SocketAddr;
@@ -35,6 +36,7 @@ use crate::smtp::line::{self, Scan};
 use crate::smtp::reply::Reply;
 pub use crate::state::{ListenerInfo, Policy, Shared};
 use crate::upstream::Upstream;
+use shared::UserSlot;
 
 /// Longest command line, CRLF included (RFC 5321 §4.5.3.1.4).
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -114,8 +116,9 @@ pub struct Session {
     helo: Option<(String, bool)>,
     /// Authenticated by AUTH.
     user: Option<Arc<User>>,
-    /// This connection counted against its user's `max_connections_per_user`.
-    user_slot: Option<crate::limits::CountGuard<Arc<str>>>,
+    /// This connection counted against its user's `max_connections_per_user`:
+    /// the user, and the local count or (with `[cluster]`) the shared lease.
+    user_slot: Option<(Arc<str>, UserSlot)>,
     auth_failures: u32,
     errors: u32,
     txn: Option<Txn>,
@@ -379,37 +382,6 @@ impl Session {
     fn user_label(&self) -> Arc<str> {
         self.sender_identity()
             .map_or_else(|| Arc::from("-"), |u| u.name.clone())
-    }
-
-    /// Counts this connection against `user`'s connection cap (once per session).
-    /// `false` when the user already has as many connections as allowed: the
-    /// 421 is queued and the session must close.
-    fn claim_user_slot(&mut self, user: &User) -> bool {
-        if self
-            .user_slot
-            .as_ref()
-            .is_some_and(|s| *s.key() == user.name)
-        {
-            return true;
-        }
-        self.user_slot = None;
-        let max = user.limits.max_connections_per_user;
-        match self
-            .shared
-            .limiters
-            .connections_per_user
-            .try_acquire(user.name.clone(), max)
-        {
-            Some(slot) => {
-                self.user_slot = Some(slot);
-                true
-            }
-            None => {
-                tracing::info!(user = %user.name, max, "connection limit per user reached");
-                self.decline(Refusal::UserConnections(user.name.clone()));
-                false
-            }
-        }
     }
 
     /// Sends what is queued upstream and resolves the reply queue, applying

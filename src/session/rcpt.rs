@@ -22,12 +22,9 @@ impl Session {
             return self.rcpt_refused(Refusal::TooManyRecipients);
         }
         if let Some(user) = self.sender_identity()
-            && let Err(wait) = user.rates.take_recipient()
+            && let Err(r) = self.take_recipient(&user).await
         {
-            return self.rcpt_refused(Refusal::RecipientRate {
-                user: user.name.clone(),
-                wait,
-            });
+            return self.rcpt_refused(r);
         }
         let Some(txn) = self.txn.as_mut() else {
             return Next::Continue;

@@ -110,6 +110,9 @@ pub struct Client {
     user_permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// The body being sent in BDAT chunks, between `begin_chunks` and `end_chunks`.
     chunks: Option<Chunks>,
+    /// With `[cluster]`: this connection's share of the upstream's
+    /// `max_connections` across replicas, held for the connection's life.
+    hold: Option<crate::cluster::Hold>,
     _active: ActiveGuard,
 }
 
@@ -197,6 +200,7 @@ impl Client {
             traffic,
             user_permit: None,
             chunks: None,
+            hold: None,
         };
         let greeting = c.read_reply_within(COMMAND_TIMEOUT).await?;
         if greeting.code != 220 {
@@ -635,6 +639,22 @@ impl Client {
     }
 
     /// Gives the connection the pool slot it occupies.
+    pub(super) fn set_hold(&mut self, hold: Option<crate::cluster::Hold>) {
+        self.hold = hold;
+    }
+
+    pub(super) fn take_hold(&mut self) -> Option<crate::cluster::Hold> {
+        self.hold.take()
+    }
+
+    /// Whether the connection must close after its transaction: its shared
+    /// slot could not be renewed (or was a fallback one and Redis is back).
+    pub fn must_close(&self) -> bool {
+        self.hold
+            .as_ref()
+            .is_some_and(crate::cluster::Hold::should_end)
+    }
+
     pub(super) fn set_permit(&mut self, permit: super::pool::Slot) {
         self.permit = Some(permit);
     }

@@ -119,6 +119,9 @@ pub enum UpstreamError {
     /// No OAuth2 token could be had (the endpoint is down or refused).
     #[error("OAuth2: {0}")]
     Token(String),
+    /// `[cluster]` with `on_redis_error = "refuse"`: Redis did not answer.
+    #[error("shared limits unavailable (Redis)")]
+    SharedLimits,
 }
 
 impl UpstreamError {
@@ -140,6 +143,7 @@ impl UpstreamError {
             UpstreamError::Outbox(_) => "outbox",
             UpstreamError::PoolTimeout => "pool_wait",
             UpstreamError::Token(_) => "token",
+            UpstreamError::SharedLimits => "shared_limits",
         }
     }
 
@@ -150,6 +154,7 @@ impl UpstreamError {
             UpstreamError::Rejected("auth", _) => SetupFailure::Credentials,
             UpstreamError::PoolTimeout => SetupFailure::PoolFull,
             UpstreamError::Token(_) => SetupFailure::Token,
+            UpstreamError::SharedLimits => return Refusal::SharedLimitsUnavailable,
             UpstreamError::Tls(words) => {
                 return Refusal::UpstreamTls {
                     upstream: upstream.clone(),

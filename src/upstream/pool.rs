@@ -22,7 +22,7 @@
 //! `idle` and `learned` are short-held locks, never held across an await.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -58,6 +58,8 @@ pub struct Pool {
     group: Option<Arc<Group>>,
     /// `fallback = [...]`: upstreams tried in order when this one cannot be set up.
     failover: std::sync::OnceLock<Vec<std::sync::Weak<super::Upstream>>>,
+    /// With `[cluster]`: `max_connections` shared with the other replicas.
+    shared: OnceLock<Arc<crate::cluster::SharedCap>>,
 }
 
 /// The pool settings every account of an upstream shares.
@@ -195,6 +197,7 @@ impl Pool {
             health: Mutex::new(Health::Unknown),
             group: None,
             failover: std::sync::OnceLock::new(),
+            shared: OnceLock::new(),
         }
     }
 
@@ -219,6 +222,7 @@ impl Pool {
             health: Mutex::new(Health::Unknown),
             group: Some(group.clone()),
             failover: std::sync::OnceLock::new(),
+            shared: OnceLock::new(),
         });
         group
             .pools
@@ -255,7 +259,7 @@ impl Pool {
                     .set(crate::metrics::unix_now());
                 Health::Up
             }
-            Err(UpstreamError::PoolTimeout) => return,
+            Err(UpstreamError::PoolTimeout | UpstreamError::SharedLimits) => return,
             Err(e) => Health::Down(e.to_string()),
         };
         m.upstream_up
@@ -384,11 +388,62 @@ impl Pool {
         self.learned.read().ok().and_then(|l| l.clone())
     }
 
+    /// With `[cluster]`: the upstream's `max_connections` counts every
+    /// replica's connections (set once, when the policy is built).
+    pub fn share_cap(&self, cap: Arc<crate::cluster::SharedCap>) {
+        let _ = self.shared.set(cap);
+    }
+
+    /// The one place a provider connection takes its share of the cap across
+    /// replicas (every new connection — traffic, replacement, probe — is
+    /// opened by `connect`, so nothing else needs to know): a lease held for
+    /// the connection's whole life, idle time included, since an idle
+    /// connection is open at the provider too. Without `[cluster]`, nothing.
+    ///
+    /// # Errors
+    /// `PoolTimeout` when every shared slot stayed held for `wait`;
+    /// `SharedLimits` when Redis did not answer and `on_redis_error = "refuse"`.
+    async fn hold(&self, wait: Duration) -> Result<Option<crate::cluster::Hold>, UpstreamError> {
+        let Some(cap) = self.shared.get() else {
+            return Ok(None);
+        };
+        match cap.take(wait).await {
+            Ok(h) => Ok(Some(h)),
+            Err(crate::cluster::CapError::Full) => {
+                // Our own other accounts' idle connections count too: free one
+                // for the next try (traffic only; a probe simply skips).
+                if let Some(group) = &self.group
+                    && !wait.is_zero()
+                {
+                    group.evict_one(self);
+                }
+                Err(UpstreamError::PoolTimeout)
+            }
+            Err(crate::cluster::CapError::Refused) => Err(UpstreamError::SharedLimits),
+        }
+    }
+
     /// Opens and authenticates a new connection, learning its capabilities.
-    async fn connect(&self, purpose: Purpose) -> Result<Client, UpstreamError> {
+    /// `carried`: the shared slot of the connection it replaces.
+    async fn connect(
+        &self,
+        purpose: Purpose,
+        carried: Option<crate::cluster::Hold>,
+    ) -> Result<Client, UpstreamError> {
+        let hold = match carried {
+            Some(h) => Some(h),
+            None => {
+                let wait = match purpose {
+                    Purpose::Traffic => self.wait,
+                    Purpose::Probe => Duration::ZERO,
+                };
+                self.hold(wait).await?
+            }
+        };
         let result = Client::connect(self.dial.clone(), purpose).await;
         self.record_setup(result.as_ref().map(|_| ()));
-        let c = result?;
+        let mut c = result?;
+        c.set_hold(hold);
         self.learn(c.caps());
         Ok(c)
     }
@@ -427,7 +482,7 @@ impl Pool {
             let candidate = self.idle().pop();
             let Some(mut c) = candidate else { break };
             self.idle_gauge().dec();
-            if c.is_stale() {
+            if c.is_stale() || c.must_close() {
                 tokio::spawn(c.quit());
                 continue;
             }
@@ -438,7 +493,7 @@ impl Pool {
             c.set_permit(permit);
             return Ok(c);
         }
-        let mut c = self.connect(Purpose::Traffic).await?;
+        let mut c = self.connect(Purpose::Traffic, None).await?;
         c.set_permit(permit);
         Ok(c)
     }
@@ -451,7 +506,7 @@ impl Pool {
             let candidate = self.idle().pop();
             let Some(mut c) = candidate else { break };
             self.idle_gauge().dec();
-            if c.is_stale() {
+            if c.is_stale() || c.must_close() {
                 tokio::spawn(c.quit());
                 continue;
             }
@@ -469,7 +524,7 @@ impl Pool {
                 self.acquire().await?
             }
         };
-        let mut c = self.connect(Purpose::Traffic).await?;
+        let mut c = self.connect(Purpose::Traffic, None).await?;
         c.set_permit(slot);
         Ok(c)
     }
@@ -481,7 +536,11 @@ impl Pool {
         if self.group.is_none() {
             drop(client.take_permit());
         }
-        if !self.enabled || self.retired.load(Ordering::Acquire) || client.is_stale() {
+        if !self.enabled
+            || self.retired.load(Ordering::Acquire)
+            || client.is_stale()
+            || client.must_close()
+        {
             tokio::spawn(client.quit());
             return;
         }
@@ -498,8 +557,9 @@ impl Pool {
         let batch = dead.take_last_batch();
         let mine = dead.take_user_permit();
         let permit = dead.take_permit();
+        let hold = dead.take_hold();
         drop(dead);
-        let mut fresh = self.connect(Purpose::Traffic).await?;
+        let mut fresh = self.connect(Purpose::Traffic, hold).await?;
         if let Some(p) = permit {
             fresh.set_permit(p);
         }
@@ -554,7 +614,7 @@ impl Pool {
         let stale: Vec<Client> = {
             let mut idle = self.idle();
             let (stale, fresh): (Vec<Client>, Vec<Client>) =
-                idle.drain(..).partition(Client::is_stale);
+                idle.drain(..).partition(|c| c.is_stale() || c.must_close());
             *idle = fresh;
             stale
         };
@@ -588,17 +648,46 @@ impl Pool {
             self.idle_gauge().dec();
             c.quit().await;
         }
-        self.connect(Purpose::Probe).await?.quit().await;
+        match self.connect(Purpose::Probe, None).await {
+            Ok(c) => c.quit().await,
+            // Every shared slot is held by traffic somewhere: no probe now.
+            Err(UpstreamError::PoolTimeout | UpstreamError::SharedLimits) => return Ok(false),
+            Err(e) => return Err(e),
+        }
         Ok(true)
     }
 
-    /// Keeps the pool tidy and probes the credentials, until it is retired or dropped.
+    /// With `[cluster]`: when another replica waits for one of the shared
+    /// slots, closes this pool's oldest idle connection (which holds one).
+    async fn yield_idle(&self) {
+        let Some(cap) = self.shared.get() else { return };
+        if self.idle().is_empty() || !cap.wanted().await {
+            return;
+        }
+        let oldest = {
+            let mut idle = self.idle();
+            (!idle.is_empty()).then(|| idle.remove(0))
+        };
+        if let Some(c) = oldest {
+            self.idle_gauge().dec();
+            tracing::debug!(upstream = %self.dial.name, "another replica waits for a connection slot; closing an idle one");
+            tokio::spawn(c.quit());
+        }
+    }
+
+    /// Keeps the pool tidy and probes the credentials, until it is retired or
+    /// dropped. With `[cluster]` it ticks at least every 250 ms, so a slot
+    /// another replica waits for is given up quickly.
     pub async fn maintain(pool: std::sync::Weak<Pool>) {
         let (tick, health) = match pool.upgrade() {
-            Some(p) => (
-                (p.dial.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)),
-                p.health_check,
-            ),
+            Some(p) => {
+                let mut tick = (p.dial.idle_timeout / 4)
+                    .clamp(Duration::from_millis(100), Duration::from_secs(5));
+                if p.shared.get().is_some() {
+                    tick = tick.min(Duration::from_millis(250));
+                }
+                (tick, p.health_check)
+            }
             None => return,
         };
         let mut since_probe = Duration::ZERO;
@@ -609,6 +698,7 @@ impl Pool {
                 return;
             }
             p.close_stale();
+            p.yield_idle().await;
             since_probe += tick;
             if !health.is_zero() && since_probe >= health {
                 since_probe = Duration::ZERO;

@@ -7,6 +7,7 @@ pub mod certs;
 pub mod memory_upstream;
 pub mod observe;
 pub mod postern;
+pub mod redis;
 pub mod relay;
 pub mod spool;
 pub mod token;

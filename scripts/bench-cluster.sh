@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# What [cluster] costs per message: the same load through one postern without
+# and with [cluster] (a private redis-server on loopback), alternating, in one
+# run, into one smtp-sink. Prints messages/s per run and the ratio of the
+# medians (goal: with/without >= 0.85).
+#
+#   bash scripts/bench-cluster.sh [--debug] [--messages N] [--rounds R] [--binary PATH (no build)]
+#
+# Load: Postfix's smtp-source, 2 KB messages, 20 clients, a new session per
+# message; postern trusts 127.0.0.1 as user "device" (no AUTH), so each
+# message costs the shared decisions of a session: the user's connection
+# lease (taken and released), messages_per_minute and recipients_per_hour.
+# Needs smtp-source and smtp-sink (postfix) and redis-server; installs none.
+# postern answers 250 only once the sink has, so the client's time is the
+# row's time. Loopback only; stops what it started by PID.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PROFILE=release; N=3000; ROUNDS=3; BIN=
+while (( $# > 0 )); do
+    case "$1" in
+        --debug) PROFILE=debug ;;
+        --messages) N="$2"; shift ;;
+        --rounds) ROUNDS="$2"; shift ;;
+        --binary) BIN="$2"; PROFILE="given"; shift ;;
+        *) echo "bench-cluster: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+for tool in smtp-source smtp-sink redis-server python3; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "bench-cluster: $tool is missing" >&2; exit 2; }
+done
+if [[ -z "$BIN" ]]; then
+    if [[ "$PROFILE" == release ]]; then cargo build --quiet --release --bin postern; else cargo build --quiet --bin postern; fi
+    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/postern"
+fi
+
+TMP="$(mktemp -d)"
+PIDS=()
+stop_pid() {
+    kill -0 "$1" 2>/dev/null || return 0
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+cleanup() { local rc=$?; for p in "${PIDS[@]}"; do stop_pid "$p"; done; rm -rf "$TMP"; exit "$rc"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+    local deadline=$((SECONDS + 30))
+    until python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1).close()" "$1" 2>/dev/null; do
+        (( SECONDS < deadline )) || { echo "bench-cluster: port $1 did not open" >&2; return 1; }
+        sleep 0.1
+    done
+}
+
+SINK_PORT="$(free_port)"
+smtp-sink -c -u nobody "127.0.0.1:$SINK_PORT" 1000 > "$TMP/sink.out" 2>&1 &
+PIDS+=($!)
+wait_port "$SINK_PORT"
+REDIS_PORT="$(free_port)"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$TMP" > "$TMP/redis.log" 2>&1 &
+PIDS+=($!)
+wait_port "$REDIS_PORT"
+
+config() { # config PORT CLUSTER(0|1)
+    cat <<TOML
+[[listener]]
+name = "plain"
+addr = "127.0.0.1:$1"
+auth = "optional"
+[limits]
+messages_per_minute = 100000000
+recipients_per_hour = 100000000
+max_connections_per_user = 100000
+max_connections_per_ip = 100000
+max_connections = 100000
+[[upstream]]
+name = "sink"
+kind = "smtp"
+addr = "127.0.0.1:$SINK_PORT"
+tls = "none"
+max_connections = 20
+health_check_interval = "0s"
+[[user]]
+name = "device"
+networks = ["127.0.0.1/32"]
+allowed_senders = ["*"]
+TOML
+    if [[ "$2" == 1 ]]; then
+        printf '[cluster]\nredis = "redis://127.0.0.1:%s/0"\nreplicas = 1\n' "$REDIS_PORT"
+    fi
+}
+
+run() { # run CLUSTER(0|1) -> messages/s
+    local port pid t0 t1
+    port="$(free_port)"
+    config "$port" "$1" > "$TMP/postern.toml"
+    "$BIN" run --config "$TMP/postern.toml" > "$TMP/postern.log" 2>&1 &
+    pid=$!
+    wait_port "$port"
+    smtp-source -s 20 -l 2048 -m 200 -f b@example.com -t s@example.net "127.0.0.1:$port" >/dev/null 2>&1 # warm-up
+    t0="$(date +%s.%N)"
+    smtp-source -s 20 -l 2048 -m "$N" -f b@example.com -t s@example.net "127.0.0.1:$port" > "$TMP/src.log" 2>&1
+    t1="$(date +%s.%N)"
+    if grep -qiE "error|fatal" "$TMP/src.log"; then echo "bench-cluster: smtp-source reported errors" >&2; cat "$TMP/src.log" >&2; stop_pid "$pid"; return 1; fi
+    stop_pid "$pid"
+    awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", n / (b - a) }'
+}
+
+echo "bench-cluster: $PROFILE build, $N messages of 2 KB x 20 clients per run, load before $(cut -d' ' -f1-3 /proc/loadavg)"
+without=(); with=()
+for r in $(seq "$ROUNDS"); do
+    a="$(run 0)"; b="$(run 1)"
+    without+=("$a"); with+=("$b")
+    echo "bench-cluster: round $r: without [cluster] $a msg/s, with [cluster] $b msg/s"
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+mw="$(median "${without[@]}")"; mc="$(median "${with[@]}")"
+awk -v w="$mw" -v c="$mc" 'BEGIN { printf "bench-cluster: median without %.1f msg/s, with %.1f msg/s: ratio %.2f\n", w, c, c / w }'
+echo "bench-cluster: load after $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,0 +1,179 @@
+//! The limits a session checks that `[cluster]` shares across replicas:
+//! each asks Redis first and, when Redis does not answer, either refuses
+//! (`451 4.3.0`) or decides with this replica's own limiter, whose limits were
+//! divided by `replicas` when the policy was built (`on_redis_error`).
+//! Without `[cluster]` each is the local limiter alone, as before.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Session;
+use crate::auth::User;
+use crate::cluster::{LeaseVerdict, Verdict};
+use crate::limits::{CountGuard, ip_key};
+use crate::refusal::Refusal;
+
+/// What counts a session against its user's `max_connections_per_user`.
+pub(super) enum UserSlot {
+    Local(#[allow(dead_code)] CountGuard<Arc<str>>),
+    Shared(#[allow(dead_code)] crate::cluster::Lease),
+}
+
+/// How a shared rate was decided: by Redis, or left to the local limiter.
+enum Shared {
+    Decided(Result<(), Duration>),
+    Local,
+}
+
+impl Session {
+    // `&mut self`: a session's stream is not `Sync`, so its futures must not
+    // hold a shared borrow of it across an await.
+    async fn shared_rate(
+        &mut self,
+        kind: &str,
+        user: &User,
+        period: Duration,
+        limit: u32,
+        decision: &'static str,
+    ) -> Result<Shared, Refusal> {
+        let Some(c) = self.shared.cluster.clone() else {
+            return Ok(Shared::Local);
+        };
+        match c.rate(&["rate", kind, &user.name], period, limit).await {
+            Verdict::Allowed => Ok(Shared::Decided(Ok(()))),
+            Verdict::Wait(w) => Ok(Shared::Decided(Err(w))),
+            Verdict::Unavailable if c.refuses() => Err(Refusal::SharedLimitsUnavailable),
+            Verdict::Unavailable => {
+                c.fell_back(decision);
+                Ok(Shared::Local)
+            }
+        }
+    }
+
+    /// Takes one message from `user`'s `messages_per_minute`.
+    pub(super) async fn take_message(&mut self, user: &User) -> Result<(), Refusal> {
+        let period = Duration::from_secs(60);
+        let limit = user.limits.messages_per_minute;
+        let taken = match self
+            .shared_rate("msg", user, period, limit, "message_rate")
+            .await?
+        {
+            Shared::Decided(r) => r,
+            Shared::Local => user.rates.take_message(),
+        };
+        taken.map_err(|wait| Refusal::MessageRate {
+            user: user.name.clone(),
+            wait,
+        })
+    }
+
+    /// Takes one recipient from `user`'s `recipients_per_hour`.
+    pub(super) async fn take_recipient(&mut self, user: &User) -> Result<(), Refusal> {
+        let period = Duration::from_secs(3600);
+        let limit = user.limits.recipients_per_hour;
+        let taken = match self
+            .shared_rate("rcpt", user, period, limit, "recipient_rate")
+            .await?
+        {
+            Shared::Decided(r) => r,
+            Shared::Local => user.rates.take_recipient(),
+        };
+        taken.map_err(|wait| Refusal::RecipientRate {
+            user: user.name.clone(),
+            wait,
+        })
+    }
+
+    /// Whether AUTH from this client's address is locked out: by failures any
+    /// replica saw, or by this replica's own throttle (which holds what was
+    /// counted during a fallback episode). Without Redis the throttle alone
+    /// decides, under either `on_redis_error`: it protects postern, not a
+    /// provider's quota.
+    pub(super) async fn auth_locked(&mut self) -> bool {
+        let ip = self.peer.ip();
+        if self.policy.auth_throttle.locked(ip) {
+            return true;
+        }
+        let Some(c) = self.shared.cluster.clone() else {
+            return false;
+        };
+        match c.auth_locked(ip_key(ip)).await {
+            Some(locked) => locked,
+            None => {
+                c.fell_back("auth_failures");
+                false
+            }
+        }
+    }
+
+    /// Counts a failed AUTH from this client's address (without making the
+    /// client wait for Redis).
+    pub(super) fn note_auth_failure(&self) {
+        let ip = self.peer.ip();
+        let Some(c) = self.shared.cluster.clone() else {
+            self.policy.auth_throttle.failed(ip);
+            return;
+        };
+        let throttle = self.policy.auth_throttle.clone();
+        let per_minute = self.policy.config.limits.auth_failures_per_ip_per_minute;
+        tokio::spawn(async move {
+            if !c.auth_failed(ip_key(ip), per_minute).await {
+                c.fell_back("auth_failures");
+                throttle.failed(ip);
+            }
+        });
+    }
+
+    /// Counts this connection against `user`'s connection cap (once per
+    /// session). `Err` when the user already has as many connections as
+    /// allowed (or the shared count cannot be had and the configuration says
+    /// refuse): the reply is queued and the session must close.
+    pub(super) async fn claim_user_slot(&mut self, user: &User) -> Result<(), Refusal> {
+        if self
+            .user_slot
+            .as_ref()
+            .is_some_and(|(name, _)| *name == user.name)
+        {
+            return Ok(());
+        }
+        self.user_slot = None;
+        let mut max = user.limits.max_connections_per_user;
+        if let Some(c) = self.shared.cluster.clone() {
+            match c.try_lease(&["lease", "user", &user.name], max).await {
+                LeaseVerdict::Granted(l) => {
+                    self.user_slot = Some((user.name.clone(), UserSlot::Shared(l)));
+                    return Ok(());
+                }
+                LeaseVerdict::Full => return Err(self.too_many_connections(user, max)),
+                LeaseVerdict::Unavailable if c.refuses() => {
+                    let r = Refusal::SharedLimitsUnavailable;
+                    self.decline(r.clone());
+                    return Err(r);
+                }
+                LeaseVerdict::Unavailable => {
+                    c.fell_back("user_connections");
+                    max = c.share_of(max);
+                }
+            }
+        }
+        match self
+            .shared
+            .limiters
+            .connections_per_user
+            .try_acquire(user.name.clone(), max)
+        {
+            Some(slot) => {
+                self.user_slot = Some((user.name.clone(), UserSlot::Local(slot)));
+                Ok(())
+            }
+            None => Err(self.too_many_connections(user, max)),
+        }
+    }
+
+    fn too_many_connections(&mut self, user: &User, max: u32) -> Refusal {
+        tracing::info!(user = %user.name, max, "connection limit per user reached");
+        let r = Refusal::UserConnections(user.name.clone());
+        self.decline(r.clone());
+        r
+    }
+}
