@@ -120,6 +120,22 @@ name = "outbox"
 kind = "outbox"
 dir = "$TMP/outbox"
 
+# Used by no user: its spool workers and its fallback give the spool and
+# failover panels their (zero) series.
+[[upstream]]
+name = "spooled"
+kind = "smtp"
+addr = "127.0.0.1:$PROVIDER"
+tls = "none"
+username = "relay@example.com"
+password_file = "$TMP/postern-secret"
+delivery = "spool"
+fallback = ["provider"]
+health_check_interval = "0s"
+
+[spool]
+dir = "$TMP/spool"
+
 [[user]]
 name = "scanner"
 password_hash = "$HASH"

@@ -488,6 +488,10 @@ impl Metrics {
                 .with_label_values(&[name]);
             self.upstream_pool_max.with_label_values(&[name]);
             self.upstream_pool_in_use.with_label_values(&[name]);
+            for f in &up.fallback {
+                self.upstream_failovers
+                    .with_label_values(&[name, f.get_ref()]);
+            }
             self.upstream_pool_waiters.with_label_values(&[name]);
             self.upstream_pool_wait_duration.with_label_values(&[name]);
         }
