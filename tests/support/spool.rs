@@ -74,7 +74,16 @@ pub fn server(up: &MemoryUpstream, spool: &str, upstream: &str) -> Server {
     s
 }
 
+/// One AUTH at a time in this test binary. The password check waits for one
+/// of the process-wide verifier's permits, shared by every test running in
+/// parallel; in paused time a wait on another test's work lets tokio's clock
+/// jump straight to the transcript's reply timeout. Holding this lock (a
+/// blocked thread stops its own clock too) keeps the permits uncontended.
+static AUTH_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[allow(clippy::await_holding_lock)] // on purpose: see AUTH_TURN
 pub async fn logged_in(server: &Server) -> Transcript {
+    let _turn = AUTH_TURN.lock().unwrap_or_else(|e| e.into_inner());
     let mut t = server.connect();
     t.expect("220").await;
     t.cmd("EHLO printer", "250").await;
