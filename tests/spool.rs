@@ -247,42 +247,6 @@ async fn over_max_size_new_messages_get_452() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_sessions_share_disk_syncs() {
-    let up = MemoryUpstream::default();
-    up.set_down(true);
-    // No delivery workers: only the sessions' commits count.
-    let s = std::sync::Arc::new(Server::build(
-        &config("", "delivery = \"spool\""),
-        up.connector(),
-    ));
-    let mut tasks = Vec::new();
-    for i in 0..20 {
-        let s = s.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut t = logged_in(&s).await;
-            let mut ids = Vec::new();
-            for j in 0..5 {
-                ids.push(queued_id(
-                    &send(&mut t, &["a@example.net"], &format!("{i}-{j}")).await,
-                ));
-            }
-            ids
-        }));
-    }
-    let mut ids = Vec::new();
-    for t in tasks {
-        ids.extend(t.await.unwrap());
-    }
-    assert_eq!(ids.len(), 100);
-    let spool = s.state.shared.policy().spool.clone().unwrap();
-    let rounds = spool.commit_rounds();
-    // Every message durable, in fewer disk syncs than messages.
-    assert_eq!(count(&spool_dir(&s).join("queue"), ".json"), 100);
-    assert!(rounds < 100, "{rounds} rounds for 100 messages");
-    eprintln!("100 messages from 20 sessions: {rounds} commit rounds");
-}
-
 #[tokio::test(start_paused = true)]
 async fn queue_commands_list_show_delete_retry_while_running() {
     let up = MemoryUpstream::default();

@@ -81,9 +81,16 @@ pub fn server(up: &MemoryUpstream, spool: &str, upstream: &str) -> Server {
 /// blocked thread stops its own clock too) keeps the permits uncontended.
 static AUTH_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Only for paused-time (current-thread) tests, one `logged_in` at a time:
+/// a second one on the same thread would wait for the first forever.
 #[allow(clippy::await_holding_lock)] // on purpose: see AUTH_TURN
 pub async fn logged_in(server: &Server) -> Transcript {
     let _turn = AUTH_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    logged_in_unlocked(server).await
+}
+
+/// `logged_in` without the turn, for real-time tests in a binary of their own.
+pub async fn logged_in_unlocked(server: &Server) -> Transcript {
     let mut t = server.connect();
     t.expect("220").await;
     t.cmd("EHLO printer", "250").await;
