@@ -122,6 +122,13 @@ impl ConfigError {
         }
     }
 
+    /// Whether one of the errors is in `[tls]` (the listener certificate or key).
+    pub fn in_tls(&self) -> bool {
+        self.problems()
+            .iter()
+            .any(|e| matches!(e, ConfigError::Invalid { key, .. } if key.starts_with("tls.")))
+    }
+
     /// Every single error in this one.
     pub fn problems(&self) -> Vec<&ConfigError> {
         match self {

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub relay_duration: HistogramVec,
     pub limit_hits: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    /// Listener certificate reloads (SIGHUP) by result.
+    pub tls_certificate_reloads: IntCounterVec,
     // --- Health and readiness (issue 6) ---
     /// 1, labelled with the crate version.
     pub build_info: IntGaugeVec,
@@ -292,6 +294,12 @@ impl Metrics {
                 "Configuration reloads by result",
                 &["result"],
             )?,
+            tls_certificate_reloads: counter(
+                r,
+                "tls_certificate_reloads_total",
+                "Listener certificate reloads by result (error: the old certificate stays)",
+                &["result"],
+            )?,
             build_info: gauge(r, "build_info", "postern's version; always 1", &["version"])?,
             upstream_up: gauge(
                 r,
@@ -422,6 +430,7 @@ impl Metrics {
         }
         for result in RELOAD_RESULTS {
             self.config_reloads.with_label_values(&[result]);
+            self.tls_certificate_reloads.with_label_values(&[result]);
         }
         for limit in SERVER_LIMITS {
             self.limit_hits.with_label_values(&[limit, NONE, NONE]);
@@ -535,6 +544,7 @@ impl Metrics {
             &self.relay_duration,
             &self.limit_hits,
             &self.config_reloads,
+            &self.tls_certificate_reloads,
             // issue 6
             &self.build_info,
             &self.upstream_up,

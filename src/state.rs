@@ -10,6 +10,8 @@
 //! newest. `limiters` (live connection counts) outlive reloads; everything in
 //! `Policy` is replaced whole.
 
+mod certs;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
@@ -22,9 +24,10 @@ use crate::cluster::Cluster;
 use crate::config::{AuthMode, Config, ListenerConfig, TlsMode};
 use crate::error::Error;
 use crate::limits::{AuthThrottle, Limiters};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, unix_now};
 use crate::net::{Connector, TcpConnector};
 use crate::spool::Spool;
+use crate::tls::server::ServerCerts;
 use crate::upstream::Upstream;
 use crate::upstream::pool::{Health, Pool};
 
@@ -290,6 +293,8 @@ pub struct Shared {
     /// Connection counts; kept across reloads.
     pub limiters: Limiters,
     pub tls: Option<TlsAcceptor>,
+    /// The certificate `tls` answers with; a reload replaces it.
+    pub server_certs: Option<Arc<ServerCerts>>,
     /// Turns true when the server begins to stop.
     pub shutdown: watch::Receiver<bool>,
     /// How upstream connections are opened (TCP outside tests).
@@ -340,31 +345,19 @@ impl State {
     /// As `build`.
     pub fn build_with(config: Config, connector: Arc<dyn Connector>) -> Result<State, Error> {
         let (registry, metrics) = Metrics::new_registry()?;
-        let tls = match &config.tls {
-            Some(t) => Some(TlsAcceptor::from(crate::tls::server_config(
-                t.cert.get_ref(),
-                t.key.get_ref(),
-            )?)),
-            None => None,
-        };
-        if let Some(t) = &config.tls {
-            // Checked at start only: `[tls]` changes need a restart.
-            match crate::tls::certificate_expiry(t.cert.get_ref()) {
-                Ok(not_after) => {
-                    for l in config
-                        .listeners
-                        .iter()
-                        .filter(|l| *l.tls.get_ref() != TlsMode::None)
-                    {
-                        metrics
-                            .tls_certificate_expiry
-                            .with_label_values(&[l.name.get_ref().as_str()])
-                            .set(not_after);
-                    }
+        let (tls, server_certs) = match &config.tls {
+            Some(t) => {
+                let loaded = crate::tls::load_server_cert(t.cert.get_ref(), t.key.get_ref())?;
+                if let Some(why) = loaded.unfit_at(unix_now()) {
+                    tracing::warn!(cert = %t.cert.get_ref().display(), "{why}; serving it anyway");
                 }
-                Err(e) => tracing::warn!("cannot read the certificate's expiry: {e}"),
+                certs::set_certificate_expiry(&metrics, &config, loaded.not_after);
+                let certs = Arc::new(ServerCerts::new(loaded));
+                let acceptor = TlsAcceptor::from(crate::tls::server_config(certs.clone())?);
+                (Some(acceptor), Some(certs))
             }
-        }
+            None => (None, None),
+        };
         let cluster = match &config.cluster {
             Some(c) => {
                 let cluster = Cluster::new(c, &registry).map_err(Error::Setup)?;
@@ -381,6 +374,7 @@ impl State {
             metrics,
             limiters: Limiters::default(),
             tls,
+            server_certs,
             shutdown: shutdown_rx,
             connector,
             cluster,
@@ -395,8 +389,10 @@ impl State {
 
 /// Reloads the parts of the configuration that can change while serving
 /// (SIGHUP): users, limits, the AUTH throttle and upstreams with their
-/// credentials. Open connections keep the policy they started with; new ones
-/// get the new one. Listeners, `[tls]` and `[metrics]` need a restart.
+/// credentials, and the listener certificate (`[tls] cert`, `key`, read again
+/// for new handshakes). Open connections keep the policy they started with;
+/// new ones get the new one. Listeners, `[metrics]`, `[cluster]` and adding
+/// or removing `[tls]` need a restart.
 #[derive(Clone)]
 pub struct Reloader {
     shared: Arc<Shared>,
@@ -426,6 +422,9 @@ impl Reloader {
             Ok(config) => self.reload(config),
             Err(e) => {
                 self.shared.metrics.reload_result(false);
+                if e.in_tls() && self.shared.server_certs.is_some() {
+                    certs::refused(&self.shared.metrics, &e.to_string());
+                }
                 Err(e.to_string())
             }
         }
@@ -435,7 +434,7 @@ impl Reloader {
         let old = self.shared.policy();
         if restart_needed(&old.config, &config) {
             tracing::warn!(
-                "listener, [tls], [metrics] or [cluster] changes take effect only after a restart"
+                "listener, [metrics] or [cluster] changes, and adding or removing [tls], take effect only after a restart"
             );
         }
         let warnings = config.warnings.clone();
@@ -458,12 +457,16 @@ impl Reloader {
             upstreams = policy.upstreams.len(),
             "configuration reloaded"
         );
+        if let Some(server_certs) = &self.shared.server_certs {
+            certs::reload(server_certs, &policy.config, &self.shared.metrics);
+        }
         self.shared.set_policy(policy);
         Ok(())
     }
 }
 
-/// Whether `b` changes what only a restart applies: listeners, `[tls]`, `[metrics]`.
+/// Whether `b` changes what only a restart applies: listeners, `[tls]`'s
+/// presence, `[metrics]`, `[cluster]`.
 fn restart_needed(a: &Config, b: &Config) -> bool {
     let listeners = |c: &Config| -> Vec<(String, SocketAddr)> {
         c.listeners
@@ -471,11 +474,9 @@ fn restart_needed(a: &Config, b: &Config) -> bool {
             .map(|l| (l.name.get_ref().clone(), *l.addr.get_ref()))
             .collect()
     };
-    let tls = |c: &Config| {
-        c.tls
-            .as_ref()
-            .map(|t| (t.cert.get_ref().clone(), t.key.get_ref().clone()))
-    };
+    // A changed `[tls] cert` or `key` is read by the reload; adding or
+    // removing `[tls]` needs a restart.
+    let tls = |c: &Config| c.tls.is_some();
     let metrics = |c: &Config| c.metrics.as_ref().map(|m| m.addr);
     let cluster = |c: &Config| {
         c.cluster

@@ -14,6 +14,7 @@
 //! device gets.
 
 pub mod cert;
+pub mod server;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -69,23 +70,6 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-/// The `notAfter` of the first (leaf) certificate in a PEM file, in Unix seconds.
-///
-/// # Errors
-/// The file does not hold a parseable certificate.
-pub fn certificate_expiry(path: &Path) -> Result<i64, TlsError> {
-    let certs = load_certs(path)?;
-    let leaf = certs.first().ok_or_else(|| TlsError::Cert {
-        path: path.display().to_string(),
-        reason: "no PEM certificate found".to_owned(),
-    })?;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| TlsError::Cert {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    Ok(cert.validity().not_after.timestamp())
-}
-
 /// Reads extra trust anchors for an upstream.
 pub fn load_ca(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
@@ -98,14 +82,26 @@ pub fn load_ca(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// The listener-side TLS configuration.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let (certs, key) = load_cert_and_key(cert, key)?;
+/// The listener-side TLS configuration, answering handshakes with whatever
+/// `certs` holds at the time (a reload swaps it).
+///
+/// # Errors
+/// Only if rustls refuses its own defaults.
+pub fn server_config(certs: Arc<server::ServerCerts>) -> Result<Arc<ServerConfig>, TlsError> {
     let cfg = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(certs);
     Ok(Arc::new(cfg))
+}
+
+/// Reads the listener's certificate and key (`[tls] cert`, `key`), checked to
+/// belong together.
+///
+/// # Errors
+/// Which file and why.
+pub fn load_server_cert(cert: &Path, key: &Path) -> Result<server::Loaded, TlsError> {
+    server::load(cert, key, &provider())
 }
 
 /// The upstream-side TLS configuration: webpki roots, or `ca_file` instead

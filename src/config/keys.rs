@@ -200,8 +200,8 @@ pub const TABLES: &[Table] = &[
         path: "tls",
         array: false,
         keys: &[
-            key("cert", Kind::Path, REQUIRED, "\"/etc/letsencrypt/live/relay/fullchain.pem\"", "PEM certificate chain"),
-            key("key", Kind::Path, REQUIRED, "\"/etc/letsencrypt/live/relay/privkey.pem\"", "PEM private key"),
+            key("cert", Kind::Path, REQUIRED, "\"/etc/letsencrypt/live/relay/fullchain.pem\"", "PEM certificate chain; read again on reload (SIGHUP), a pair that does not load keeps the running one"),
+            key("key", Kind::Path, REQUIRED, "\"/etc/letsencrypt/live/relay/privkey.pem\"", "PEM private key of that certificate (check refuses one that is not); read again on reload"),
         ],
     },
     Table {

@@ -218,8 +218,15 @@ impl Validator<'_> {
         let Some(tls) = self.config.tls.clone() else {
             return;
         };
-        match crate::tls::load_cert_and_key(tls.cert.get_ref(), tls.key.get_ref()) {
-            Ok(_) => {}
+        match crate::tls::load_server_cert(tls.cert.get_ref(), tls.key.get_ref()) {
+            Ok(loaded) => {
+                if let Some(why) = loaded.unfit_at(crate::metrics::unix_now()) {
+                    self.warn(
+                        Some(Where::Span(tls.cert.span())),
+                        format!("tls.cert: {why}; clients that check it will refuse STARTTLS"),
+                    );
+                }
+            }
             Err(e @ crate::tls::TlsError::Key { .. }) => {
                 self.err(tls.key.span(), "tls.key", e.to_string());
             }
