@@ -206,11 +206,11 @@ impl Users {
         let Ok(_permit) = v.permits.acquire().await else {
             return (Verdict::Denied, cache_use);
         };
-        let owned = password.to_owned();
+        let owned = crate::secret::SecretString::from(password);
         let checked = hash.clone();
         let ok = tokio::task::spawn_blocking(move || {
             let mut scratch = v.take_scratch();
-            let ok = checked.verify_with(&owned, &mut scratch);
+            let ok = checked.verify_with(owned.expose(), &mut scratch);
             v.give_scratch(scratch);
             ok
         })

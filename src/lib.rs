@@ -20,6 +20,7 @@
 //! - `net`      — one stream type for plain TCP and TLS
 //! - `metrics`  — Prometheus metrics and the /metrics, /healthz, /readyz endpoint
 //! - `logging`  — the text and JSON log formats
+//! - `secret`   — zeroizing, never-printed secrets (leaf)
 //! - `doctor`   — `postern doctor`: each provider checked step by step
 //! - `spool`    — the durable queue: group-committed files, recovery, delivery workers, queue commands
 
@@ -41,6 +42,7 @@ pub mod policy;
 pub mod proxy;
 pub mod refusal;
 pub mod relay;
+pub mod secret;
 pub mod server;
 pub mod session;
 pub mod smtp;

@@ -156,7 +156,7 @@ impl Cluster {
         }
         if let Some(secret) = c.secret() {
             let password = secret.resolve().map_err(|e| format!("[cluster]: {e}"))?;
-            settings = settings.set_password(password);
+            settings = settings.set_password(password.expose());
         }
         info = info.set_redis_settings(settings);
         let client = match &c.ca_file {

@@ -15,6 +15,7 @@ use toml::Spanned;
 
 use super::units::{ByteSize, Seconds};
 use super::*;
+use crate::secret::SecretString;
 
 /// TLS on a listener or toward an upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -320,14 +321,17 @@ impl fmt::Display for Secret {
 
 impl Secret {
     /// Reads the secret. The error names where it looked, never the value.
-    pub fn resolve(&self) -> Result<String, String> {
+    pub fn resolve(&self) -> Result<SecretString, String> {
         match self {
-            Secret::Inline(p) => Ok(p.clone()),
-            Secret::Env(var) => {
-                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
-            }
+            Secret::Inline(p) => Ok(SecretString::from(p.as_str())),
+            Secret::Env(var) => std::env::var(var)
+                .map(SecretString::new)
+                .map_err(|_| format!("environment variable {var} is not set")),
             Secret::File(path) => std::fs::read_to_string(path)
-                .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+                .map(|s| {
+                    let s = SecretString::new(s);
+                    SecretString::from(s.expose().trim_end_matches(['\r', '\n']))
+                })
                 .map_err(|e| format!("cannot read password file {}: {e}", path.display())),
         }
     }

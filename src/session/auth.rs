@@ -4,6 +4,7 @@
 use super::{Next, Phase, Session};
 use crate::auth::Verdict;
 use crate::refusal::Refusal;
+use crate::secret::SecretString;
 use crate::smtp::reply::Reply;
 use crate::smtp::sasl::{self, Credentials, SaslError};
 
@@ -24,7 +25,7 @@ impl Sasl {
 }
 
 impl Session {
-    pub(super) async fn auth(&mut self, mechanism: &str, initial: Option<String>) -> Next {
+    pub(super) async fn auth(&mut self, mechanism: &str, initial: Option<SecretString>) -> Next {
         if self.helo.is_none() {
             return self.refuse(Refusal::NeedEhloForAuth);
         }
@@ -41,14 +42,15 @@ impl Session {
             return self.refuse(Refusal::EncryptionRequired);
         }
         match (mechanism, initial) {
-            ("PLAIN", Some(resp)) => self.finish_plain(&resp).await,
+            ("PLAIN", Some(resp)) => self.finish_plain(resp.expose()).await,
             ("PLAIN", None) => {
                 self.phase = Phase::Sasl(Sasl::Plain);
                 self.push(Reply::plain(334, ""));
                 Next::Continue
             }
-            ("LOGIN", Some(resp)) => match sasl::decode_login_field(&resp) {
+            ("LOGIN", Some(resp)) => match sasl::decode_login_field(resp.expose()) {
                 Ok(username) => {
+                    let username = username.expose().to_owned();
                     self.phase = Phase::Sasl(Sasl::LoginPass { username });
                     self.push(Reply::plain(334, sasl::LOGIN_PASSWORD_PROMPT));
                     Next::Continue
@@ -66,18 +68,20 @@ impl Session {
 
     /// A line received while a SASL exchange is open (as text: a base64
     /// response has nothing else, and anything else is refused as bad base64).
-    pub(super) async fn sasl_line(&mut self, state: Sasl, text: String) -> Next {
+    pub(super) async fn sasl_line(&mut self, state: Sasl, text: SecretString) -> Next {
+        let text = text.expose();
         match state {
-            Sasl::Plain => self.finish_plain(&text).await,
-            Sasl::LoginUser => match sasl::decode_login_field(&text) {
+            Sasl::Plain => self.finish_plain(text).await,
+            Sasl::LoginUser => match sasl::decode_login_field(text) {
                 Ok(username) => {
+                    let username = username.expose().to_owned();
                     self.phase = Phase::Sasl(Sasl::LoginPass { username });
                     self.push(Reply::plain(334, sasl::LOGIN_PASSWORD_PROMPT));
                     Next::Continue
                 }
                 Err(e) => self.sasl_error(e, "login"),
             },
-            Sasl::LoginPass { username } => match sasl::decode_login_field(&text) {
+            Sasl::LoginPass { username } => match sasl::decode_login_field(text) {
                 Ok(password) => {
                     let creds = Credentials {
                         authzid: String::new(),
@@ -127,7 +131,7 @@ impl Session {
             return self.auth_throttled(mechanism);
         }
         let users = self.policy.users.clone();
-        let (verdict, cache_use) = users.verify(&creds.username, &creds.password).await;
+        let (verdict, cache_use) = users.verify(&creds.username, creds.password.expose()).await;
         if let Some(result) = cache_use.label() {
             self.shared
                 .metrics

@@ -31,6 +31,7 @@ use crate::connection::{Connection, Handshake, Input};
 use crate::net::BoxIo;
 use crate::refusal::Refusal;
 use crate::relay::{Queue, Relay, Resolution, Route, Slot};
+use crate::secret::SecretString;
 use crate::smtp::command::{self, Command, MailFrom};
 use crate::smtp::line::{self, Scan};
 use crate::smtp::reply::Reply;
@@ -49,8 +50,8 @@ pub const MAX_ERRORS: u32 = 20;
 /// One input line, taken out of the read buffer.
 enum LineInput {
     Command(Result<Command, command::ParseError>),
-    /// A response in an open SASL exchange, as text.
-    Sasl(auth::Sasl, String),
+    /// A response in an open SASL exchange, as text (wiped on drop).
+    Sasl(auth::Sasl, SecretString),
 }
 
 /// What the session does after a command.
@@ -283,11 +284,24 @@ impl Session {
                 // (STARTTLS empties it).
                 let line = &self.conn.rbuf[..len];
                 let input = match std::mem::replace(&mut self.phase, Phase::Command) {
-                    Phase::Sasl(state) => {
-                        LineInput::Sasl(state, String::from_utf8_lossy(line).into_owned())
-                    }
+                    Phase::Sasl(state) => LineInput::Sasl(
+                        state,
+                        SecretString::new(String::from_utf8_lossy(line).into_owned()),
+                    ),
                     _ => LineInput::Command(command::parse(line)),
                 };
+                // A SASL response or an AUTH with an initial response carries
+                // the password: its bytes do not stay behind in `rbuf`.
+                if matches!(
+                    input,
+                    LineInput::Sasl(..)
+                        | LineInput::Command(Ok(Command::Auth {
+                            initial: Some(_),
+                            ..
+                        }))
+                ) {
+                    crate::secret::wipe(&mut self.conn.rbuf[..consumed]);
+                }
                 self.conn.rbuf.drain(..consumed);
                 match input {
                     LineInput::Sasl(state, text) => self.sasl_line(state, text).await,

@@ -12,6 +12,7 @@
 //! checked in `path.rs`, MAIL/RCPT parameters in `params.rs`.
 
 use super::reply::Reply;
+use crate::secret::SecretString;
 
 mod params;
 mod path;
@@ -35,10 +36,11 @@ pub enum Command {
     Ehlo(String),
     Helo(String),
     StartTls,
-    /// `mechanism` is upper-cased; `initial` is the initial response as sent (base64 or `=`).
+    /// `mechanism` is upper-cased; `initial` is the initial response as sent
+    /// (base64 or `=`), wiped on drop and never printed.
     Auth {
         mechanism: String,
-        initial: Option<String>,
+        initial: Option<SecretString>,
     },
     Mail(MailFrom),
     Rcpt(RcptTo),
@@ -275,7 +277,7 @@ fn auth(args: &[u8]) -> Result<Command, ParseError> {
     }
     Ok(Command::Auth {
         mechanism,
-        initial: initial.map(str::to_owned),
+        initial: initial.map(SecretString::from),
     })
 }
 

@@ -3,6 +3,8 @@
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 
+use crate::secret::{SecretBytes, SecretString};
+
 /// Longest SASL response line postern reads, CRLF included (RFC 4954 §4).
 pub const MAX_SASL_LINE: usize = 12288;
 /// `334` prompt text for the LOGIN user name ("Username:").
@@ -10,12 +12,13 @@ pub const LOGIN_USERNAME_PROMPT: &str = "VXNlcm5hbWU6";
 /// `334` prompt text for the LOGIN password ("Password:").
 pub const LOGIN_PASSWORD_PROMPT: &str = "UGFzc3dvcmQ6";
 
-/// Credentials decoded from a SASL exchange. `Debug` never shows the password.
+/// Credentials decoded from a SASL exchange. The password is wiped on drop;
+/// `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub authzid: String,
     pub username: String,
-    pub password: String,
+    pub password: SecretString,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -45,32 +48,37 @@ pub enum SaslError {
 /// Longest field accepted (RFC 4616 requires at least 255).
 const MAX_FIELD: usize = 1024;
 
-/// Decodes one base64 response line (`=` is the empty response).
-pub fn decode_response(line: &str) -> Result<Vec<u8>, SaslError> {
+/// Decodes one base64 response line (`=` is the empty response); the
+/// decoded bytes are wiped on drop.
+pub fn decode_response(line: &str) -> Result<SecretBytes, SaslError> {
     let line = line.trim_end_matches([' ', '\t']);
     if line == "*" {
         return Err(SaslError::Cancelled);
     }
     if line == "=" {
-        return Ok(Vec::new());
+        return Ok(SecretBytes::default());
     }
-    STANDARD.decode(line).map_err(|_| SaslError::BadBase64)
+    STANDARD
+        .decode(line)
+        .map(SecretBytes::new)
+        .map_err(|_| SaslError::BadBase64)
 }
 
-/// Decodes a LOGIN user name or password response.
-pub fn decode_login_field(line: &str) -> Result<String, SaslError> {
+/// Decodes a LOGIN user name or password response (wiped on drop: it may be
+/// the password).
+pub fn decode_login_field(line: &str) -> Result<SecretString, SaslError> {
     let bytes = decode_response(line)?;
-    let text = String::from_utf8(bytes).map_err(|_| SaslError::BadBase64)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| SaslError::BadBase64)?;
     if text.is_empty() || text.len() > MAX_FIELD || text.contains('\0') {
         return Err(SaslError::Malformed);
     }
-    Ok(text)
+    Ok(SecretString::from(text))
 }
 
 /// Decodes a PLAIN response: `[authzid] NUL authcid NUL passwd`.
 pub fn decode_plain(line: &str) -> Result<Credentials, SaslError> {
     let bytes = decode_response(line)?;
-    let text = String::from_utf8(bytes).map_err(|_| SaslError::BadBase64)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| SaslError::BadBase64)?;
     let mut parts = text.split('\0');
     let (Some(authzid), Some(username), Some(password), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -86,13 +94,20 @@ pub fn decode_plain(line: &str) -> Result<Credentials, SaslError> {
     Ok(Credentials {
         authzid: authzid.to_owned(),
         username: username.to_owned(),
-        password: password.to_owned(),
+        password: SecretString::from(password),
     })
 }
 
-/// Encodes PLAIN credentials (no authzid) for an upstream AUTH.
-pub fn encode_plain(username: &str, password: &str) -> String {
-    STANDARD.encode(format!("\0{username}\0{password}"))
+/// Encodes PLAIN credentials (no authzid) for an upstream AUTH; the
+/// plain text and the result are wiped when dropped.
+pub fn encode_plain(username: &str, password: &str) -> SecretString {
+    let plain = SecretString::new(format!("\0{username}\0{password}"));
+    SecretString::new(STANDARD.encode(plain.expose()))
+}
+
+/// Encodes a secret LOGIN field (the password) for an upstream AUTH.
+pub fn encode_secret(text: &str) -> SecretString {
+    SecretString::new(STANDARD.encode(text))
 }
 
 /// Encodes one LOGIN field for an upstream AUTH.
@@ -115,7 +130,10 @@ mod tests {
     #[test]
     fn plain_table() {
         let rows: Vec<(String, Result<Credentials, SaslError>)> = vec![
-            (encode_plain("u", "p"), Ok(creds("", "u", "p"))),
+            (
+                encode_plain("u", "p").expose().to_owned(),
+                Ok(creds("", "u", "p")),
+            ),
             (STANDARD.encode("u\0u\0p"), Ok(creds("u", "u", "p"))),
             (
                 STANDARD.encode("\0ü\0pässwörd"),
@@ -139,7 +157,10 @@ mod tests {
 
     #[test]
     fn login_table() {
-        assert_eq!(decode_login_field("dXNlcg=="), Ok("user".into()));
+        assert_eq!(
+            decode_login_field("dXNlcg=="),
+            Ok(SecretString::from("user"))
+        );
         assert_eq!(decode_login_field("*"), Err(SaslError::Cancelled));
         assert_eq!(decode_login_field("="), Err(SaslError::Malformed));
         assert_eq!(decode_login_field("dXNlcg"), Err(SaslError::BadBase64));

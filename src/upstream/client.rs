@@ -31,6 +31,7 @@ use super::pool::Purpose;
 use super::{Capabilities, UpstreamError};
 use crate::config::{TlsMode, UpstreamAuth};
 use crate::net::BoxIo;
+use crate::secret::SecretString;
 use crate::smtp::data;
 use crate::smtp::line::{self, Scan};
 use crate::smtp::reply::{Reply, ReplyParser};
@@ -266,8 +267,11 @@ impl Client {
         let login =
             auth == UpstreamAuth::Login || (auth == UpstreamAuth::Auto && self.caps.auth_login);
         let reply = if plain {
-            let line = format!("AUTH PLAIN {}", sasl::encode_plain(&user, &password));
-            self.command(&line, "AUTH").await?
+            let line = SecretString::new(format!(
+                "AUTH PLAIN {}",
+                sasl::encode_plain(&user, password.expose()).expose()
+            ));
+            self.secret_command(line.expose()).await?
         } else if login {
             let r = self.command("AUTH LOGIN", "AUTH").await?;
             if r.code != 334 {
@@ -277,7 +281,8 @@ impl Client {
             if r.code != 334 {
                 return Err(UpstreamError::Rejected("auth", r));
             }
-            self.command(&sasl::encode(&password), "AUTH").await?
+            self.secret_command(sasl::encode_secret(password.expose()).expose())
+                .await?
         } else {
             return Err(UpstreamError::Protocol(
                 "upstream offers neither AUTH PLAIN nor AUTH LOGIN",
@@ -313,11 +318,11 @@ impl Client {
         let (mut token, mut cached) = tokens.token().await.map_err(token_error)?;
         loop {
             let name = if bearer { "OAUTHBEARER" } else { "XOAUTH2" };
-            let line = format!(
+            let line = SecretString::new(format!(
                 "AUTH {name} {}",
                 super::oauth2::initial_response(self.dial.auth, user, &token)
-            );
-            let mut reply = self.command(&line, "AUTH").await?;
+            ));
+            let mut reply = self.secret_command(line.expose()).await?;
             if reply.code == 334 {
                 // The provider's error, as a base64 JSON challenge; the client
                 // answers with an empty response (RFC 7628 §3.2.3: %x01) and
@@ -703,6 +708,36 @@ impl Client {
         self.flush().await?;
         self.read_reply(label, Instant::now(), COMMAND_TIMEOUT)
             .await
+    }
+
+    /// As `command` for a line that carries a secret (an AUTH response): the
+    /// write buffer is wiped once it is sent.
+    ///
+    /// # Errors
+    /// As `command`.
+    pub async fn secret_command(&mut self, line: &str) -> Result<Reply, UpstreamError> {
+        self.queue(line);
+        let sent = self.flush_wiped().await;
+        sent?;
+        self.read_reply("AUTH", Instant::now(), COMMAND_TIMEOUT)
+            .await
+    }
+
+    /// `flush`, wiping the buffer's bytes before it is cleared.
+    async fn flush_wiped(&mut self) -> Result<(), UpstreamError> {
+        let r = timeout(COMMAND_TIMEOUT, async {
+            self.stream.write_all(&self.wbuf).await?;
+            self.stream.flush().await
+        })
+        .await;
+        crate::secret::wipe(&mut self.wbuf);
+        self.wbuf.clear();
+        self.last_used = Instant::now();
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(UpstreamError::Io(e)),
+            Err(_) => Err(UpstreamError::Timeout("write")),
+        }
     }
 
     /// Reads the next reply and counts it under `label`; `sent` is when its command went out.

@@ -15,6 +15,7 @@ use super::oauth2::TokenSource;
 use crate::config::{TlsMode, UpstreamAuth};
 use crate::metrics::Metrics;
 use crate::net::{BoxIo, Connector};
+use crate::secret::SecretString;
 
 /// Everything needed to open and authenticate a connection to one upstream.
 pub struct Dial {
@@ -26,7 +27,7 @@ pub struct Dial {
     pub tls_mode: TlsMode,
     pub(super) tls: Option<Arc<ClientConfig>>,
     /// (username, password) for AUTH; never logged.
-    pub(super) credentials: Option<(String, String)>,
+    pub(super) credentials: Option<(String, SecretString)>,
     /// The SASL mechanism asked for (`auto`: PLAIN or LOGIN as offered).
     pub auth: UpstreamAuth,
     /// (username, token source) for XOAUTH2 / OAUTHBEARER; tokens never logged.

@@ -19,6 +19,8 @@
 //! into an error, a log line or a metric: errors carry the HTTP status and the
 //! endpoint's `error` / `error_description` words only.
 
+pub mod reply;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -136,7 +138,7 @@ pub struct TokenSource {
     endpoint: Endpoint,
     grant: Grant,
     client_id: String,
-    client_secret: Option<String>,
+    client_secret: Option<crate::secret::SecretString>,
     scope: Option<String>,
     refresh_token_file: Option<PathBuf>,
     /// The current refresh token (grant = refresh_token).
@@ -271,7 +273,7 @@ impl TokenSource {
         }
         pairs.push(("client_id", self.client_id.clone()));
         if let Some(s) = &self.client_secret {
-            pairs.push(("client_secret", s.clone()));
+            pairs.push(("client_secret", s.expose().to_owned()));
         }
         if let Some(s) = &self.scope {
             pairs.push(("scope", s.clone()));
@@ -338,39 +340,14 @@ impl TokenSource {
             .map_err(|_| TokenError::BadReply("reply too large or cut short", host.clone()))?
             .to_bytes();
         driver.abort();
-        let json: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|_| TokenError::BadReply("not JSON", host.clone()))?;
-        let field = |k: &str| json.get(k).and_then(|v| v.as_str());
-        if !(200..300).contains(&status) || field("access_token").is_none() {
-            let words = |s: Option<&str>| {
-                s.map(|s| s.chars().filter(|c| !c.is_control()).take(200).collect())
-                    .unwrap_or_default()
-            };
-            let description: String = words(field("error_description"));
-            return Err(TokenError::Refused {
-                host,
-                status,
-                error: words(field("error")).to_string(),
-                description: if description.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({description})")
-                },
-            });
-        }
-        let token: Arc<str> = Arc::from(field("access_token").unwrap_or_default());
-        let lifetime = json
-            .get("expires_in")
-            .and_then(|v| {
-                v.as_u64()
-                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            })
-            .map_or(Duration::from_secs(3600), Duration::from_secs);
+        let reply = reply::parse(status, &body, &host)?;
+        let token: Arc<str> = Arc::from(reply.access_token.expose());
+        let lifetime = reply.lifetime;
         let early = EARLY.min(lifetime / 10);
-        if let Some(new) = field("refresh_token")
+        if let Some(new) = &reply.refresh_token
             && self.grant == Grant::RefreshToken
         {
-            self.rotate(new).await?;
+            self.rotate(new.expose()).await?;
         }
         Ok(Cached {
             token,
