@@ -52,6 +52,13 @@ pub enum Refusal {
     NeedMailForRcpt,
     NeedMailForData,
     NeedRcptForData,
+    NeedMailForBdat,
+    NeedRcptForBdat,
+    /// DATA after BDAT in one transaction (RFC 3030 §2).
+    DataAfterBdat,
+    /// A command other than BDAT, RSET, EHLO/HELO, NOOP, HELP, VRFY or QUIT
+    /// between the chunks of a message.
+    BdatInProgress,
     AlreadyAuthenticated,
     AuthInTransaction,
     TlsAlreadyActive,
@@ -142,6 +149,18 @@ impl Refusal {
             R::NeedMailForRcpt => Reply::new(503, "5.5.1", "Need MAIL before RCPT"),
             R::NeedMailForData => Reply::new(503, "5.5.1", "Need MAIL before DATA"),
             R::NeedRcptForData => Reply::new(503, "5.5.1", "Need RCPT before DATA"),
+            R::NeedMailForBdat => Reply::new(503, "5.5.1", "Need MAIL before BDAT"),
+            R::NeedRcptForBdat => Reply::new(503, "5.5.1", "Need RCPT before BDAT"),
+            R::DataAfterBdat => Reply::new(
+                503,
+                "5.5.1",
+                "DATA cannot follow BDAT in one transaction; send RSET",
+            ),
+            R::BdatInProgress => Reply::new(
+                503,
+                "5.5.1",
+                "Message in BDAT chunks in progress; send BDAT with LAST, or RSET",
+            ),
             R::AlreadyAuthenticated => Reply::new(503, "5.5.1", "Already authenticated"),
             R::AuthInTransaction => {
                 Reply::new(503, "5.5.1", "AUTH not allowed during a mail transaction")
@@ -308,6 +327,10 @@ impl Refusal {
             | R::NeedMailForRcpt
             | R::NeedMailForData
             | R::NeedRcptForData
+            | R::NeedMailForBdat
+            | R::NeedRcptForBdat
+            | R::DataAfterBdat
+            | R::BdatInProgress
             | R::AlreadyAuthenticated
             | R::AuthInTransaction
             | R::TlsAlreadyActive
@@ -515,6 +538,10 @@ mod tests {
             Refusal::LineTooLong,
             Refusal::BareLf,
             Refusal::NeedHelo,
+            Refusal::NeedMailForBdat,
+            Refusal::NeedRcptForBdat,
+            Refusal::DataAfterBdat,
+            Refusal::BdatInProgress,
             Refusal::AuthRequired,
             Refusal::BadCredentials,
             Refusal::SenderNotAllowed(user.clone()),

@@ -25,7 +25,8 @@ enum Headers {
     Collect(Vec<u8>),
 }
 
-/// The DATA phase: the transaction, the framer, and where the body goes.
+/// The DATA phase (or a message in BDAT chunks, `session::bdat`): the
+/// transaction, the framer, and where the body goes.
 pub(super) struct Body {
     pub(super) txn: Txn,
     rx: Receiver,
@@ -34,7 +35,7 @@ pub(super) struct Body {
     rewrite: Option<String>,
     pub(super) sink: Sink,
     /// Set at the first failure; the rest of the body is read and dropped.
-    fault: Option<Refusal>,
+    pub(super) fault: Option<Refusal>,
 }
 
 fn go_ahead() -> Reply {
@@ -285,13 +286,18 @@ impl Session {
                 }
             }
         };
-        let reply = self.end_of_data(*body, end).await;
+        let seen = body.rx.size();
+        let reply = self.end_of_data(*body, end, seen).await;
         self.push(reply);
         Some(Next::Continue)
     }
 
     /// Passes one content line on, through the header rewriter when it is on.
-    async fn deliver_line(&mut self, body: &mut Body, line: &[u8]) -> Result<(), Refusal> {
+    pub(super) async fn deliver_line(
+        &mut self,
+        body: &mut Body,
+        line: &[u8],
+    ) -> Result<(), Refusal> {
         if let (Headers::Collect(h), Some(from)) = (&mut body.headers, body.rewrite.as_deref()) {
             if line == b"\r\n" {
                 let mut out = header::rewrite_from(h, from);
@@ -309,14 +315,20 @@ impl Session {
     }
 
     /// End-of-data: the final reply for the client, counted and logged once.
-    async fn end_of_data(&mut self, mut body: Body, end: Result<u64, DataError>) -> Reply {
+    /// `seen` is the size recorded for a refused message.
+    pub(super) async fn end_of_data(
+        &mut self,
+        mut body: Body,
+        end: Result<u64, DataError>,
+        seen: u64,
+    ) -> Reply {
         // `relay_ms` runs from here, the client's final dot, not from the 354.
         let end_of_data = Instant::now();
         let size = match end {
             Ok(size) => size,
             Err(e) => {
                 body.fault.get_or_insert(Refusal::Data(e));
-                body.rx.size()
+                seen
             }
         };
         if body.fault.is_none()

@@ -26,6 +26,7 @@ impl Session {
             lines.push("DSN".to_owned());
         }
         lines.push("ENHANCEDSTATUSCODES".to_owned());
+        lines.push("CHUNKING".to_owned());
         if self.auth_allowed() {
             lines.push("AUTH PLAIN LOGIN".to_owned());
         }

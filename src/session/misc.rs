@@ -20,7 +20,7 @@ impl Session {
         self.push(Reply::new(
             214,
             "2.0.0",
-            "postern relay: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP VRFY QUIT",
+            "postern relay: EHLO HELO STARTTLS AUTH MAIL RCPT DATA BDAT RSET NOOP VRFY QUIT",
         ));
         Next::Continue
     }

@@ -3,7 +3,8 @@
 //!
 //! Input is one phase at a time (`Phase`): command lines (framed by
 //! `smtp::line`, parsed by `smtp::command`), the rest of an over-long line
-//! being skipped, a SASL continuation line, or the message body (`smtp::data`).
+//! being skipped, a SASL continuation line, the message body (`smtp::data`),
+//! or the octets of a BDAT chunk (`smtp::bdat`).
 //! Each verb has its handler in a file of its own. Replies are queued in order
 //! (`relay::Queue`): a reply postern decides itself is ready at once, a reply
 //! that comes from the upstream is read when the queue is resolved. The queue is
@@ -13,6 +14,7 @@
 //! Everything toward the upstream goes through `relay::Relay`.
 
 mod auth;
+mod bdat;
 mod data;
 mod ehlo;
 mod mail;
@@ -76,6 +78,8 @@ enum Phase {
     Sasl(auth::Sasl),
     /// The message body, up to `CRLF.CRLF`.
     Data(Box<data::Body>),
+    /// The octets of a BDAT chunk.
+    Chunk(Box<bdat::Chunk>),
 }
 
 /// A mail transaction in progress.
@@ -123,6 +127,8 @@ pub struct Session {
     auth_failures: u32,
     errors: u32,
     txn: Option<Txn>,
+    /// A message in BDAT chunks, between chunks (its `Txn` is in its body).
+    chunked: Option<bdat::Chunked>,
     relay: Relay,
 }
 
@@ -154,6 +160,7 @@ impl Session {
             auth_failures: 0,
             errors: 0,
             txn: None,
+            chunked: None,
             relay: Relay::default(),
         };
         match s.run().await {
@@ -192,7 +199,7 @@ impl Session {
                 }
             }
             // Input exhausted: answer everything, then wait for more.
-            let in_data = matches!(self.phase, Phase::Data(_));
+            let in_data = matches!(self.phase, Phase::Data(_) | Phase::Chunk(_));
             if !in_data {
                 self.drain().await;
                 self.write_out().await?;
@@ -200,16 +207,18 @@ impl Session {
             }
             // A shutdown interrupts only an idle session: a transaction in
             // flight may finish, bounded by the server's grace deadline.
-            let interruptible = !in_data && self.txn.is_none();
+            let interruptible = !in_data && self.txn.is_none() && self.chunked.is_none();
             let closing = match self.conn.read_more(interruptible).await? {
                 Input::More => continue,
                 Input::Eof => None,
                 Input::IdleTimeout => Some(Refusal::IdleTimeout),
                 Input::Shutdown => Some(Refusal::ShuttingDown),
             };
+            let said = closing.as_ref().map(Refusal::reply);
+            self.abort_chunked(said.as_ref());
             if let Phase::Data(body) = std::mem::replace(&mut self.phase, Phase::Command) {
                 let body = *body;
-                self.record_abandoned(&body.txn, closing.as_ref().map(Refusal::reply).as_ref());
+                self.record_abandoned(&body.txn, said.as_ref());
                 self.relay.abort(body.sink);
             }
             if let Some(r) = closing {
@@ -229,6 +238,10 @@ impl Session {
         loop {
             let next = match &self.phase {
                 Phase::Data(_) => match self.body_input().await {
+                    Some(next) => next,
+                    None => return Next::Continue,
+                },
+                Phase::Chunk(_) => match self.chunk_input().await {
                     Some(next) => next,
                     None => return Next::Continue,
                 },
@@ -316,9 +329,27 @@ impl Session {
     async fn command(&mut self, parsed: Result<Command, command::ParseError>) -> Next {
         let cmd = match parsed {
             Ok(c) => c,
+            Err(e @ command::ParseError::BadChunk(_)) => {
+                // Where the chunk ends is unknown: its octets must not be read
+                // as commands.
+                self.push(Refusal::Syntax(e.reply()).reply());
+                return Next::Close;
+            }
             Err(e) => return self.refuse(Refusal::Syntax(e.reply())),
         };
-        if self.conn.shutting_down() && self.txn.is_none() {
+        if self.chunked.is_some() {
+            match &cmd {
+                Command::Bdat { .. }
+                | Command::Noop
+                | Command::Help
+                | Command::Vrfy
+                | Command::Quit => {}
+                Command::Rset | Command::Ehlo(_) | Command::Helo(_) => self.abort_chunked(None),
+                Command::Data => return self.refuse(Refusal::DataAfterBdat),
+                _ => return self.refuse(Refusal::BdatInProgress),
+            }
+        }
+        if self.conn.shutting_down() && self.txn.is_none() && self.chunked.is_none() {
             self.push(Refusal::ShuttingDown.reply());
             return Next::Close;
         }
@@ -330,6 +361,7 @@ impl Session {
             Command::Mail(mail) => self.mail(mail).await,
             Command::Rcpt(rcpt) => self.rcpt(rcpt).await,
             Command::Data => self.data().await,
+            Command::Bdat { size, last } => self.bdat(size, last).await,
             Command::Rset => self.rset(),
             Command::Noop => self.noop(),
             Command::Help => self.help(),
@@ -485,7 +517,7 @@ impl Session {
     /// Gives the upstream connection back to its pool while no transaction is
     /// open, so a quiet client does not hold one of the provider's connections.
     fn release_idle_upstream(&mut self) {
-        if self.txn.is_none() && !Relay::pending(&self.replies) {
+        if self.txn.is_none() && !self.in_chunks() && !Relay::pending(&self.replies) {
             self.relay.release();
         }
     }
@@ -499,7 +531,9 @@ impl Session {
         if let Phase::Data(body) = &self.phase {
             self.record_abandoned(&body.txn, None);
         }
-        if !matches!(self.phase, Phase::Data(_)) {
+        if self.in_chunks() {
+            self.abort_chunked(None);
+        } else if !matches!(self.phase, Phase::Data(_)) {
             self.release_idle_upstream();
         }
         self.relay.drop_connection();

@@ -1,5 +1,6 @@
 //! SMTP command parsing (RFC 5321 §4.1, with the parameters of RFC 1870 SIZE,
-//! RFC 6152 BODY, RFC 6531 SMTPUTF8, RFC 3461 DSN and RFC 4954 AUTH=).
+//! RFC 6152 BODY, RFC 6531 SMTPUTF8, RFC 3461 DSN and RFC 4954 AUTH=), and
+//! RFC 3030 `BDAT`.
 //! Pure: one command line (without its CRLF) in, a `Command` or a `ParseError` out.
 //!
 //! The parser is strict where it matters for relaying (control bytes, address
@@ -27,7 +28,7 @@ const MAX_PARAM_ECHO: usize = 32;
 
 /// SMTP verbs postern knows but does not offer.
 const NOT_IMPLEMENTED: &[&[u8]] = &[
-    b"EXPN", b"TURN", b"BDAT", b"ETRN", b"ATRN", b"SEND", b"SOML", b"SAML", b"VERB", b"ONEX",
+    b"EXPN", b"TURN", b"ETRN", b"ATRN", b"SEND", b"SOML", b"SAML", b"VERB", b"ONEX",
 ];
 
 /// A parsed client command. Verbs are case-insensitive; addresses keep their case.
@@ -45,6 +46,11 @@ pub enum Command {
     Mail(MailFrom),
     Rcpt(RcptTo),
     Data,
+    /// `BDAT size [LAST]` (RFC 3030): `size` octets of content follow the line.
+    Bdat {
+        size: u64,
+        last: bool,
+    },
     Rset,
     Noop,
     Help,
@@ -108,7 +114,7 @@ pub enum ParseError {
     /// Not a verb postern knows: 500 5.5.1.
     #[error("command unrecognized")]
     Unrecognized,
-    /// A known SMTP verb postern does not offer (EXPN, TURN, BDAT, ETRN...): 502 5.5.1.
+    /// A known SMTP verb postern does not offer (EXPN, TURN, ETRN...): 502 5.5.1.
     #[error("command not implemented")]
     NotImplemented,
     /// Bad arguments: 501 5.5.4 with the reason.
@@ -120,6 +126,11 @@ pub enum ParseError {
     /// A MAIL/RCPT parameter postern does not know: 555 5.5.4.
     #[error("unknown parameter {0}")]
     UnknownParameter(String),
+    /// A BDAT line without a usable chunk size: 501 5.5.4. Where the chunk
+    /// ends is then unknown, so the session closes after the reply: the
+    /// chunk's octets must never be read as commands.
+    #[error("bad BDAT: {0}")]
+    BadChunk(&'static str),
     /// A NUL byte in the line (RFC 5321 §4.1.1 commands are text): 500 5.5.2.
     /// Its own error, so a NUL-smuggling attempt can be told from other controls.
     #[error("NUL byte in command")]
@@ -137,6 +148,9 @@ impl ParseError {
             ParseError::Unrecognized => Reply::new(500, "5.5.1", "Command unrecognized"),
             ParseError::NotImplemented => Reply::new(502, "5.5.1", "Command not implemented"),
             ParseError::Syntax(reason) => {
+                Reply::new(501, "5.5.4", format!("Syntax error: {reason}"))
+            }
+            ParseError::BadChunk(reason) => {
                 Reply::new(501, "5.5.4", format!("Syntax error: {reason}"))
             }
             ParseError::BadAddress(reason) => {
@@ -179,6 +193,7 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         b"MAIL" => mail(args).map(Command::Mail),
         b"RCPT" => rcpt(args).map(Command::Rcpt),
         b"DATA" => no_args(args, Command::Data),
+        b"BDAT" => bdat(args),
         b"RSET" => no_args(args, Command::Rset),
         b"QUIT" => no_args(args, Command::Quit),
         b"NOOP" => Ok(Command::Noop),
@@ -279,6 +294,31 @@ fn auth(args: &[u8]) -> Result<Command, ParseError> {
         mechanism,
         initial: initial.map(SecretString::from),
     })
+}
+
+/// `BDAT chunk-size [LAST]` (RFC 3030 §2): `chunk-size` is 1*DIGIT, and it
+/// must fit in 64 bits.
+fn bdat(args: &[u8]) -> Result<Command, ParseError> {
+    let args = utf8(args).map_err(|_| ParseError::BadChunk("invalid UTF-8"))?;
+    let mut words = words(args);
+    let size = words
+        .next()
+        .ok_or(ParseError::BadChunk("BDAT needs a chunk size"))?;
+    if !size.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ParseError::BadChunk("chunk size must be digits"));
+    }
+    let size = size
+        .parse::<u64>()
+        .map_err(|_| ParseError::BadChunk("chunk size too large"))?;
+    let last = match words.next() {
+        None => false,
+        Some(w) if w.eq_ignore_ascii_case("LAST") => true,
+        Some(_) => return Err(ParseError::BadChunk("expected LAST after the chunk size")),
+    };
+    if words.next().is_some() {
+        return Err(ParseError::BadChunk("too many arguments"));
+    }
+    Ok(Command::Bdat { size, last })
 }
 
 /// `MAIL FROM:<path> [params]`.

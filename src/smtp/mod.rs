@@ -1,4 +1,4 @@
-//! The SMTP protocol, sans I/O: command parsing, replies, line and DATA framing,
+//! The SMTP protocol, sans I/O: command parsing, replies, line, DATA and BDAT framing,
 //! SASL decoding and header rewriting. Nothing here imports tokio or touches a
 //! socket; every entry point takes bytes and returns a value or "need more".
 //!
@@ -7,6 +7,7 @@
 //! keep every buffer bounded, and the set of commands a relay needs is small.
 //! Writing it here keeps those rules in one place with table tests beside them.
 
+pub mod bdat;
 pub mod command;
 pub mod data;
 pub mod header;

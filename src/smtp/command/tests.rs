@@ -86,7 +86,47 @@ fn verbs() {
         ("EXPN x", Err(NotImplemented)),
         ("expn", Err(NotImplemented)),
         ("TURN", Err(NotImplemented)),
-        ("BDAT 100 LAST", Err(NotImplemented)),
+        (
+            "BDAT 100 LAST",
+            Ok(Command::Bdat {
+                size: 100,
+                last: true,
+            }),
+        ),
+        (
+            "bdat 0 last",
+            Ok(Command::Bdat {
+                size: 0,
+                last: true,
+            }),
+        ),
+        (
+            "BDAT 007",
+            Ok(Command::Bdat {
+                size: 7,
+                last: false,
+            }),
+        ),
+        (
+            "BDAT 18446744073709551615",
+            Ok(Command::Bdat {
+                size: u64::MAX,
+                last: false,
+            }),
+        ),
+        ("BDAT", Err(BadChunk("BDAT needs a chunk size"))),
+        ("BDAT -1", Err(BadChunk("chunk size must be digits"))),
+        ("BDAT +1", Err(BadChunk("chunk size must be digits"))),
+        ("BDAT 1k", Err(BadChunk("chunk size must be digits"))),
+        (
+            "BDAT 18446744073709551616",
+            Err(BadChunk("chunk size too large")),
+        ),
+        (
+            "BDAT 10 FIRST",
+            Err(BadChunk("expected LAST after the chunk size")),
+        ),
+        ("BDAT 10 LAST x", Err(BadChunk("too many arguments"))),
         ("ETRN example.com", Err(NotImplemented)),
         ("ATRN", Err(NotImplemented)),
         ("SEND FROM:<a@b>", Err(NotImplemented)),
