@@ -204,6 +204,13 @@ impl Session {
                 self.drain().await;
                 self.write_out().await?;
                 self.release_idle_upstream();
+            } else if matches!(self.phase, Phase::Chunk(_))
+                && !self.replies.is_empty()
+                && !Relay::pending(&self.replies)
+            {
+                // Inside a chunk: what is answered already goes out before
+                // waiting for the rest of its octets.
+                self.write_out().await?;
             }
             // A shutdown interrupts only an idle session: a transaction in
             // flight may finish, bounded by the server's grace deadline.
@@ -525,15 +532,18 @@ impl Session {
     /// Ends the session's use of its upstream connection: back to the pool when
     /// clean, dropped (closing it, which abandons any transaction) otherwise.
     fn end(&mut self) {
+        // A provider connection with a transaction open on it is closed, never
+        // given back to the pool in the middle of it.
+        let mut open = self.in_chunks() || matches!(self.phase, Phase::Data(_));
         if let Some(txn) = self.txn.take() {
             self.record_abandoned(&txn, None);
+            open = true;
         }
         if let Phase::Data(body) = &self.phase {
             self.record_abandoned(&body.txn, None);
         }
-        if self.in_chunks() {
-            self.abort_chunked(None);
-        } else if !matches!(self.phase, Phase::Data(_)) {
+        self.abort_chunked(None);
+        if !open {
             self.release_idle_upstream();
         }
         self.relay.drop_connection();

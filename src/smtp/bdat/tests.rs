@@ -148,3 +148,43 @@ fn an_unterminated_last_line_gets_its_crlf() {
     let (out, r) = frame(&[b"", b""], 4, 100);
     assert_eq!((out, r), (Vec::new(), Ok(0)));
 }
+
+/// The fuzz target's invariants (`fuzz/fuzz_targets/bdat.rs`) over a few
+/// thousand generated inputs, so `cargo test` checks them too.
+#[test]
+fn generated_content_keeps_the_fuzz_invariants() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    const ALPHABET: &[u8] = b"ab.\r\n\r\n\r\n\0x";
+    for _ in 0..5000 {
+        let len = (next() % 300) as usize;
+        let data: Vec<u8> = (0..len)
+            .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
+            .collect();
+        let chunk = (next() % 40 + 1) as usize;
+        let piece = (next() % 9 + 1) as usize;
+        let chunks: Vec<&[u8]> = data.chunks(chunk).collect();
+        let (out, r) = frame(&chunks, piece, 200);
+        for line in out.split_inclusive(|&b| b == b'\n') {
+            assert!(line.ends_with(b"\r\n"), "{data:?}");
+            let text = &line[..line.len() - 2];
+            assert!(!text.contains(&b'\r') && !text.contains(&b'\n') && !text.contains(&0));
+        }
+        match r {
+            Ok(size) => {
+                assert_eq!(size, data.len() as u64);
+                let mut expected = data.clone();
+                if !expected.is_empty() && !expected.ends_with(b"\r\n") {
+                    expected.extend_from_slice(b"\r\n");
+                }
+                assert_eq!(out, expected, "{data:?}");
+            }
+            Err(_) => assert!(data.starts_with(&out), "{data:?} gave {out:?}"),
+        }
+    }
+}
