@@ -48,6 +48,31 @@ fn keep_quotas(upstreams: &mut [Arc<Upstream>], previous: &[Arc<Upstream>]) {
     }
 }
 
+/// A reload keeps the OAuth2 token of every account (or upstream) whose
+/// token settings are unchanged, so a SIGHUP does not fetch new tokens.
+fn keep_tokens(upstreams: &[Arc<Upstream>], previous: &[Arc<Upstream>]) {
+    for up in upstreams {
+        let Some(old) = previous.iter().find(|o| o.name == up.name) else {
+            continue;
+        };
+        for pool in up.pools() {
+            let Some((user, source)) = pool.dial().token_source() else {
+                continue;
+            };
+            let kept = old
+                .pools()
+                .into_iter()
+                .filter_map(|p| p.dial().token_source())
+                .find(|(u, _)| *u == user);
+            if let Some((_, old_source)) = kept
+                && source.adopt_cache(old_source)
+            {
+                tracing::debug!(upstream = %up.name, account = %user, "reload: OAuth2 token kept");
+            }
+        }
+    }
+}
+
 /// `fallback = [...]`: gives each pool of an upstream the upstreams to fail
 /// over to, in order (names were checked when the config was read).
 fn link_failover(config: &Config, upstreams: &[Arc<Upstream>]) {
@@ -99,6 +124,7 @@ impl Policy {
         let mut upstreams = Upstream::all_from_config(&config, metrics, connector)?;
         if let Some(old) = previous {
             keep_quotas(&mut upstreams, &old.upstreams);
+            keep_tokens(&upstreams, &old.upstreams);
         }
         link_failover(&config, &upstreams);
         let spool = open_spool(&config, metrics, previous)?;

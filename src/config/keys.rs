@@ -272,20 +272,19 @@ pub const TABLES: &[Table] = &[
             key("password", Kind::Text, "none", "\"secret\"", "inline password: demos only, warned about"),
             key("password_env", Kind::Text, "none", "\"DM_ALERTS\"", "environment variable holding the password, read when run starts"),
             key("password_file", Kind::Path, "none", "\"/etc/postern/dm-alerts.secret\"", "file holding the password (trailing newline ignored)"),
+            key("auth", Kind::Choice(UPSTREAM_AUTHS), "auto", "\"xoauth2\"", "this account's mechanism; xoauth2 and oauthbearer take a token from [upstream.account.oauth2] instead of a password"),
+            key("oauth2", Kind::Section("upstream.account.oauth2"), "none", "[upstream.account.oauth2]", "where this account's OAuth2 tokens come from; cached for this account alone"),
         ],
+    },
+    Table {
+        path: "upstream.account.oauth2",
+        array: false,
+        keys: OAUTH2_KEYS,
     },
     Table {
         path: "upstream.oauth2",
         array: false,
-        keys: &[
-            key("token_url", Kind::Text, REQUIRED, "\"https://login.microsoftonline.com/TENANT/oauth2/v2.0/token\"", "the token endpoint: https, or http only to a loopback address"),
-            key("grant", Kind::Choice(GRANTS), REQUIRED, "\"client_credentials\"", "client_credentials (app-only) or refresh_token (delegated)"),
-            key("client_id", Kind::Text, REQUIRED, "\"00000000-0000-0000-0000-000000000000\"", "the application (client) id"),
-            key("client_secret_env", Kind::Text, "none", "\"M365_CLIENT_SECRET\"", "environment variable holding the client secret, read when run starts"),
-            key("client_secret_file", Kind::Path, "none", "\"/etc/postern/m365.secret\"", "file holding the client secret (trailing newline ignored)"),
-            key("refresh_token_file", Kind::Path, "required for refresh_token", "\"/var/lib/postern/gmail.refresh\"", "the refresh token; a rotated one is written back atomically"),
-            key("scope", Kind::Text, "none", "\"https://outlook.office365.com/.default\"", "the scope asked for"),
-        ],
+        keys: OAUTH2_KEYS,
     },
     Table {
         path: "user",
@@ -328,3 +327,15 @@ pub const TABLES: &[Table] = &[
 pub fn table(path: &str) -> Option<&'static Table> {
     TABLES.iter().find(|t| t.path == path)
 }
+
+/// The keys of `[upstream.oauth2]` and `[upstream.account.oauth2]`.
+#[rustfmt::skip]
+const OAUTH2_KEYS: &[Key] = &[
+            key("token_url", Kind::Text, REQUIRED, "\"https://login.microsoftonline.com/TENANT/oauth2/v2.0/token\"", "the token endpoint: https, or http only to a loopback address"),
+            key("grant", Kind::Choice(GRANTS), REQUIRED, "\"client_credentials\"", "client_credentials (app-only) or refresh_token (delegated)"),
+            key("client_id", Kind::Text, REQUIRED, "\"00000000-0000-0000-0000-000000000000\"", "the application (client) id"),
+            key("client_secret_env", Kind::Text, "none", "\"M365_CLIENT_SECRET\"", "environment variable holding the client secret, read when run starts"),
+            key("client_secret_file", Kind::Path, "none", "\"/etc/postern/m365.secret\"", "file holding the client secret (trailing newline ignored)"),
+            key("refresh_token_file", Kind::Path, "required for refresh_token", "\"/var/lib/postern/gmail.refresh\"", "the refresh token; a rotated one is written back atomically"),
+            key("scope", Kind::Text, "none", "\"https://outlook.office365.com/.default\"", "the scope asked for"),
+];

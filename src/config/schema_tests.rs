@@ -21,6 +21,9 @@ fn serde_keys(path: &str) -> Vec<String> {
         "user.limits" => format!("[[user]]\n[user.limits]\n{probe} = 1\n"),
         "upstream.oauth2" => format!("[[upstream]]\n[upstream.oauth2]\n{probe} = 1\n"),
         "upstream.account" => format!("[[upstream]]\n[[upstream.account]]\n{probe} = 1\n"),
+        "upstream.account.oauth2" => {
+            format!("[[upstream]]\n[[upstream.account]]\n[upstream.account.oauth2]\n{probe} = 1\n")
+        }
         p if keys::table(p).is_some_and(|t| t.array) => format!("[[{p}]]\n{probe} = 1\n"),
         p => format!("[{p}]\n{probe} = 1\n"),
     };

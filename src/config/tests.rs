@@ -1127,6 +1127,68 @@ fn upstream_account_rules() {
     }
 }
 
+/// `ACCOUNTS` with scans@ on OAuth2 of its own.
+const OAUTH_ACCOUNT: &str = "auth = \"oauthbearer\"\n[upstream.account.oauth2]\n\
+token_url = \"https://oauth2.googleapis.com/token\"\ngrant = \"refresh_token\"\n\
+client_id = \"app\"\nrefresh_token_file = \"/var/lib/postern/scans.refresh\"\n";
+
+#[test]
+fn an_account_may_have_oauth2_of_its_own() {
+    let text =
+        with_smtp_upstream(&ACCOUNTS.replace("password_env = \"DM_SCANS\"\n", OAUTH_ACCOUNT));
+    let c = ok(&text);
+    let up = c.upstream("provider").unwrap();
+    assert_eq!(up.account[1].auth_mode(), UpstreamAuth::Oauthbearer);
+    assert!(up.account[1].oauth2.is_some());
+    assert_eq!(up.account[1].secret(), None);
+    assert_eq!(up.account[0].auth_mode(), UpstreamAuth::Auto);
+}
+
+#[test]
+fn account_oauth2_rules() {
+    let base = ACCOUNTS.replace("password_env = \"DM_SCANS\"\n", OAUTH_ACCOUNT);
+    let rows: &[(&str, &str, &str, &str)] = &[
+        // OAuth2 without its section.
+        (
+            "[upstream.account.oauth2]\ntoken_url = \"https://oauth2.googleapis.com/token\"\ngrant = \"refresh_token\"\nclient_id = \"app\"\nrefresh_token_file = \"/var/lib/postern/scans.refresh\"\n",
+            "",
+            "upstream.account.oauth2",
+            "auth = \"oauthbearer\"",
+        ),
+        // A section without an OAuth2 mechanism.
+        (
+            "auth = \"oauthbearer\"\n",
+            "password_env = \"DM_SCANS\"\n",
+            "upstream.account.auth",
+            "token_url",
+        ),
+        // A password besides the token.
+        (
+            "auth = \"oauthbearer\"\n",
+            "auth = \"oauthbearer\"\npassword_env = \"DM_SCANS\"\n",
+            "upstream.account.password",
+            "password_env = \"DM_SCANS\"",
+        ),
+        // The section's own rules, under the account's path.
+        (
+            "refresh_token_file = \"/var/lib/postern/scans.refresh\"\n",
+            "",
+            "upstream.account.oauth2.refresh_token_file",
+            "grant = \"refresh_token\"",
+        ),
+        (
+            "https://oauth2.googleapis.com/token",
+            "http://10.0.0.1/token",
+            "upstream.account.oauth2.token_url",
+            "http://10.0.0.1",
+        ),
+    ];
+    for (from, to, key, at) in rows {
+        let text = with_smtp_upstream(&base.replace(from, to));
+        assert_invalid(&text, key, line_of(&text, at));
+    }
+}
+
 // ---------------------------------------------------------------- [cluster]
 
 fn with_cluster(keys: &str) -> String {

@@ -82,7 +82,8 @@ pub enum Grant {
     RefreshToken,
 }
 
-/// `[upstream.oauth2]`: where and how tokens are fetched.
+/// `[upstream.oauth2]` (or `[upstream.account.oauth2]`): where and how tokens
+/// are fetched.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuth2Config {
@@ -117,9 +118,21 @@ pub struct AccountConfig {
     pub password: Option<InlinePassword>,
     pub password_env: Option<Spanned<String>>,
     pub password_file: Option<Spanned<PathBuf>>,
+    /// This account's SASL mechanism (`auto` when absent).
+    pub auth: Option<Spanned<UpstreamAuth>>,
+    /// `[upstream.account.oauth2]`: this account's token settings, for
+    /// `auth = "xoauth2" | "oauthbearer"`; its tokens are cached apart.
+    pub oauth2: Option<OAuth2Config>,
 }
 
 impl AccountConfig {
+    /// The mechanism asked for; `Auto` when not given.
+    pub fn auth_mode(&self) -> UpstreamAuth {
+        self.auth
+            .as_ref()
+            .map_or(UpstreamAuth::Auto, |a| *a.get_ref())
+    }
+
     /// The configured secret, if any (validation guarantees exactly one source).
     pub fn secret(&self) -> Option<Secret> {
         if let Some(p) = &self.password {

@@ -248,11 +248,42 @@ impl Validator<'_> {
             .into_iter()
             .flatten()
             .collect();
+            let oauth = a.auth_mode().is_oauth();
+            match (oauth, &a.oauth2) {
+                (true, None) => self.err(
+                    a.auth.as_ref().map_or(a.username.span(), Spanned::span),
+                    "upstream.account.oauth2",
+                    format!(
+                        "account {user:?} uses auth = {:?} but has no [upstream.account.oauth2] section (token_url, grant, client_id)",
+                        a.auth_mode()
+                    ),
+                ),
+                (false, Some(o)) => self.err(
+                    o.token_url.span(),
+                    "upstream.account.auth",
+                    format!(
+                        "account {user:?} has [upstream.account.oauth2] but its auth is not \"xoauth2\" or \"oauthbearer\""
+                    ),
+                ),
+                (true, Some(o)) => {
+                    self.oauth2_section(o, &format!("account {user:?}"), "upstream.account.oauth2");
+                }
+                (false, None) => {}
+            }
             match sources.len() {
+                0 if oauth => {}
                 0 => self.err(
                     a.username.span(),
                     "upstream.account.password_env",
                     format!("account {user:?} has no password_env, password_file or password"),
+                ),
+                _ if oauth => self.err(
+                    &sources[0],
+                    "upstream.account.password",
+                    format!(
+                        "account {user:?} uses auth = {:?}: its token comes from [upstream.account.oauth2], not a password",
+                        a.auth_mode()
+                    ),
                 ),
                 1 => {}
                 _ => self.err(
@@ -303,16 +334,22 @@ impl Validator<'_> {
                 format!("upstream {name:?}: OAuth2 needs username (the mailbox the token is for)"),
             );
         }
-        let Some(o) = &u.oauth2 else {
-            return;
-        };
+        if let Some(o) = &u.oauth2 {
+            self.oauth2_section(o, &format!("upstream {name:?}"), "upstream.oauth2");
+        }
+    }
+
+    /// One `[upstream.oauth2]` or `[upstream.account.oauth2]` section: the
+    /// grant has what it needs; tokens travel over TLS except to loopback.
+    /// `who` names its owner in messages, `path` is the section's key path.
+    fn oauth2_section(&mut self, o: &OAuth2Config, who: &str, path: &str) {
         if let Err(why) = check_token_url(o.token_url.get_ref()) {
-            self.err(o.token_url.span(), "upstream.oauth2.token_url", why);
+            self.err(o.token_url.span(), format!("{path}.token_url"), why);
         }
         if let (Some(_), Some(f)) = (&o.client_secret_env, &o.client_secret_file) {
             self.err(
                 f.span(),
-                "upstream.oauth2.client_secret_file",
+                format!("{path}.client_secret_file"),
                 "give only one of client_secret_env, client_secret_file",
             );
         }
@@ -321,16 +358,16 @@ impl Validator<'_> {
                 if o.client_secret().is_none() {
                     self.err(
                         o.grant.span(),
-                        "upstream.oauth2.client_secret_env",
+                        format!("{path}.client_secret_env"),
                         format!(
-                            "upstream {name:?}: grant = \"client_credentials\" needs client_secret_env or client_secret_file"
+                            "{who}: grant = \"client_credentials\" needs client_secret_env or client_secret_file"
                         ),
                     );
                 }
                 if let Some(f) = &o.refresh_token_file {
                     self.err(
                         f.span(),
-                        "upstream.oauth2.refresh_token_file",
+                        format!("{path}.refresh_token_file"),
                         "refresh_token_file applies only to grant = \"refresh_token\"",
                     );
                 }
@@ -339,9 +376,9 @@ impl Validator<'_> {
                 if o.refresh_token_file.is_none() {
                     self.err(
                         o.grant.span(),
-                        "upstream.oauth2.refresh_token_file",
+                        format!("{path}.refresh_token_file"),
                         format!(
-                            "upstream {name:?}: grant = \"refresh_token\" needs refresh_token_file (postern writes a rotated token back to it)"
+                            "{who}: grant = \"refresh_token\" needs refresh_token_file (postern writes a rotated token back to it)"
                         ),
                     );
                 }

@@ -68,6 +68,11 @@ impl Dial {
             .or(self.oauth.as_ref().map(|o| o.0.as_str()))
     }
 
+    /// The OAuth2 account and its token source, with XOAUTH2 / OAUTHBEARER.
+    pub fn token_source(&self) -> Option<(&str, &Arc<TokenSource>)> {
+        self.oauth.as_ref().map(|(u, t)| (u.as_str(), t))
+    }
+
     /// The same settings, for another account of the same upstream (the
     /// caller replaces the credentials).
     pub(super) fn clone_settings(&self) -> Dial {

@@ -274,18 +274,8 @@ impl Upstream {
                 } else {
                     let group = pool::Group::new(max);
                     for a in &u.account {
-                        let secret = a
-                            .secret()
-                            .ok_or_else(|| {
-                                format!("upstream {name:?}: an account has no password")
-                            })?
-                            .resolve()
-                            .map_err(|e| format!("upstream {name:?}: {e}"))?;
+                        let dial = account_dial(&dial, a, &name, metrics, connector)?;
                         let user = a.username.get_ref().clone();
-                        let dial = dial::Dial {
-                            credentials: Some((user.clone(), secret)),
-                            ..dial.clone_settings()
-                        };
                         let p = pool::Pool::in_group(Arc::new(dial), &settings, &group);
                         accounts.push((user.to_ascii_lowercase(), p));
                     }
@@ -413,6 +403,42 @@ impl Upstream {
     pub fn idle_connections(&self) -> usize {
         self.pools().iter().map(|p| p.idle_connections()).sum()
     }
+}
+
+/// The dial of one `[[upstream.account]]`: the upstream's settings with the
+/// account's own credentials, a password or (`auth = "xoauth2" |
+/// "oauthbearer"`) a token source of its own, so its tokens are cached apart.
+fn account_dial(
+    base: &dial::Dial,
+    a: &crate::config::AccountConfig,
+    name: &Arc<str>,
+    metrics: &Metrics,
+    connector: &Arc<dyn Connector>,
+) -> Result<dial::Dial, String> {
+    let user = a.username.get_ref().clone();
+    let auth = a.auth_mode();
+    if auth.is_oauth() {
+        let o = a.oauth2.as_ref().ok_or_else(|| {
+            format!("upstream {name:?}: account {user:?} has no [upstream.account.oauth2]")
+        })?;
+        let source = oauth2::TokenSource::from_config(name, o, connector, metrics)
+            .map_err(|e| format!("upstream {name:?}: account {user:?}: {e}"))?;
+        return Ok(dial::Dial {
+            auth,
+            oauth: Some((user, Arc::new(source))),
+            ..base.clone_settings()
+        });
+    }
+    let secret = a
+        .secret()
+        .ok_or_else(|| format!("upstream {name:?}: an account has no password"))?
+        .resolve()
+        .map_err(|e| format!("upstream {name:?}: {e}"))?;
+    Ok(dial::Dial {
+        auth,
+        credentials: Some((user, secret)),
+        ..base.clone_settings()
+    })
 }
 
 fn dial_from_config(

@@ -71,7 +71,7 @@ pub enum TokenError {
 }
 
 /// The parts of `token_url` postern uses.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Endpoint {
     https: bool,
     host: String,
@@ -194,6 +194,36 @@ impl TokenSource {
             connector: connector.clone(),
             metrics: metrics.clone(),
         })
+    }
+
+    /// Whether `other` gets its tokens the same way: the same endpoint, grant,
+    /// client, client secret, scope and refresh token file.
+    fn same_settings(&self, other: &TokenSource) -> bool {
+        self.upstream == other.upstream
+            && self.endpoint == other.endpoint
+            && self.grant == other.grant
+            && self.client_id == other.client_id
+            && self.client_secret == other.client_secret
+            && self.scope == other.scope
+            && self.refresh_token_file == other.refresh_token_file
+    }
+
+    /// A reload: takes over the token `old` holds when both get their tokens
+    /// the same way, so the new policy does not fetch a token the old one
+    /// already had. The refresh token stays the one read from the file now
+    /// (a rotated one was written back to it). Returns whether a token was
+    /// taken over; false too while either is fetching one.
+    pub fn adopt_cache(&self, old: &TokenSource) -> bool {
+        if !self.same_settings(old) {
+            return false;
+        }
+        let (Ok(mut mine), Ok(theirs)) = (self.cached.try_lock(), old.cached.try_lock()) else {
+            return false;
+        };
+        if mine.is_none() {
+            mine.clone_from(&theirs);
+        }
+        mine.is_some()
     }
 
     /// A token to use now: the cached one while it is fresh, else a new one.

@@ -100,7 +100,8 @@ pub struct UpstreamConfig {
     /// base64 JSON error, then 535 after the client's empty response, as Gmail does.
     pub oauth_tokens: Option<Arc<Mutex<HashSet<String>>>>,
     /// More (username, password) pairs AUTH accepts besides `username`/`password`
-    /// (a provider with one account per sender address).
+    /// (a provider with one account per sender address); a bearer token from
+    /// `oauth_tokens` is taken for these users too.
     pub accounts: HashMap<String, String>,
     /// Reply to every `BDAT n` that is not LAST instead of 250 (e.g. "452 4.3.1
     /// out of space"). A refusal ends the transaction: later chunks of it get

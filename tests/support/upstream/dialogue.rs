@@ -182,7 +182,7 @@ pub(super) async fn serve(server: &Server, tcp: TcpStream, id: usize) -> io::Res
                     let bearer = creds.1.strip_prefix(BEARER).map(str::to_owned);
                     let ok = match (&bearer, &cfg.oauth_tokens) {
                         (Some(t), Some(tokens)) => {
-                            creds.0 == cfg.username
+                            (creds.0 == cfg.username || cfg.accounts.contains_key(&creds.0))
                                 && tokens.lock().unwrap_or_else(|e| e.into_inner()).contains(t)
                         }
                         (Some(_), None) => false,
