@@ -386,6 +386,11 @@ async fn data_after_bdat_is_503_and_rset_drops_the_message() {
         let msgs = up.wait_messages(1, WAIT).await;
         assert_eq!(up.messages().len(), 1);
         assert_eq!(msgs[0].data, b"new\r\n");
+        let m = p.metrics_text().await;
+        assert!(
+            m.contains(r#"postern_messages_total{result="abandoned",user="scanner"} 1"#),
+            "{m}"
+        );
         p.stop().await;
     }
 }

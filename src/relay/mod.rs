@@ -283,6 +283,12 @@ impl Relay {
         client.begin_chunks(labels);
     }
 
+    /// Whether a deferred transaction's provider verdicts are still to come
+    /// (its recipients are neither accepted nor refused yet).
+    pub fn has_deferred(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
     /// Starts the body in BDAT chunks after MAIL and the RCPTs were answered.
     pub fn begin_chunks(&mut self) -> bool {
         match self.kept.as_mut() {

@@ -155,14 +155,18 @@ impl Session {
     }
 
     /// Records a transaction the client left before its end-of-data. One whose
-    /// every RCPT was refused counts as `rejected_no_recipients`.
+    /// every RCPT was refused counts as `rejected_no_recipients` (a deferred
+    /// one's recipients are not refused: their verdicts never came).
     pub(super) fn record_abandoned(&self, txn: &Txn, reply: Option<&Reply>) {
-        let result =
-            if txn.rcpt_commands > 0 && txn.accepted.is_empty() && !Relay::pending(&self.replies) {
-                "rejected_no_recipients"
-            } else {
-                "abandoned"
-            };
+        let result = if txn.rcpt_commands > 0
+            && txn.accepted.is_empty()
+            && !Relay::pending(&self.replies)
+            && !self.relay.has_deferred()
+        {
+            "rejected_no_recipients"
+        } else {
+            "abandoned"
+        };
         self.record(&Record::of(txn, result, reply));
     }
 
