@@ -143,8 +143,12 @@ fn recovery(n: usize) {
                 address: "sink@example.net".into(),
                 status: RcptStatus::Pending,
                 reply: None,
+                notify: None,
+                orcpt: None,
             }],
             notice: false,
+            ret: None,
+            envid: None,
         };
         std::fs::write(layout.eml(Place::Queue, &id), &content).expect("eml");
         std::fs::write(

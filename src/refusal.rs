@@ -30,6 +30,8 @@ pub enum SetupFailure {
     Credentials,
     /// Every allowed connection stayed busy for `pool_wait`.
     PoolFull,
+    /// The user held `max_upstream_connections_per_user` for `pool_wait`.
+    UserShare,
     /// Connect, greeting, EHLO or a timeout.
     Unavailable,
     /// No OAuth2 token: the token endpoint is down or refused postern.
@@ -259,6 +261,13 @@ impl Refusal {
                     "4.4.5",
                     format!("upstream {upstream}: no connection free; try again later"),
                 ),
+                SetupFailure::UserShare => Reply::new(
+                    451,
+                    "4.4.5",
+                    format!(
+                        "upstream {upstream}: this user's share of connections is in use; try again later"
+                    ),
+                ),
                 SetupFailure::Token => Reply::new(
                     451,
                     "4.7.0",
@@ -388,6 +397,10 @@ impl Refusal {
                 failure: SetupFailure::PoolFull,
                 ..
             } => Some("upstream_connections"),
+            R::UpstreamSetup {
+                failure: SetupFailure::UserShare,
+                ..
+            } => Some("upstream_connections_per_user"),
             _ => None,
         }
     }
@@ -433,7 +446,7 @@ impl Refusal {
             R::AuthRequired => NO_USER_RESULT,
             R::UpstreamSetup { failure, .. } => match failure {
                 SetupFailure::Credentials => "upstream_auth_failed",
-                SetupFailure::PoolFull => "pool_timeout",
+                SetupFailure::PoolFull | SetupFailure::UserShare => "pool_timeout",
                 // No OAuth2 token: postern's own credentials did not work out.
                 SetupFailure::Token => "upstream_auth_failed",
                 SetupFailure::Unavailable => "upstream_unavailable",
@@ -620,6 +633,7 @@ mod tests {
         for failure in [
             SetupFailure::Credentials,
             SetupFailure::PoolFull,
+            SetupFailure::UserShare,
             SetupFailure::Token,
             SetupFailure::Unavailable,
         ] {

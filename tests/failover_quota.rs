@@ -12,9 +12,19 @@ use support::transcript::Server;
 
 /// "mem" (provider.test:25, with `mem_keys`) and "backup" (backup.test:25).
 fn two_upstreams(primary: &MemoryUpstream, backup: &MemoryUpstream, mem_keys: &str) -> Server {
+    two_upstreams_with(primary, backup, mem_keys, "")
+}
+
+/// As `two_upstreams`, with `backup_keys` added to "backup".
+fn two_upstreams_with(
+    primary: &MemoryUpstream,
+    backup: &MemoryUpstream,
+    mem_keys: &str,
+    backup_keys: &str,
+) -> Server {
     let toml = format!(
         "{}\n[[upstream]]\nname = \"backup\"\nkind = \"smtp\"\naddr = \"backup.test:25\"\n\
-         tls = \"none\"\nusername = \"backup-user\"\npassword = \"backup-secret\"\n",
+         tls = \"none\"\nusername = \"backup-user\"\npassword = \"backup-secret\"\n{backup_keys}\n",
         config("", mem_keys).replace(
             "allowed_senders = [\"*@example.com\"]",
             "allowed_senders = [\"*@example.com\"]\nupstream = \"mem\"",
@@ -206,4 +216,111 @@ async fn a_reload_with_the_same_quota_does_not_grant_a_second_day() {
     s.reloader().reload(raised).expect("reload");
     let mut t = logged_in(&s).await;
     t.cmd("MAIL FROM:<scanner@example.com>", "250").await;
+}
+
+/// About 72 KiB of body, over a fallback's 64 KiB `max_message_size`.
+fn big() -> String {
+    format!("{}\r\n", "x".repeat(70)).repeat(1000)
+}
+
+#[tokio::test(start_paused = true)]
+async fn spool_workers_keep_to_the_fallbacks_own_recipient_cap() {
+    let (primary, backup) = (MemoryUpstream::default(), MemoryUpstream::default());
+    primary.set_down(true);
+    let s = two_upstreams_with(
+        &primary,
+        &backup,
+        "delivery = \"spool\"\nfallback = [\"backup\"]\nmax_recipients = 5",
+        "max_recipients = 2",
+    );
+    let mut t = logged_in(&s).await;
+    let rcpts: Vec<String> = (1..=5).map(|i| format!("r{i}@example.net")).collect();
+    let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    queued_id(&send(&mut t, &refs, "five").await);
+    until(Duration::from_secs(30), || backup.messages().len() == 3).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let got = backup.messages();
+    assert_eq!(backup.transactions(), 3);
+    assert!(got.iter().all(|m| m.to.len() <= 2), "{got:?}");
+    let mut all: Vec<String> = got.iter().flat_map(|m| m.to.clone()).collect();
+    all.sort();
+    assert_eq!(all, rcpts);
+    assert!(primary.messages().is_empty());
+    assert_eq!(
+        s.metric("postern_delivery_attempts_total{result=\"delivered\",upstream=\"mem\"}"),
+        3.0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn spool_workers_do_not_send_a_fallback_more_than_its_max_message_size() {
+    let (primary, backup) = (MemoryUpstream::default(), MemoryUpstream::default());
+    primary.set_down(true);
+    let s = two_upstreams_with(
+        &primary,
+        &backup,
+        "delivery = \"spool\"\nfallback = [\"backup\"]",
+        "max_message_size = \"64KiB\"",
+    );
+    let mut t = logged_in(&s).await;
+    let id = queued_id(&send(&mut t, &["you@example.net"], &big()).await);
+    let path = spool_dir(&s).join(format!("queue/{id}.json"));
+    let last_error = || -> String {
+        std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|r| r["last_error"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    until(Duration::from_secs(60), || !last_error().is_empty()).await;
+    assert!(
+        last_error().contains("max_message_size"),
+        "{}",
+        last_error()
+    );
+    assert!(
+        s.metric("postern_delivery_attempts_total{result=\"deferred\",upstream=\"mem\"}") >= 1.0
+    );
+    assert!(backup.messages().is_empty());
+    assert_eq!(backup.transactions(), 0);
+    // The provider is back: it takes the message.
+    primary.set_down(false);
+    until(Duration::from_secs(600), || primary.messages().len() == 1).await;
+    assert!(backup.messages().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn relay_mode_keeps_to_the_fallbacks_own_caps() {
+    let (primary, backup) = (MemoryUpstream::default(), MemoryUpstream::default());
+    primary.set_down(true);
+    let s = two_upstreams_with(
+        &primary,
+        &backup,
+        "fallback = [\"backup\"]",
+        "max_recipients = 2\nmax_message_size = \"64KiB\"",
+    );
+    let mut t = logged_in(&s).await;
+    // Recipients: the third is over the fallback's cap (RFC 5321: the client
+    // sends it in another transaction).
+    t.cmd("MAIL FROM:<scanner@example.com>", "250").await;
+    t.cmd("RCPT TO:<a@example.net>", "250").await;
+    t.cmd("RCPT TO:<b@example.net>", "250").await;
+    t.cmd("RCPT TO:<c@example.net>", "452 4.5.3").await;
+    t.cmd("DATA", "354").await;
+    t.line("Subject: two\r\n\r\nshort\r\n.").await;
+    t.expect("250").await;
+    let got = backup.messages();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].to, vec!["a@example.net", "b@example.net"]);
+    // A declared size over the fallback's cap: 451, the device tries later.
+    t.cmd("MAIL FROM:<scanner@example.com> SIZE=70000", "451 4.4.1")
+        .await;
+    // An undeclared one: 451 at the end of data, nothing delivered.
+    t.cmd("MAIL FROM:<scanner@example.com>", "250").await;
+    t.cmd("RCPT TO:<a@example.net>", "250").await;
+    t.cmd("DATA", "354").await;
+    t.line(&format!("Subject: big\r\n\r\n{}\r\n.", big())).await;
+    t.expect("451 4.4.1").await;
+    assert_eq!(backup.messages().len(), 1);
+    assert!(primary.messages().is_empty());
 }

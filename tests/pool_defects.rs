@@ -111,10 +111,18 @@ async fn one_user_holding_its_share_does_not_starve_another() {
     other.cmd(&format!("AUTH PLAIN {auth}"), "235").await;
     let r = send(&mut other, &["y@example.net"], "alarm").await;
     assert!(r.starts_with("250 2.0.0 upstream mem:"), "{r}");
+    // One refusal, one limit hit: the user's share, not also the pool's cap.
     assert_eq!(
         s.metric("postern_limit_hits_total{limit=\"upstream_connections_per_user\",upstream=\"mem\",user=\"dev\"}"),
         1.0
     );
+    let all_hits: f64 = s
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("postern_limit_hits_total{") && l.contains("user=\"dev\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(all_hits, 1.0, "{}", s.metrics());
     // The slow ones finish normally.
     for t in &mut slow {
         t.line("\r\nbody\r\n.").await;

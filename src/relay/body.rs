@@ -37,6 +37,10 @@ pub struct Finished<'a> {
     pub size: u64,
     pub smtputf8: bool,
     pub body: Option<BodyType>,
+    /// DSN parameters of MAIL and of the RCPTs that had any, kept in the spool.
+    pub ret: Option<crate::smtp::command::Ret>,
+    pub envid: Option<&'a str>,
+    pub rcpt_dsn: &'a [(String, crate::smtp::command::RcptParams)],
 }
 
 impl Relay {
@@ -432,6 +436,9 @@ async fn spool_commit(
         smtputf8: m.smtputf8,
         body,
         notice: false,
+        ret: m.ret,
+        envid: m.envid,
+        rcpt_dsn: m.rcpt_dsn,
     };
     match s.commit(inc, &msg).await {
         Ok(id) => (

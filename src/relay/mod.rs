@@ -185,6 +185,12 @@ impl Relay {
         let caps = match self.open(pool, sender, user).await {
             Ok(caps) => caps,
             Err(r) if self.fallback => {
+                // The device hears 250 (spooled), but a limit was hit all the same.
+                if let Some(limit) = r.limit() {
+                    pool.dial()
+                        .metrics
+                        .limit_hit(limit, user, &pool.dial().name);
+                }
                 tracing::info!(upstream = %pool.dial().name, reason = %r, "provider unavailable; the message goes to the spool");
                 queue.push_back(Slot::Ready(Reply::new(250, "2.1.0", "Sender OK")));
                 return Ok(After::SpoolOnly);
@@ -193,6 +199,24 @@ impl Relay {
         };
         if mail.params.smtputf8 && !caps.smtputf8 {
             return Err(Refusal::UpstreamNoSmtputf8(pool.dial().name.clone()));
+        }
+        // Failed over to a fallback that cannot take a message of the declared
+        // size: the upstream itself is unavailable for this one (451, the
+        // device tries again later).
+        if let Some(took) = self.failed_over(pool)
+            && let (Some(size), Some(max)) = (mail.params.size, took.max_message_size())
+            && size > max
+        {
+            tracing::info!(upstream = %pool.dial().name, fallback = %took.dial().name, size, max, "the fallback upstream cannot take a message this large");
+            if self.fallback {
+                // `delivery = "fallback"`: the spool keeps it for the upstream.
+                queue.push_back(Slot::Ready(sender_ok()));
+                return Ok(After::SpoolOnly);
+            }
+            return Err(Refusal::UpstreamSetup {
+                upstream: pool.dial().name.clone(),
+                failure: crate::refusal::SetupFailure::Unavailable,
+            });
         }
         let line = mail_command(sender, mail, &caps);
         Ok(self.send(&line, Expect::Mail, queue))
@@ -351,6 +375,15 @@ impl Relay {
                 Err(e.setup_refusal(name))
             }
         }
+    }
+
+    /// The fallback upstream's pool when the kept connection is not `pool`'s
+    /// (the transaction failed over); its own caps then hold.
+    pub fn failed_over(&self, pool: &Arc<Pool>) -> Option<&Arc<Pool>> {
+        self.kept
+            .as_ref()
+            .map(|(p, _)| p)
+            .filter(|p| !Arc::ptr_eq(p, pool))
     }
 
     /// Whether upstream replies are still to be read.

@@ -343,6 +343,16 @@ impl Session {
         let user = self.user_label();
         let metrics = self.shared.metrics.clone();
         let txn = &body.txn;
+        if txn.size_capped_by_fallback
+            && matches!(body.fault, Some(Refusal::Data(DataError::TooBig)))
+        {
+            // Too big for the fallback the transaction failed over to, not
+            // for the user's own upstream: a temporary failure.
+            body.fault = Some(Refusal::UpstreamSetup {
+                upstream: txn.upstream.name.clone(),
+                failure: crate::refusal::SetupFailure::Unavailable,
+            });
+        }
         if let Some(fault) = body.fault {
             self.relay.abort(body.sink);
             self.count_limit(&fault);
@@ -359,6 +369,9 @@ impl Session {
             sender: &txn.sender,
             recipients: &txn.accepted,
             spool_recipients: &txn.spool_rcpts,
+            ret: txn.mail.params.ret,
+            envid: txn.mail.params.envid.as_deref(),
+            rcpt_dsn: &txn.rcpt_dsn,
             size,
             smtputf8: txn.mail.params.smtputf8,
             body: txn.mail.params.body,

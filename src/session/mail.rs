@@ -108,6 +108,8 @@ impl Session {
             forwarded: 0,
             accepted: Vec::new(),
             spool_rcpts: Vec::new(),
+            rcpt_dsn: Vec::new(),
+            size_capped_by_fallback: false,
             max_size,
         };
         let label = self.user_label();
@@ -128,6 +130,22 @@ impl Session {
                     && let Some(spool) = txn.route.spool_instead()
                 {
                     txn.route = spool;
+                }
+                // Failed over: the fallback's own caps hold for this
+                // transaction (extra RCPTs get 452 4.5.3; a body over its
+                // size, 451: the upstream itself may take it later).
+                if let Route::Provider(pool) | Route::Fallback(pool, _) = &txn.route
+                    && let Some(took) = self.relay.failed_over(pool)
+                {
+                    if let Some(m) = took.max_recipients() {
+                        txn.max_recipients = txn.max_recipients.min(m);
+                    }
+                    if let Some(m) = took.max_message_size()
+                        && m < txn.max_size
+                    {
+                        txn.max_size = m;
+                        txn.size_capped_by_fallback = true;
+                    }
                 }
                 self.txn = Some(txn);
                 if after == After::Resolve {

@@ -103,7 +103,11 @@ struct Txn {
     accepted: Vec<String>,
     /// Fallback: RCPTs the provider put off, for the spool.
     spool_rcpts: Vec<String>,
+    /// The DSN parameters of the RCPTs passed on that had any, for the spool.
+    rcpt_dsn: Vec<(String, crate::smtp::command::RcptParams)>,
     max_size: u64,
+    /// `max_size` is a fallback upstream's (smaller) cap: over it is 451, not 552.
+    size_capped_by_fallback: bool,
     max_recipients: u32,
 }
 

@@ -29,6 +29,9 @@ impl Session {
         let Some(txn) = self.txn.as_mut() else {
             return Next::Continue;
         };
+        if rcpt.params != Default::default() {
+            txn.rcpt_dsn.push((rcpt.path.clone(), rcpt.params.clone()));
+        }
         if let Some(q) = &txn.upstream.quota
             && matches!(txn.route, Route::Provider(_) | Route::Fallback(..))
             && let Err(e) = q.take_recipients(1)

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::store::{Op, Place, RcptStatus, Record};
+use super::store::{Op, Place, Rcpt, RcptStatus, Record};
 use super::{NewMessage, Spool};
 use crate::smtp::reply::Reply;
 use crate::upstream::UpstreamError;
@@ -200,7 +200,7 @@ async fn attempt(spool: &Spool, default: &Arc<Pool>, how: &How<'_>, id: &str) {
             kill_pending(&mut record, &why);
         }
         Some(content) => {
-            let pending: Vec<String> = record.pending().map(|r| r.address.clone()).collect();
+            let pending: Vec<Rcpt> = record.pending().cloned().collect();
             let mut temp_error = None;
             let mut tried = 0;
             for batch in pending.chunks(max_recipients.max(1) as usize) {
@@ -214,17 +214,21 @@ async fn attempt(spool: &Spool, default: &Arc<Pool>, how: &How<'_>, id: &str) {
                     over_quota = Some(e);
                     break;
                 }
-                let Some(t) = transact(pool, &record, batch, &content).await else {
+                let Some(transactions) = transact(pool, &record, batch, &content).await else {
                     busy = true;
                     break;
                 };
                 tried += 1;
-                spool
-                    .metrics
-                    .attempts
-                    .with_label_values(&[&name, t.result])
-                    .inc();
-                for (addr, outcome) in batch.iter().zip(t.outcomes) {
+                let mut outcomes = Vec::with_capacity(batch.len());
+                for t in transactions {
+                    spool
+                        .metrics
+                        .attempts
+                        .with_label_values(&[&name, t.result])
+                        .inc();
+                    outcomes.extend(t.outcomes);
+                }
+                for (addr, outcome) in batch.iter().map(|r| &r.address).zip(outcomes) {
                     let Some(r) = record.recipients.iter_mut().find(|r| &r.address == addr) else {
                         continue;
                     };
@@ -340,7 +344,8 @@ async fn save(spool: &Spool, record: &Record) -> std::io::Result<()> {
         .await
 }
 
-/// Removes a delivered entry: record first (the commit point), then the message.
+/// Removes a delivered entry: record first (the commit point), then the
+/// message, each renamed into `done/` (unlinked later, off the commit path).
 async fn remove(spool: &Spool, id: &str) -> std::io::Result<()> {
     let l = &spool.layout;
     spool
@@ -348,8 +353,11 @@ async fn remove(spool: &Spool, id: &str) -> std::io::Result<()> {
         .commit(
             vec![],
             vec![
-                Op::Remove(l.json(Place::Queue, id)),
-                Op::Remove(l.eml(Place::Queue, id)),
+                Op::Discard(
+                    l.json(Place::Queue, id),
+                    l.done().join(format!("{id}.json")),
+                ),
+                Op::Discard(l.eml(Place::Queue, id), l.done().join(format!("{id}.eml"))),
             ],
             vec![l.dir(Place::Queue)],
         )
@@ -423,6 +431,9 @@ async fn notify(spool: &Spool, record: &Record) {
                     smtputf8: false,
                     body: "7bit",
                     notice: true,
+                    ret: None,
+                    envid: None,
+                    rcpt_dsn: &[],
                 },
             )
             .await
@@ -446,6 +457,33 @@ fn mail_line(record: &Record, client: &Client) -> String {
     if record.smtputf8 && caps.smtputf8 {
         line.push_str(" SMTPUTF8");
     }
+    if caps.dsn {
+        // Stored as the session validated them (RET a keyword, ENVID xtext).
+        if let Some(ret) = record
+            .ret
+            .as_deref()
+            .filter(|r| matches!(*r, "FULL" | "HDRS"))
+        {
+            line.push_str(&format!(" RET={ret}"));
+        }
+        if let Some(envid) = &record.envid {
+            line.push_str(&format!(" ENVID={envid}"));
+        }
+    }
+    line
+}
+
+/// `RCPT TO` for a stored recipient, with its DSN parameters when the upstream has DSN.
+fn rcpt_line(r: &Rcpt, client: &Client) -> String {
+    let mut line = format!("RCPT TO:<{}>", r.address);
+    if client.caps().dsn {
+        if let Some(n) = &r.notify {
+            line.push_str(&format!(" NOTIFY={n}"));
+        }
+        if let Some(o) = &r.orcpt {
+            line.push_str(&format!(" ORCPT={o}"));
+        }
+    }
     line
 }
 
@@ -461,39 +499,101 @@ fn classify(reply: &Reply) -> Outcome {
     }
 }
 
-/// One upstream transaction for `batch`. `None` when no connection was free
-/// (nothing was tried).
+/// The upstream transactions for `batch`, on a connection of `pool` or of the
+/// `fallback` upstream it fails over to: one, or several when that fallback
+/// takes fewer recipients per message (its own `max_recipients`); none
+/// tried, and every recipient put off, when the message is larger than the
+/// fallback takes. `None` when no connection was free (nothing was tried).
 async fn transact(
     pool: &Arc<Pool>,
     record: &Record,
-    batch: &[String],
+    batch: &[Rcpt],
     content: &[u8],
-) -> Option<Transaction> {
-    let all = |o: Outcome, result| Transaction {
-        outcomes: vec![o; batch.len()],
+) -> Option<Vec<Transaction>> {
+    let all = |o: Outcome, result, n| Transaction {
+        outcomes: vec![o; n],
         result,
     };
-    let failed = |e: UpstreamError| all(Outcome::Temporary(format!("upstream: {e}")), "error");
-    let (pool, mut c) = match pool.checkout_failover(&record.mail_from, None).await {
+    let (pool, c) = match pool.checkout_failover(&record.mail_from, None).await {
         Ok(taken) => taken,
         Err(UpstreamError::PoolTimeout) => return None,
-        Err(e) => return Some(failed(e)),
+        Err(e) => return Some(vec![all(temporary(&e), "error", batch.len())]),
     };
     let pool = &pool;
     if record.smtputf8 && !c.caps().smtputf8 {
         pool.checkin(c);
-        return Some(all(
+        return Some(vec![all(
             Outcome::Permanent("upstream does not support SMTPUTF8".into()),
             "rejected",
-        ));
+            batch.len(),
+        )]);
     }
+    if let Some(max) = pool.max_message_size().filter(|&m| record.size > m) {
+        // Only a fallback can be smaller than the message: the session kept
+        // to its own upstream's cap. The upstream itself may take it later.
+        pool.checkin(c);
+        let why = format!(
+            "upstream {}: the message ({} bytes) is larger than its max_message_size ({max})",
+            pool.dial().name,
+            record.size
+        );
+        return Some(vec![all(Outcome::Temporary(why), "deferred", batch.len())]);
+    }
+    let per = pool
+        .max_recipients()
+        .map_or(batch.len(), |m| m.max(1) as usize)
+        .max(1);
+    let mut out = Vec::new();
+    let mut conn = Some(c);
+    for part in batch.chunks(per) {
+        let c = match conn.take() {
+            Some(c) => c,
+            None => match pool.checkout().await {
+                Ok(c) => c,
+                Err(e) => {
+                    out.push(all(temporary(&e), "error", part.len()));
+                    continue;
+                }
+            },
+        };
+        let (t, clean) = one_transaction(pool, c, record, part, content).await;
+        out.push(t);
+        conn = clean;
+    }
+    if let Some(c) = conn {
+        pool.checkin(c);
+    }
+    Some(out)
+}
+
+fn temporary(e: &UpstreamError) -> Outcome {
+    Outcome::Temporary(format!("upstream: {e}"))
+}
+
+/// One transaction for `batch` on `c`; the connection back when it is clean for reuse.
+async fn one_transaction(
+    pool: &Arc<Pool>,
+    mut c: Client,
+    record: &Record,
+    batch: &[Rcpt],
+    content: &[u8],
+) -> (Transaction, Option<Client>) {
+    let failed = |e: UpstreamError| Transaction {
+        outcomes: vec![temporary(&e); batch.len()],
+        result: "error",
+    };
     let pipelining = c.caps().pipelining;
+    // Toward CHUNKING (with PIPELINING) the body goes in BDAT chunks after
+    // the RCPT replies, and no DATA is sent.
+    let chunking = pipelining && c.caps().chunking;
     c.queue(&mail_line(record, &c));
     if pipelining {
         for r in batch {
-            c.queue(&format!("RCPT TO:<{r}>"));
+            c.queue(&rcpt_line(r, &c));
         }
-        c.queue("DATA");
+        if !chunking {
+            c.queue("DATA");
+        }
     }
     let sent = Instant::now();
     let mut mail = match c.flush_commands().await {
@@ -508,22 +608,17 @@ async fn transact(
         tracing::info!("kept upstream connection was closed; replaying on a new one");
         c = match pool.replace(c).await {
             Ok(fresh) => fresh,
-            Err(e) => return Some(failed(e)),
+            Err(e) => return (failed(e), None),
         };
         mail = c.read_reply("MAIL", Instant::now(), COMMAND_TIMEOUT).await;
     }
     let mail = match mail {
         Ok(m) => m,
-        Err(e) => return Some(failed(e)),
+        Err(e) => return (failed(e), None),
     };
-    match dialogue(&mut c, mail, pipelining, sent, batch, content).await {
-        Ok((t, clean)) => {
-            if clean {
-                pool.checkin(c);
-            }
-            Some(t)
-        }
-        Err(e) => Some(failed(e)),
+    match dialogue(&mut c, mail, (pipelining, chunking), sent, batch, content).await {
+        Ok((t, clean)) => (t, clean.then_some(c)),
+        Err(e) => (failed(e), None),
     }
 }
 
@@ -532,9 +627,9 @@ async fn transact(
 async fn dialogue(
     c: &mut Client,
     mail: Reply,
-    pipelining: bool,
+    (pipelining, chunking): (bool, bool),
     sent: Instant,
-    batch: &[String],
+    batch: &[Rcpt],
     content: &[u8],
 ) -> Result<(Transaction, bool), UpstreamError> {
     let mut rcpt_replies = Vec::with_capacity(batch.len());
@@ -544,12 +639,15 @@ async fn dialogue(
         }
     } else if mail.is_positive() {
         for r in batch {
-            rcpt_replies.push(c.command(&format!("RCPT TO:<{r}>"), "RCPT").await?);
+            let line = rcpt_line(r, c);
+            rcpt_replies.push(c.command(&line, "RCPT").await?);
         }
     }
     let accepted: Vec<bool> = rcpt_replies.iter().map(Reply::is_positive).collect();
     let any = accepted.iter().any(|a| *a);
-    let data = if pipelining {
+    let data = if chunking {
+        None
+    } else if pipelining {
         Some(c.read_reply("DATA", sent, COMMAND_TIMEOUT).await?)
     } else if mail.is_positive() && any {
         Some(c.command("DATA", "DATA").await?)
@@ -557,7 +655,7 @@ async fn dialogue(
         None
     };
     let data_ok = data.as_ref().is_some_and(|d| d.code == 354);
-    if !mail.is_positive() || !any || !data_ok {
+    if !mail.is_positive() || !any || !(data_ok || chunking) {
         let mut outcomes: Vec<Outcome> = if mail.is_positive() {
             rcpt_replies.iter().map(classify).collect()
         } else {
@@ -589,6 +687,9 @@ async fn dialogue(
         return Ok((Transaction { outcomes, result }, clean));
     }
     let mut outcomes: Vec<Outcome> = rcpt_replies.iter().map(classify).collect();
+    if chunking {
+        c.begin_chunks(Vec::new());
+    }
     let mut rest = content;
     while !rest.is_empty() {
         let cut = if rest.len() <= BODY_CHUNK {
@@ -602,7 +703,17 @@ async fn dialogue(
     if !content.is_empty() && !content.ends_with(b"\r\n") {
         c.write_body(b"\r\n").await?;
     }
-    let end = c.end_body().await?;
+    let (end, reusable) = if chunking {
+        let e = c.end_chunks().await?;
+        match e.verdict {
+            Some(v) => (v, e.reusable),
+            None => return Err(UpstreamError::Protocol("no verdict on the chunked body")),
+        }
+    } else {
+        let end = c.end_body().await?;
+        let reusable = end.code != 421;
+        (end, reusable)
+    };
     let final_outcome = classify(&end);
     for (o, a) in outcomes.iter_mut().zip(&accepted) {
         if *a {
@@ -614,5 +725,8 @@ async fn dialogue(
         5 => "rejected",
         _ => "deferred",
     };
-    Ok((Transaction { outcomes, result }, end.code != 421))
+    Ok((
+        Transaction { outcomes, result },
+        reusable && end.code != 421,
+    ))
 }

@@ -35,6 +35,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::SpoolSettings;
+use crate::smtp::command::{RcptParams, Ret};
 pub use metrics::SpoolMetrics;
 use store::{Committer, Layout, Op, Place, Rcpt, RcptStatus, Record};
 
@@ -195,6 +196,12 @@ pub struct NewMessage<'a> {
     /// "7bit" or "8bitmime".
     pub body: &'a str,
     pub notice: bool,
+    /// The DSN parameters of MAIL (`RET`, `ENVID`), kept for the delivery.
+    pub ret: Option<Ret>,
+    pub envid: Option<&'a str>,
+    /// The DSN parameters of each RCPT that had any, by address (the first
+    /// match counts for an address given twice).
+    pub rcpt_dsn: &'a [(String, RcptParams)],
 }
 
 /// The spool of one directory.
@@ -467,13 +474,26 @@ impl Spool {
             recipients: m
                 .recipients
                 .iter()
-                .map(|a| Rcpt {
-                    address: a.clone(),
-                    status: RcptStatus::Pending,
-                    reply: None,
+                .map(|a| {
+                    let dsn = m.rcpt_dsn.iter().find(|(r, _)| r == a).map(|(_, p)| p);
+                    Rcpt {
+                        address: a.clone(),
+                        status: RcptStatus::Pending,
+                        reply: None,
+                        notify: dsn.and_then(|p| p.notify.clone()),
+                        orcpt: dsn.and_then(|p| p.orcpt.clone()),
+                    }
                 })
                 .collect(),
             notice: m.notice,
+            ret: m.ret.map(|r| {
+                match r {
+                    Ret::Full => "FULL",
+                    Ret::Hdrs => "HDRS",
+                }
+                .to_owned()
+            }),
+            envid: m.envid.map(str::to_owned),
         };
         let json_tmp = self.layout.tmp().join(format!(
             "{id}.{:08x}.json",
@@ -629,6 +649,9 @@ impl Spool {
                 let Some(s) = weak.upgrade() else { return };
                 s.process_control();
                 s.publish_oldest();
+                let layout = s.layout.clone();
+                drop(s);
+                let _ = tokio::task::spawn_blocking(move || layout.sweep()).await;
             }
         });
     }

@@ -116,6 +116,9 @@ pub enum UpstreamError {
     /// Every allowed connection stayed busy for `pool_wait`.
     #[error("no upstream connection free")]
     PoolTimeout,
+    /// The session's user held `max_upstream_connections_per_user` for `pool_wait`.
+    #[error("the user holds its share of upstream connections")]
+    UserShareFull,
     /// No OAuth2 token could be had (the endpoint is down or refused).
     #[error("OAuth2: {0}")]
     Token(String),
@@ -141,7 +144,7 @@ impl UpstreamError {
             UpstreamError::Rejected("auth", _) => "auth",
             UpstreamError::Rejected(..) => "rejected",
             UpstreamError::Outbox(_) => "outbox",
-            UpstreamError::PoolTimeout => "pool_wait",
+            UpstreamError::PoolTimeout | UpstreamError::UserShareFull => "pool_wait",
             UpstreamError::Token(_) => "token",
             UpstreamError::SharedLimits => "shared_limits",
         }
@@ -153,6 +156,7 @@ impl UpstreamError {
         let failure = match self {
             UpstreamError::Rejected("auth", _) => SetupFailure::Credentials,
             UpstreamError::PoolTimeout => SetupFailure::PoolFull,
+            UpstreamError::UserShareFull => SetupFailure::UserShare,
             UpstreamError::Token(_) => SetupFailure::Token,
             UpstreamError::SharedLimits => return Refusal::SharedLimitsUnavailable,
             UpstreamError::Tls(words) => {
@@ -258,6 +262,10 @@ impl Upstream {
                         .health_check_interval
                         .map_or(crate::config::DEFAULT_HEALTH_CHECK_INTERVAL, |s| s.0),
                     fair_share: crate::config::spool::fair_share(u),
+                    limits: pool::Limits {
+                        max_recipients: u.max_recipients,
+                        max_message_size: u.max_message_size.map(|s| s.0),
+                    },
                 };
                 let dial = dial_from_config(config, u, &name, &addr, metrics, connector)?;
                 if u.account.is_empty() {
@@ -269,7 +277,8 @@ impl Upstream {
                             settings.wait,
                             settings.health_check,
                         )
-                        .with_fair_share(settings.fair_share),
+                        .with_fair_share(settings.fair_share)
+                        .with_limits(settings.limits),
                     ))
                 } else {
                     let group = pool::Group::new(max);

@@ -58,6 +58,8 @@ pub struct Pool {
     group: Option<Arc<Group>>,
     /// `fallback = [...]`: upstreams tried in order when this one cannot be set up.
     failover: std::sync::OnceLock<Vec<std::sync::Weak<super::Upstream>>>,
+    /// The upstream's `max_recipients` and `max_message_size`.
+    limits: Limits,
     /// With `[cluster]`: `max_connections` shared with the other replicas.
     shared: OnceLock<Arc<crate::cluster::SharedCap>>,
 }
@@ -70,6 +72,16 @@ pub struct Settings {
     pub health_check: Duration,
     /// `max_upstream_connections_per_user`, per account's pool.
     pub fair_share: u32,
+    /// The upstream's own caps, for a transaction that fails over to it.
+    pub limits: Limits,
+}
+
+/// An upstream's `max_recipients` and `max_message_size`, known to its pools
+/// so that a transaction failing over to it keeps to them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    pub max_recipients: Option<u32>,
+    pub max_message_size: Option<u64>,
 }
 
 /// The pools of one upstream's accounts: one cap for all of them.
@@ -197,6 +209,7 @@ impl Pool {
             health: Mutex::new(Health::Unknown),
             group: None,
             failover: std::sync::OnceLock::new(),
+            limits: Limits::default(),
             shared: OnceLock::new(),
         }
     }
@@ -222,6 +235,7 @@ impl Pool {
             health: Mutex::new(Health::Unknown),
             group: Some(group.clone()),
             failover: std::sync::OnceLock::new(),
+            limits: s.limits,
             shared: OnceLock::new(),
         });
         group
@@ -268,6 +282,27 @@ impl Pool {
         *self.health.lock().unwrap_or_else(|p| p.into_inner()) = health;
     }
 
+    /// Sets the upstream's `max_recipients` and `max_message_size`.
+    pub fn with_limits(mut self, limits: Limits) -> Pool {
+        self.limits = limits;
+        self
+    }
+
+    /// The most recipients one transaction may have here (`max_recipients`).
+    pub fn max_recipients(&self) -> Option<u32> {
+        self.limits.max_recipients
+    }
+
+    /// The largest message this upstream takes: its `max_message_size`, or
+    /// the SIZE it advertised when smaller.
+    pub fn max_message_size(&self) -> Option<u64> {
+        let advertised = self.capabilities().and_then(|c| c.size).filter(|&n| n > 0);
+        [self.limits.max_message_size, advertised]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
     /// Sets `max_upstream_connections_per_user` (at least 1).
     pub fn with_fair_share(mut self, share: u32) -> Pool {
         self.fair_share = share.max(1);
@@ -279,7 +314,8 @@ impl Pool {
     /// waits together are bounded by `pool_wait`.
     ///
     /// # Errors
-    /// `PoolTimeout` when the user's share or the pool stayed full; what connecting reports.
+    /// `UserShareFull` when the user's share stayed full, `PoolTimeout` when
+    /// the pool did; what connecting reports.
     pub async fn checkout_for(&self, user: &str) -> Result<Client, UpstreamError> {
         if self.fair_share >= self.max {
             return self.checkout().await;
@@ -292,11 +328,9 @@ impl Pool {
         let mine = match tokio::time::timeout(self.wait, sem.acquire_owned()).await {
             Ok(Ok(p)) => p,
             _ => {
+                // Counted once, by whoever answers the device (see `refusal`).
                 tracing::info!(upstream = %self.dial.name, user, share = self.fair_share, "user holds its share of upstream connections");
-                self.dial
-                    .metrics
-                    .limit_hit("upstream_connections_per_user", user, &self.dial.name);
-                return Err(UpstreamError::PoolTimeout);
+                return Err(UpstreamError::UserShareFull);
             }
         };
         let mut c = self.checkout().await?;
@@ -313,7 +347,7 @@ impl Pool {
     /// A connection of this pool or, when setting one up fails (connect, TLS,
     /// greeting, EHLO, AUTH, token), of each `fallback` upstream in order
     /// (the account of `sender` there, if it has accounts). A full pool
-    /// (`PoolTimeout`) is not a failure: no failover then. With `user`, the
+    /// (`PoolTimeout`, `UserShareFull`) is not a failure: no failover then. With `user`, the
     /// user's share of each pool applies (`checkout_for`).
     ///
     /// # Errors
@@ -325,7 +359,7 @@ impl Pool {
     ) -> Result<(Arc<Pool>, Client), UpstreamError> {
         let first = match self.checkout_user(user).await {
             Ok(c) => return Ok((self.clone(), c)),
-            Err(e @ UpstreamError::PoolTimeout) => return Err(e),
+            Err(e @ (UpstreamError::PoolTimeout | UpstreamError::UserShareFull)) => return Err(e),
             Err(e) => e,
         };
         let Some(list) = self.failover.get() else {
