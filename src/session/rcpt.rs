@@ -29,9 +29,9 @@ impl Session {
         let Some(txn) = self.txn.as_mut() else {
             return Next::Continue;
         };
-        if let Some(q) = &txn.upstream.quota
+        if let Some(q) = txn.upstream.quota.clone()
             && matches!(txn.route, Route::Provider(_) | Route::Fallback(..))
-            && let Err(e) = q.take_recipients(1)
+            && let Err(e) = q.take_recipients(1).await
         {
             if matches!(txn.route, Route::Fallback(..)) {
                 // Over the provider's daily quota: this recipient waits in the spool.
@@ -46,11 +46,7 @@ impl Session {
                     .inc();
                 return Next::Continue;
             }
-            let r = Refusal::UpstreamQuota {
-                upstream: txn.upstream.name.clone(),
-                what: e.what,
-                wait: e.wait,
-            };
+            let r = e.refusal(&txn.upstream.name);
             return self.rcpt_refused(r);
         }
         txn.forwarded += 1;
