@@ -1,14 +1,17 @@
 //! Limits shared by several replicas through one Redis (`[cluster]`,
 //! DESIGN.md "More than one machine").
 //!
-//! What is shared: per-user `messages_per_minute` and `recipients_per_hour`
-//! and per-address `auth_failures_per_ip_per_minute` as GCRA rates (the same
-//! arithmetic as governor, on Redis's clock), and per-user
+//! What is shared: per-user `messages_per_minute` and `recipients_per_hour`,
+//! per-address `auth_failures_per_ip_per_minute` and per-upstream
+//! `messages_per_day` and `recipients_per_day` (`upstream::quota`) as GCRA
+//! rates (the same arithmetic as governor, on Redis's clock), and per-user
 //! `max_connections_per_user` and per-upstream `max_connections` as leases: a
 //! holder is a member of a sorted set scored by its expiry, renewed by this
 //! replica every third of `lease_ttl`, so the slots of a replica that dies or
 //! is cut off come free within the TTL. Every decision is one script, one
-//! round trip (`scripts`).
+//! round trip (`scripts`). A lease that could not be renewed is lost: the
+//! provider connection holding it closes after its transaction, the session
+//! holding a user's lease at its next MAIL (`421 4.3.0`).
 //!
 //! When Redis is down or slower than `timeout`, the decision falls back
 //! (`on_redis_error`): `local` decides with this replica's own limiters,
