@@ -120,7 +120,7 @@ async fn tls_replica(
 }
 
 #[tokio::test]
-async fn a_shared_limit_works_over_rediss_with_a_password_from_a_file() {
+async fn a_shared_limit_works_over_rediss_with_a_password_from_a_file_or_the_environment() {
     let password = "s3cret-redis-pass";
     let Some(redis) = Redis::start_tls(password) else {
         return;
@@ -148,6 +148,55 @@ async fn a_shared_limit_works_over_rediss_with_a_password_from_a_file() {
             0.0
         );
     }
+    // A third replica, a process of its own, reads the password from its
+    // environment: it is over the same shared 2 a minute at once (its
+    // fallback share would have let one through).
+    let cluster = format!(
+        "ca_file = \"{}\"\npassword_env = \"POSTERN_TEST_REDIS_PASSWORD\"\n",
+        redis.ca_file().display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let toml = replica_toml(&redis.url(), &cluster, &up, "", "messages_per_minute = 2").replacen(
+        "127.0.0.1:0",
+        &format!("127.0.0.1:{port}"),
+        1,
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, toml).expect("write config");
+    let log = std::fs::File::create(dir.path().join("c.log")).expect("log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("POSTERN_TEST_REDIS_PASSWORD", password)
+        .stdin(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start replica C");
+    let c_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(c_addr).await.is_err() {
+        assert!(Instant::now() < deadline, "replica C did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut cc = Raw::connect(c_addr).await;
+    assert!(cc.reply().await.starts_with("220 "));
+    assert!(cc.cmd("EHLO client.test").await.starts_with("250"));
+    let token = B64.encode(format!("\0dev\0{PASSWORD}"));
+    assert!(
+        cc.cmd(&format!("AUTH PLAIN {token}"))
+            .await
+            .starts_with("235 ")
+    );
+    let over = send(&mut cc).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let c_log = std::fs::read_to_string(dir.path().join("c.log")).unwrap_or_default();
+    assert!(over.starts_with("450 4.7.1"), "{over:?}\n{c_log}");
+    assert!(!c_log.contains(password), "the password reached the log");
     // The password is what lets a replica in: a wrong one is refused by
     // Redis, and with `refuse` the session hears 451 4.3.0 at AUTH.
     let wrong = tls_replica(
