@@ -2,7 +2,9 @@
 # What [cluster] costs per message: the same load through one postern without
 # and with [cluster] (a private redis-server on loopback), alternating, in one
 # run, into one smtp-sink. Prints messages/s per run and the ratio of the
-# medians (goal: with/without >= 0.85).
+# medians (goal: with/without >= 0.85), and the CPU time per message of
+# postern and of redis-server (from /proc: less sensitive to other load than
+# the rate; perf on this VM has no instruction counter).
 #
 #   bash scripts/bench-cluster.sh [--debug] [--messages N] [--rounds R] [--binary PATH (no build)]
 #
@@ -61,7 +63,8 @@ PIDS+=($!)
 wait_port "$SINK_PORT"
 REDIS_PORT="$(free_port)"
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$TMP" > "$TMP/redis.log" 2>&1 &
-PIDS+=($!)
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
 wait_port "$REDIS_PORT"
 
 config() { # config PORT CLUSTER(0|1)
@@ -93,30 +96,40 @@ TOML
     fi
 }
 
-run() { # run CLUSTER(0|1) -> messages/s
-    local port pid t0 t1
+cpu_ticks() { # cpu_ticks PID -> user+system clock ticks so far
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+run() { # run CLUSTER(0|1) -> "messages/s postern-CPU-µs/msg redis-CPU-µs/msg"
+    local port pid t0 t1 c0 c1 r0 r1
     port="$(free_port)"
     config "$port" "$1" > "$TMP/postern.toml"
     "$BIN" run --config "$TMP/postern.toml" > "$TMP/postern.log" 2>&1 &
     pid=$!
     wait_port "$port"
     smtp-source -s 20 -l 2048 -m 200 -f b@example.com -t s@example.net "127.0.0.1:$port" >/dev/null 2>&1 # warm-up
+    c0="$(cpu_ticks "$pid")"; r0="$(cpu_ticks "$REDIS_PID")"
     t0="$(date +%s.%N)"
     smtp-source -s 20 -l 2048 -m "$N" -f b@example.com -t s@example.net "127.0.0.1:$port" > "$TMP/src.log" 2>&1
     t1="$(date +%s.%N)"
+    c1="$(cpu_ticks "$pid")"; r1="$(cpu_ticks "$REDIS_PID")"
     if grep -qiE "error|fatal" "$TMP/src.log"; then echo "bench-cluster: smtp-source reported errors" >&2; cat "$TMP/src.log" >&2; stop_pid "$pid"; return 1; fi
     stop_pid "$pid"
-    awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", n / (b - a) }'
+    awk -v n="$N" -v a="$t0" -v b="$t1" -v c="$((c1 - c0))" -v r="$((r1 - r0))" -v hz="$HZ" \
+        'BEGIN { printf "%.1f %.0f %.0f", n / (b - a), c * 1e6 / hz / n, r * 1e6 / hz / n }'
 }
+HZ="$(getconf CLK_TCK)"
 
 echo "bench-cluster: $PROFILE build, $N messages of 2 KB x 20 clients per run, load before $(cut -d' ' -f1-3 /proc/loadavg)"
-without=(); with=()
+without=(); with=(); cpu_without=(); cpu_with=(); cpu_redis=()
 for r in $(seq "$ROUNDS"); do
-    a="$(run 0)"; b="$(run 1)"
-    without+=("$a"); with+=("$b")
-    echo "bench-cluster: round $r: without [cluster] $a msg/s, with [cluster] $b msg/s"
+    out0="$(run 0)"; out1="$(run 1)"
+    read -r a ca _ <<< "$out0"; read -r b cb rb <<< "$out1"
+    without+=("$a"); with+=("$b"); cpu_without+=("$ca"); cpu_with+=("$cb"); cpu_redis+=("$rb")
+    echo "bench-cluster: round $r: without [cluster] $a msg/s ($ca µs postern CPU/msg), with [cluster] $b msg/s ($cb µs postern + $rb µs redis CPU/msg)"
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 mw="$(median "${without[@]}")"; mc="$(median "${with[@]}")"
 awk -v w="$mw" -v c="$mc" 'BEGIN { printf "bench-cluster: median without %.1f msg/s, with %.1f msg/s: ratio %.2f\n", w, c, c / w }'
+echo "bench-cluster: median CPU per message: postern without $(median "${cpu_without[@]}") µs, with $(median "${cpu_with[@]}") µs; redis-server $(median "${cpu_redis[@]}") µs"
 echo "bench-cluster: load after $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -124,6 +124,10 @@ pub enum Refusal {
     /// `[cluster]` with `on_redis_error = "refuse"`: Redis did not answer,
     /// so a shared limit could not be checked.
     SharedLimitsUnavailable,
+    /// `[cluster]`: the session's `max_connections_per_user` lease could not
+    /// be renewed, so another replica may have its slot; the session closes
+    /// (at its next MAIL, after the transaction it was in).
+    SharedSlotLost,
     TlsUnavailable,
     /// The spool is over `max_size`, or its disk is full.
     SpoolFull,
@@ -308,6 +312,11 @@ impl Refusal {
             R::SharedLimitsUnavailable => {
                 Reply::new(451, "4.3.0", "Shared limits unavailable; try again later")
             }
+            R::SharedSlotLost => Reply::new(
+                421,
+                "4.3.0",
+                "Shared connection count lost; closing connection, reconnect",
+            ),
             R::TlsUnavailable => Reply::new(454, "4.7.0", "TLS not available on this listener"),
             R::SpoolFull => Reply::new(
                 452,
@@ -372,6 +381,7 @@ impl Refusal {
             | R::UpstreamLostInData
             | R::UpstreamUnconfirmed => Side::Upstream,
             R::SharedLimitsUnavailable
+            | R::SharedSlotLost
             | R::TlsUnavailable
             | R::SpoolFull
             | R::LocalError
@@ -458,7 +468,7 @@ impl Refusal {
                 "upstream_failed"
             }
             R::IdleTimeout | R::ShuttingDown => "abandoned",
-            R::SharedLimitsUnavailable => "shared_limits_unavailable",
+            R::SharedLimitsUnavailable | R::SharedSlotLost => "shared_limits_unavailable",
             _ => "refused",
         }
     }
@@ -616,6 +626,7 @@ mod tests {
             Refusal::UpstreamUnconfirmed,
             Refusal::LocalError,
             Refusal::IdleTimeout,
+            Refusal::SharedSlotLost,
             Refusal::ShuttingDown,
             Refusal::Internal,
             Refusal::Data(DataError::BareLineEnding),

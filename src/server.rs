@@ -25,6 +25,9 @@ use crate::state::{ListenerInfo, Shared, State};
 /// How often limiter state for addresses that went quiet is dropped.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How long a start waits for the shared Redis before serving without it.
+const CLUSTER_CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A server whose sockets are bound, ready to `run`.
 pub struct Server {
     shared: Arc<Shared>,
@@ -47,6 +50,13 @@ impl Server {
             registry,
             shutdown: shutdown_tx,
         } = State::build(config)?;
+        if let Some(c) = &shared.cluster
+            && !c.connected(CLUSTER_CONNECT_WAIT).await
+        {
+            tracing::warn!(
+                "shared Redis did not answer at start; starting with the fallback limits"
+            );
+        }
         let mut listeners = Vec::new();
         for l in &listener_configs {
             let addr = *l.addr.get_ref();

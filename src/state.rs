@@ -73,6 +73,20 @@ fn keep_tokens(upstreams: &[Arc<Upstream>], previous: &[Arc<Upstream>]) {
     }
 }
 
+/// With `[cluster]`: every upstream's daily quotas are decided by Redis
+/// for all replicas (the local limiters becoming the fallback share). Runs
+/// on fresh upstreams, before anything else holds them.
+fn share_quotas(cluster: &Arc<Cluster>, upstreams: &mut [Arc<Upstream>]) {
+    for up in upstreams {
+        if let Some(u) = Arc::get_mut(up)
+            && let Some(q) = &u.quota
+        {
+            u.quota =
+                crate::upstream::quota::Quota::shared(cluster, &u.name, q.numbers).map(Arc::new);
+        }
+    }
+}
+
 /// `fallback = [...]`: gives each pool of an upstream the upstreams to fail
 /// over to, in order (names were checked when the config was read).
 fn link_failover(config: &Config, upstreams: &[Arc<Upstream>]) {
@@ -122,6 +136,9 @@ impl Policy {
         let users = Arc::new(Users::from_config(&config, previous.map(|p| &*p.users))?);
         metrics.prepare(&config);
         let mut upstreams = Upstream::all_from_config(&config, metrics, connector)?;
+        if let Some(cluster) = cluster {
+            share_quotas(cluster, &mut upstreams);
+        }
         if let Some(old) = previous {
             keep_quotas(&mut upstreams, &old.upstreams);
             keep_tokens(&upstreams, &old.upstreams);

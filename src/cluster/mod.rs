@@ -1,14 +1,17 @@
 //! Limits shared by several replicas through one Redis (`[cluster]`,
 //! DESIGN.md "More than one machine").
 //!
-//! What is shared: per-user `messages_per_minute` and `recipients_per_hour`
-//! and per-address `auth_failures_per_ip_per_minute` as GCRA rates (the same
-//! arithmetic as governor, on Redis's clock), and per-user
+//! What is shared: per-user `messages_per_minute` and `recipients_per_hour`,
+//! per-address `auth_failures_per_ip_per_minute` and per-upstream
+//! `messages_per_day` and `recipients_per_day` (`upstream::quota`) as GCRA
+//! rates (the same arithmetic as governor, on Redis's clock), and per-user
 //! `max_connections_per_user` and per-upstream `max_connections` as leases: a
 //! holder is a member of a sorted set scored by its expiry, renewed by this
 //! replica every third of `lease_ttl`, so the slots of a replica that dies or
 //! is cut off come free within the TTL. Every decision is one script, one
-//! round trip (`scripts`).
+//! round trip (`scripts`). A lease that could not be renewed is lost: the
+//! provider connection holding it closes after its transaction, the session
+//! holding a user's lease at its next MAIL (`421 4.3.0`).
 //!
 //! When Redis is down or slower than `timeout`, the decision falls back
 //! (`on_redis_error`): `local` decides with this replica's own limiters,
@@ -57,6 +60,8 @@ pub const DECISIONS: &[&str] = &[
     "auth_failures",
     "user_connections",
     "upstream_connections",
+    "daily_messages",
+    "daily_recipients",
 ];
 
 /// What Redis said about a rate.
@@ -209,11 +214,40 @@ impl Cluster {
         }))
     }
 
-    /// Starts the lease renewal; it ends when the last `Arc` is dropped.
+    /// Starts the lease renewal (it ends when the last `Arc` is dropped) and
+    /// the first connection to Redis.
     pub fn start(self: &Arc<Self>) {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(lease::renew_loop(Arc::downgrade(self)));
+            let mut conn = self.conn.clone();
+            // The connection manager makes its first connection only while a
+            // request waits on it, and a decision waits `timeout` at most:
+            // a TLS handshake on a loaded machine may take longer, and would
+            // then never complete. This request waits for it.
+            rt.spawn(async move {
+                let ping = redis::cmd("PING").clone();
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    ping.query_async::<String>(&mut conn),
+                )
+                .await;
+            });
         }
+    }
+
+    /// Waits up to `wait` for Redis to answer a PING (at start, so the first
+    /// decisions do not fall back while the connection is being made).
+    pub async fn connected(&self, wait: Duration) -> bool {
+        let mut conn = self.conn.clone();
+        let ping = redis::cmd("PING").clone();
+        let answered = matches!(
+            tokio::time::timeout(wait, ping.query_async::<String>(&mut conn)).await,
+            Ok(Ok(_))
+        );
+        if answered {
+            self.went_well();
+        }
+        answered
     }
 
     /// Whether a decision Redis could not take is refused (`on_redis_error = "refuse"`).
@@ -307,13 +341,20 @@ impl Cluster {
     /// One GCRA decision: at most `burst` per `period` (`Quota::with_period`
     /// semantics: a burst of `burst`, then one every `period / burst`).
     pub async fn rate(&self, parts: &[&str], period: Duration, burst: u32) -> Verdict {
+        self.rate_n(parts, period, burst, 1).await
+    }
+
+    /// `rate` for `cost` units at once (a batch of recipients), as governor's
+    /// `check_n`; a cost above the burst is taken as the burst.
+    pub async fn rate_n(&self, parts: &[&str], period: Duration, burst: u32, cost: u32) -> Verdict {
         let key = self.key(parts);
         let burst = burst.max(1);
+        let cost = cost.clamp(1, burst);
         let interval = (period.as_micros() / u128::from(burst)).max(1);
         let interval = u64::try_from(interval).unwrap_or(u64::MAX);
         let mut conn = self.conn.clone();
         let mut call = self.scripts.gcra.prepare_invoke();
-        call.key(&key).arg(interval).arg(burst);
+        call.key(&key).arg(interval).arg(burst).arg(cost);
         match self.ask(call.invoke_async::<u64>(&mut conn)).await {
             Some(0) => Verdict::Allowed,
             Some(wait) => Verdict::Wait(Duration::from_micros(wait)),

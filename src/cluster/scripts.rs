@@ -11,16 +11,18 @@ use redis::Script;
 /// interval `T`, the TAT is at most `burst × T` ahead of now; the key expires
 /// when the TAT is reached, i.e. when its state equals a fresh one.
 ///
-/// KEYS[1] the rate key; ARGV[1] T in microseconds; ARGV[2] burst.
-/// Returns 0 when allowed, else the wait in microseconds (> 0).
+/// KEYS[1] the rate key; ARGV[1] T in microseconds; ARGV[2] burst; ARGV[3]
+/// the cost (how many units at once, as governor's `check_n`; at most the
+/// burst). Returns 0 when allowed, else the wait in microseconds (> 0).
 const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3]) or 1
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
-local after = tat + interval
+local after = tat + interval * cost
 local ahead = after - now
 local limit = interval * burst
 if ahead > limit then

@@ -68,19 +68,15 @@ impl Session {
         // mode leaves it to the workers.
         let route = match (&upstream.quota, route) {
             (Some(q), route @ (Route::Provider(_) | Route::Fallback(..))) => {
-                match q.take_message() {
+                match q.take_message().await {
                     Ok(()) => route,
                     Err(e) => match route.spool_instead() {
                         Some(spooled) => {
-                            tracing::info!(upstream = %upstream.name, quota = e.what, "upstream quota used up; the message goes to the spool");
+                            tracing::info!(upstream = %upstream.name, quota = e.what, unavailable = e.unavailable, "upstream quota used up (or not decidable); the message goes to the spool");
                             spooled
                         }
                         None => {
-                            let r = Refusal::UpstreamQuota {
-                                upstream: upstream.name.clone(),
-                                what: e.what,
-                                wait: e.wait,
-                            };
+                            let r = e.refusal(&upstream.name);
                             return self.mail_refused(&id, &mail, r);
                         }
                     },

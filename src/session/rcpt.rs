@@ -32,9 +32,9 @@ impl Session {
         if rcpt.params != Default::default() {
             txn.rcpt_dsn.push((rcpt.path.clone(), rcpt.params.clone()));
         }
-        if let Some(q) = &txn.upstream.quota
+        if let Some(q) = txn.upstream.quota.clone()
             && matches!(txn.route, Route::Provider(_) | Route::Fallback(..))
-            && let Err(e) = q.take_recipients(1)
+            && let Err(e) = q.take_recipients(1).await
         {
             if matches!(txn.route, Route::Fallback(..)) {
                 // Over the provider's daily quota: this recipient waits in the spool.
@@ -49,11 +49,7 @@ impl Session {
                     .inc();
                 return Next::Continue;
             }
-            let r = Refusal::UpstreamQuota {
-                upstream: txn.upstream.name.clone(),
-                what: e.what,
-                wait: e.wait,
-            };
+            let r = e.refusal(&txn.upstream.name);
             return self.rcpt_refused(r);
         }
         txn.forwarded += 1;

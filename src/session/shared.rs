@@ -16,7 +16,7 @@ use crate::refusal::Refusal;
 /// What counts a session against its user's `max_connections_per_user`.
 pub(super) enum UserSlot {
     Local(#[allow(dead_code)] CountGuard<Arc<str>>),
-    Shared(#[allow(dead_code)] crate::cluster::Lease),
+    Shared(crate::cluster::Lease),
 }
 
 /// How a shared rate was decided: by Redis, or left to the local limiter.
@@ -129,11 +129,17 @@ impl Session {
     /// allowed (or the shared count cannot be had and the configuration says
     /// refuse): the reply is queued and the session must close.
     pub(super) async fn claim_user_slot(&mut self, user: &User) -> Result<(), Refusal> {
-        if self
-            .user_slot
-            .as_ref()
-            .is_some_and(|(name, _)| *name == user.name)
+        if let Some((name, slot)) = &self.user_slot
+            && *name == user.name
         {
+            if matches!(slot, UserSlot::Shared(l) if l.is_lost()) {
+                // Another replica may hold this slot now: rather than exceed
+                // the user's cap, this session ends (its last transaction is over).
+                tracing::info!(user = %user.name, "shared connection lease lost; closing the session");
+                let r = Refusal::SharedSlotLost;
+                self.decline(r.clone());
+                return Err(r);
+            }
             return Ok(());
         }
         self.user_slot = None;

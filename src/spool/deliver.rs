@@ -206,11 +206,14 @@ async fn attempt(spool: &Spool, default: &Arc<Pool>, how: &How<'_>, id: &str) {
             for batch in pending.chunks(max_recipients.max(1) as usize) {
                 // The provider's daily quotas: a transaction is one message,
                 // its batch that many recipients; over them, the entry waits.
-                if let Some(q) = how.quota
-                    && let Err(e) = q
-                        .take_message()
-                        .and_then(|()| q.take_recipients(batch.len() as u32))
-                {
+                let taken = match how.quota {
+                    Some(q) => match q.take_message().await {
+                        Ok(()) => q.take_recipients(batch.len() as u32).await,
+                        Err(e) => Err(e),
+                    },
+                    None => Ok(()),
+                };
+                if let Err(e) = taken {
                     over_quota = Some(e);
                     break;
                 }

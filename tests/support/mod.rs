@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod certs;
+pub mod cluster;
 pub mod memory_upstream;
 pub mod observe;
 pub mod postern;

@@ -3,6 +3,8 @@
 //! its PID when dropped. `Redis::start` returns `None` — after saying so
 //! loudly on stderr — only when the binary is not installed and the run is
 //! not CI; under CI (`CI` set) a missing binary fails the test instead.
+//! `Redis::start_tls` serves TLS only (a fresh rcgen certificate for
+//! 127.0.0.1, no client certificates) and asks for a password (`requirepass`).
 
 // Wall-clock deadlines of a test run, not postern's timeouts.
 #![allow(clippy::disallowed_types)]
@@ -16,6 +18,8 @@ pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// `start_tls`: the certificate to trust (PEM file) and the password.
+    tls: Option<(std::path::PathBuf, String)>,
 }
 
 fn installed() -> bool {
@@ -35,6 +39,15 @@ fn free_port() -> u16 {
 impl Redis {
     /// Starts one, waiting until it answers PING.
     pub fn start() -> Option<Redis> {
+        Redis::start_with(None)
+    }
+
+    /// Starts one that speaks only TLS (`rediss://`) and wants `password`.
+    pub fn start_tls(password: &str) -> Option<Redis> {
+        Redis::start_with(Some(password))
+    }
+
+    fn start_with(password: Option<&str>) -> Option<Redis> {
         if !installed() {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -46,18 +59,41 @@ impl Redis {
             );
             return None;
         }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tls = password.map(|p| {
+            let (cert, _key) = super::certs::test_cert().write_to(dir.path());
+            (cert, p.to_owned())
+        });
         let mut r = Redis {
             child: None,
             port: free_port(),
-            dir: tempfile::tempdir().expect("tempdir"),
+            dir,
+            tls,
         };
         r.spawn();
         Some(r)
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let mut cmd = Command::new("redis-server");
+        match &self.tls {
+            None => {
+                cmd.args(["--port", &self.port.to_string()]);
+            }
+            Some((cert, password)) => {
+                let key = self.dir.path().join("key.pem");
+                cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(cert)
+                    .arg("--tls-key-file")
+                    .arg(&key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(cert)
+                    .args(["--tls-auth-clients", "no"])
+                    .args(["--requirepass", password]);
+            }
+        }
+        let child = cmd
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
@@ -83,6 +119,10 @@ impl Redis {
         let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
             return false;
         };
+        if self.tls.is_some() {
+            // Listening is all a plain-text probe can see of a TLS port.
+            return true;
+        }
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
         if s.write_all(b"PING\r\n").is_err() {
             return false;
@@ -92,7 +132,17 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    /// `start_tls`: the PEM file to trust (`[cluster] ca_file`).
+    pub fn ca_file(&self) -> &std::path::Path {
+        &self.tls.as_ref().expect("a TLS Redis").0
     }
 
     /// Kills it (SIGKILL, by PID) and waits for it to go.

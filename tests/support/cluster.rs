@@ -1,0 +1,55 @@
+//! Replicas of one `[cluster]` for tests: the config of one and a logged-in
+//! session (user "dev" through the fake upstream "fake").
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use super::postern::{Postern, Raw};
+use super::relay::{PASSWORD, password_hash};
+use super::upstream::FakeUpstream;
+
+/// One replica's config: listener "smtp", metrics, `[cluster]` on `redis`
+/// with `cluster` extra lines, the fake upstream with `upstream` extra lines,
+/// and user "dev" with `limits` in `[user.limits]`.
+pub fn replica_toml(
+    redis: &str,
+    cluster: &str,
+    up: &FakeUpstream,
+    upstream: &str,
+    limits: &str,
+) -> String {
+    format!(
+        "[[listener]]\nname = \"smtp\"\naddr = \"127.0.0.1:0\"\n\n\
+         [metrics]\naddr = \"127.0.0.1:0\"\n\n\
+         [cluster]\nredis = \"{redis}\"\nreplicas = 2\nlease_ttl = \"3s\"\n{cluster}\n\
+         {}{upstream}\n\
+         [[user]]\nname = \"dev\"\npassword_hash = \"{}\"\nallowed_senders = [\"*\"]\n\
+         [user.limits]\n{limits}\n",
+        up.postern_toml(),
+        password_hash()
+    )
+}
+
+/// A session of user "dev" after EHLO and AUTH.
+pub async fn login(p: &Postern) -> Raw {
+    let mut c = Raw::connect(p.addr("smtp")).await;
+    assert!(c.reply().await.starts_with("220 "));
+    assert!(c.cmd("EHLO client.test").await.starts_with("250"));
+    let token = B64.encode(format!("\0dev\0{PASSWORD}"));
+    let auth = c.cmd(&format!("AUTH PLAIN {token}")).await;
+    assert!(auth.starts_with("235 "), "AUTH {auth:?}");
+    c
+}
+
+/// One message; the reply that decided it (MAIL's when MAIL was refused).
+pub async fn send(c: &mut Raw) -> String {
+    let mail = c.cmd("MAIL FROM:<dev@example.com>").await;
+    if !mail.starts_with("250") {
+        return mail;
+    }
+    let rcpt = c.cmd("RCPT TO:<to@example.net>").await;
+    assert!(rcpt.starts_with("250"), "RCPT {rcpt:?}");
+    let data = c.cmd("DATA").await;
+    assert!(data.starts_with("354"), "DATA {data:?}");
+    c.cmd("Subject: t\r\n\r\nhello\r\n.").await
+}
