@@ -7,7 +7,7 @@
 #   bash scripts/bench.sh --quick      # small counts, a minute or two (CI runs this with --out DIR)
 #   options: --quick  --debug (use the debug build)  --out DIR (where BENCHMARKS.md and the charts go)
 #            --no-postfix (skip the Postfix relay rows)  --messages N (2 KB runs)  --idle N (idle connections)
-#            --only LIST (comma-separated, of: small,large,tls,latency,idle; default all)
+#            --only LIST (comma-separated, of: small,large,tls,latency,flood,idle; default all)
 #            --delay-ms N (one-way delay of the latency scenario's provider; default 25)
 #            --perf (record postern's rows with `perf record`; the top symbols go to docs/bench/perf-*.txt)
 #
@@ -33,6 +33,10 @@
 #     to that distant "provider" directly, or to postern on loopback, which
 #     relays over its warm pool. Reported: the session latency a device sees
 #     and how many provider round trips that is.
+#   AUTH flood: 200 concurrent connections AUTHing as random unknown users
+#     (STARTTLS, AUTH PLAIN, again) while a device authenticated before the
+#     flood sends on its session (scripts/bench/authflood.py): its message
+#     latency alone and during the flood, and how the flood was answered.
 #   idle: N connections held open against postern, VmRSS before and after.
 #
 # Measured per row: messages per second from the start of the load until the
@@ -55,7 +59,7 @@ OUT="$ROOT"
 POSTFIX_ROWS=1
 MSG_SMALL=""
 IDLE_N=""
-ONLY=",small,large,tls,latency,idle,"
+ONLY=",small,large,tls,latency,flood,idle,"
 DELAY_MS=25
 PERF=0
 while (( $# > 0 )); do
@@ -75,9 +79,9 @@ while (( $# > 0 )); do
     shift
 done
 if (( QUICK )); then
-    MSG_SMALL="${MSG_SMALL:-500}"; MSG_LARGE=25; MSG_TLS=60; MSG_LATENCY=20; IDLE_N="${IDLE_N:-1000}"
+    MSG_SMALL="${MSG_SMALL:-500}"; MSG_LARGE=25; MSG_TLS=60; MSG_LATENCY=20; MSG_FLOOD=20; IDLE_N="${IDLE_N:-1000}"
 else
-    MSG_SMALL="${MSG_SMALL:-5000}"; MSG_LARGE=200; MSG_TLS=400; MSG_LATENCY=100; IDLE_N="${IDLE_N:-10000}"
+    MSG_SMALL="${MSG_SMALL:-5000}"; MSG_LARGE=200; MSG_TLS=400; MSG_LATENCY=100; MSG_FLOOD=100; IDLE_N="${IDLE_N:-10000}"
 fi
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
@@ -303,6 +307,7 @@ recipients_per_hour = 100000000
 max_connections_per_user = 100000
 max_connections_per_ip = 200000
 max_connections = 200000
+auth_failures_per_ip_per_minute = 100000000   # the AUTH flood stands for many addresses
 [[upstream]]
 name = "sink"
 kind = "smtp"
@@ -607,6 +612,25 @@ if want large; then plain_scenario "plain 1MiB x5" 5 1048576 "$MSG_LARGE"; fi
 if want tls; then tls_scenario "tls+auth 2KB x10" 10 2048 "$MSG_TLS"; fi
 if want latency; then latency_scenario "provider $((2 * DELAY_MS))ms 2KB x5" 5 2048 "$MSG_LATENCY"; fi
 
+# --- AUTH flood -------------------------------------------------------------------
+FLOOD_ARG=()
+if want flood; then
+    start_sink; start_postern
+    N=5; sessions 1 2048 "$POSTERN_TLS_PORT" --starttls --user demo --password "$DEMO_PASSWORD" >/dev/null 2>&1 || true
+    if python3 "$ROOT/scripts/bench/authflood.py" --port "$POSTERN_TLS_PORT" --user demo \
+        --password "$DEMO_PASSWORD" --flood 200 --messages "$MSG_FLOOD" > "$TMP/flood.json"; then
+        cat "$TMP/flood.json"
+        FLOOD_ARG=(--flood "$TMP/flood.json")
+        mkdir -p "$OUT/docs/bench"; cp "$TMP/flood.json" "$OUT/docs/bench/flood.json"
+        if python3 -c 'import json,sys; sys.exit(1 if json.load(open(sys.argv[1]))["failed"] else 0)' "$TMP/flood.json"; then :; else
+            echo "bench: AUTH flood: the device's messages failed" >&2; failures=$((failures + 1))
+        fi
+    else
+        echo "bench: AUTH flood run failed" >&2; failures=$((failures + 1))
+    fi
+    stop_postern; stop_sink
+fi
+
 # --- idle connections -------------------------------------------------------------
 IDLE_ARG=""
 if want idle; then
@@ -633,7 +657,7 @@ cp "$LATENCY" "$OUT/docs/bench/latency.tsv"
 python3 "$ROOT/scripts/bench/report.py" "$RESULTS" "$OUT" \
     --started "$STARTED" --load-before "$LOAD_BEFORE" --load-after "$LOAD_AFTER" \
     --profile "$PROFILE" --quick "$QUICK" \
-    --idle "$IDLE_ARG" --latency "$LATENCY"
+    --idle "$IDLE_ARG" --latency "$LATENCY" "${FLOOD_ARG[@]}"
 
 if (( failures > 0 )); then
     echo "bench: $failures run(s) failed or lost messages" >&2

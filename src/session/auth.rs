@@ -127,7 +127,8 @@ impl Session {
             return self.auth_throttled(mechanism);
         }
         let users = self.policy.users.clone();
-        let (verdict, cache_use) = users.verify(&creds.username, &creds.password).await;
+        let queued = &self.shared.metrics.auth_checks_queued;
+        let (verdict, cache_use) = users.verify(&creds.username, &creds.password, queued).await;
         if let Some(result) = cache_use.label() {
             self.shared
                 .metrics
@@ -145,6 +146,13 @@ impl Session {
                 self.user = Some(user);
                 self.push(Reply::new(235, "2.7.0", "Authentication successful"));
                 Next::Continue
+            }
+            Verdict::Busy => {
+                // Not a failure: nothing was checked, and the throttle must
+                // not lock out an address for the server being busy.
+                self.record_auth(mechanism, "busy");
+                self.push(Refusal::AuthBusy.reply());
+                self.count_error()
             }
             Verdict::Denied => {
                 self.log_auth_failure(&creds.username, mechanism, "bad credentials");
