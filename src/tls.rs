@@ -101,10 +101,14 @@ pub fn load_ca(path: &Path) -> Result<RootCertStore, TlsError> {
 /// The listener-side TLS configuration.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let (certs, key) = load_cert_and_key(cert, key)?;
-    let cfg = ServerConfig::builder_with_provider(provider())
+    let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
+    // Stateless session tickets (keys random per process, rotated every 6 h),
+    // so a returning device resumes without a certificate and a signature
+    // however many others connected since (docs/architecture.md).
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new()?;
     Ok(Arc::new(cfg))
 }
 
