@@ -530,6 +530,7 @@ impl Metrics {
             &self.tls_handshakes,
             &self.auth_attempts,
             &self.auth_cache,
+            &self.auth_checks_queued,
             &self.messages,
             &self.recipients,
             &self.message_bytes,

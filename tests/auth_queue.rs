@@ -1,7 +1,8 @@
 //! The AUTH queue (`[server] auth_workers`, `auth_queue`): when every worker
 //! is busy and the queue is full, an AUTH is answered 454 4.7.0 without a
 //! password check, for a known user with the right password and an unknown
-//! one alike, counted as `result="busy"`; once the checks drain, AUTH works
+//! one alike, counted as `result="busy"` (the reply held back for
+//! `auth::pool::busy_delay()`); once the checks drain, AUTH works
 //! again. Deterministic: the places are held by checks against a deliberately
 //! slow hash, and the test waits for the queue gauge before it asks.
 
@@ -18,10 +19,10 @@ use support::postern::{Postern, Raw, spawn_postern};
 use support::relay::{PASSWORD, password_hash, relay_config};
 use support::upstream::{FakeUpstream, UpstreamConfig};
 
-/// An argon2id hash of `PASSWORD` that takes a good second to check
-/// (16 MiB, 100 passes), so two of them hold the pool while the test asks.
+/// An argon2id hash of `PASSWORD` that takes seconds to check (16 MiB, 200
+/// passes), so two of them hold the pool while the test asks.
 fn slow_hash() -> String {
-    let params = Params::new(16 * 1024, 100, 1, None).expect("params");
+    let params = Params::new(16 * 1024, 200, 1, None).expect("params");
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password(PASSWORD.as_bytes())
         .expect("hash")
@@ -86,16 +87,24 @@ async fn a_full_queue_answers_454_unchecked_for_known_and_unknown_users() {
     // temporary failure, and nothing checked (the gauge never goes past 2).
     let mut known = greeted(&p).await;
     let mut unknown = greeted(&p).await;
-    let busy_known = known.cmd(&plain("dev", PASSWORD)).await;
-    let busy_unknown = unknown.cmd(&plain("nobody", "guess")).await;
+    known
+        .send(format!("{}\r\n", plain("dev", PASSWORD)).as_bytes())
+        .await;
+    unknown
+        .send(format!("{}\r\n", plain("nobody", "guess")).as_bytes())
+        .await;
+    // Refused on arrival (counted then), answered after `busy_delay()`.
+    wait_metric(
+        &p,
+        "postern_auth_attempts_total{mechanism=\"plain\",result=\"busy\"}",
+        2.0,
+    )
+    .await;
+    assert_eq!(p.metric("postern_auth_checks_queued").await, 2.0);
+    let busy_known = known.reply().await;
+    let busy_unknown = unknown.reply().await;
     assert!(busy_known.starts_with("454 4.7.0 "), "{busy_known}");
     assert_eq!(busy_known, busy_unknown, "no hint which names exist");
-    assert_eq!(
-        p.metric("postern_auth_attempts_total{mechanism=\"plain\",result=\"busy\"}")
-            .await,
-        2.0
-    );
-    assert_eq!(p.metric("postern_auth_checks_queued").await, 2.0);
 
     // The queued checks finish in order, and are not failures.
     assert!(running.reply().await.starts_with("235 "));

@@ -26,6 +26,21 @@ use tokio::sync::Semaphore;
 
 use crate::password::{PasswordHash, Scratch};
 
+/// How long, at least, a session holds back the 454 of an AUTH the full
+/// queue refused; `busy_delay` adds up to as much again.
+pub const BUSY_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `BUSY_DELAY` plus a random part of up to `BUSY_DELAY` (spread, so a flood
+/// refused at one moment does not all come back at the next one).
+pub fn busy_delay() -> std::time::Duration {
+    use std::hash::BuildHasher;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let random = std::collections::hash_map::RandomState::new().hash_one(nanos);
+    BUSY_DELAY + BUSY_DELAY.mul_f64((random % 1024) as f64 / 1024.0)
+}
+
 /// How the pool is sized: `[server] auth_workers` (0 = one fewer than the
 /// cores, at least one) and `[server] auth_queue`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

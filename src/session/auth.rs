@@ -149,8 +149,13 @@ impl Session {
             }
             Verdict::Busy => {
                 // Not a failure: nothing was checked, and the throttle must
-                // not lock out an address for the server being busy.
+                // not lock out an address for the server being busy. The
+                // reply is held back a while (no CPU, no place in the queue):
+                // answered at once, a flood would come straight back with a
+                // new connection and TLS handshake, which costs more of the
+                // runtime than the check it was refused.
                 self.record_auth(mechanism, "busy");
+                tokio::time::sleep(crate::auth::pool::busy_delay()).await;
                 self.push(Refusal::AuthBusy.reply());
                 self.count_error()
             }

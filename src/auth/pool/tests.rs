@@ -94,3 +94,15 @@ async fn a_dropped_waiter_leaves_its_running_check_counted_until_it_ends() {
     assert!(!pool.check(p, hash, "px".into()).await);
     assert_eq!(g.get(), 0);
 }
+
+#[test]
+fn busy_delays_are_spread_between_one_and_two_delays() {
+    let delays: Vec<Duration> = (0..200).map(|_| busy_delay()).collect();
+    assert!(
+        delays
+            .iter()
+            .all(|d| *d >= BUSY_DELAY && *d < 2 * BUSY_DELAY)
+    );
+    let (lo, hi) = (delays.iter().min().unwrap(), delays.iter().max().unwrap());
+    assert!(*hi - *lo > BUSY_DELAY / 2, "spread {lo:?}..{hi:?}");
+}
