@@ -10,6 +10,9 @@
 #            --only LIST (comma-separated, of: small,large,tls,latency,flood,idle; default all)
 #            --delay-ms N (one-way delay of the latency scenario's provider; default 25)
 #            --perf (record postern's rows with `perf record`; the top symbols go to docs/bench/perf-*.txt)
+#            --resume (tls scenario: every client is a returning device that offers its last TLS session)
+#            --bin PATH (run this postern binary instead of building one: before/after comparisons)
+#            --server 'KEY = VALUE; ...' (extra [server] settings for postern, `;` between them)
 #
 # Tools, installed from Debian when missing: postfix (smtp-source, smtp-sink,
 # and the Postfix daemons for the relay rows), sasl2-bin (the Postfix SASL
@@ -62,6 +65,9 @@ IDLE_N=""
 ONLY=",small,large,tls,latency,flood,idle,"
 DELAY_MS=25
 PERF=0
+PREBUILT=""
+RESUME=()
+SERVER_EXTRA=""
 while (( $# > 0 )); do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -73,7 +79,10 @@ while (( $# > 0 )); do
         --only) ONLY=",$2,"; shift ;;
         --perf) PERF=1 ;;
         --delay-ms) DELAY_MS="$2"; shift ;;
-        -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed -E 's/^# ?//'; exit 0 ;;
+        --bin) PREBUILT="$2"; shift ;;
+        --resume) RESUME=(--resume) ;;
+        --server) SERVER_EXTRA="$2"; shift ;;
+        -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed -E 's/^# ?//'; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -118,13 +127,18 @@ if (( ${#need[@]} > 0 )); then
     done
 fi
 
-echo "bench: building postern ($PROFILE)"
-if [[ "$PROFILE" == release ]]; then
-    cargo build --quiet --release --bin postern
+if [[ -n "$PREBUILT" ]]; then
+    BIN="$PREBUILT"
+    echo "bench: using $BIN (not built here)"
 else
-    cargo build --quiet --bin postern
+    echo "bench: building postern ($PROFILE)"
+    if [[ "$PROFILE" == release ]]; then
+        cargo build --quiet --release --bin postern
+    else
+        cargo build --quiet --bin postern
+    fi
+    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/postern"
 fi
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/postern"
 [[ -x "$BIN" ]] || { echo "bench: $BIN was not built" >&2; exit 2; }
 
 # --- processes we start, and cleanup ------------------------------------------
@@ -280,10 +294,12 @@ DEMO_HASH="$(printf '%s\n' "$DEMO_PASSWORD" | "$BIN" hash-password)"
 # start_postern [UPSTREAM_PORT]: relaying to the sink, or to UPSTREAM_PORT (the delay line).
 start_postern() {
     local metrics upstream_port="${1:-$SINK_PORT}"
+    local server_lines="${SERVER_EXTRA//;/$'\n'}"
     read -r POSTERN_PORT POSTERN_TLS_PORT metrics <<<"$(free_ports 3)"
     cat > "$TMP/postern.toml" <<EOF
 [server]
 hostname = "postern.bench"
+$server_lines
 [[listener]]
 name = "plain"
 addr = "127.0.0.1:$POSTERN_PORT"
@@ -583,7 +599,7 @@ latency_scenario() {
 
 tls_scenario() {
     local name="$1" c="$2" size="$3" count="$4"
-    local auth=(--user demo --password "$DEMO_PASSWORD")
+    local auth=(--user demo --password "$DEMO_PASSWORD" "${RESUME[@]}")
     start_sink
     N=10; sessions "$c" "$size" "$SINK_PORT" "${auth[@]}" >/dev/null 2>&1 || true
     N="$count"; run_row "$name" direct "" 60 -- sessions "$c" "$size" "$SINK_PORT" "${auth[@]}"
