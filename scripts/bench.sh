@@ -7,9 +7,12 @@
 #   bash scripts/bench.sh --quick      # small counts, a minute or two (CI runs this with --out DIR)
 #   options: --quick  --debug (use the debug build)  --out DIR (where BENCHMARKS.md and the charts go)
 #            --no-postfix (skip the Postfix relay rows)  --messages N (2 KB runs)  --idle N (idle connections)
-#            --only LIST (comma-separated, of: small,large,tls,latency,idle; default all)
+#            --only LIST (comma-separated, of: small,large,tls,latency,flood,idle; default all)
 #            --delay-ms N (one-way delay of the latency scenario's provider; default 25)
 #            --perf (record postern's rows with `perf record`; the top symbols go to docs/bench/perf-*.txt)
+#            --resume (tls scenario: every client is a returning device that offers its last TLS session)
+#            --bin PATH (run this postern binary instead of building one: before/after comparisons)
+#            --server 'KEY = VALUE; ...' (extra [server] settings for postern, `;` between them)
 #
 # Tools, installed from Debian when missing: postfix (smtp-source, smtp-sink,
 # and the Postfix daemons for the relay rows), sasl2-bin (the Postfix SASL
@@ -33,6 +36,10 @@
 #     to that distant "provider" directly, or to postern on loopback, which
 #     relays over its warm pool. Reported: the session latency a device sees
 #     and how many provider round trips that is.
+#   AUTH flood: 200 concurrent connections AUTHing as random unknown users
+#     (STARTTLS, AUTH PLAIN, again) while a device authenticated before the
+#     flood sends on its session (scripts/bench/authflood.py): its message
+#     latency alone and during the flood, and how the flood was answered.
 #   idle: N connections held open against postern, VmRSS before and after.
 #
 # Measured per row: messages per second from the start of the load until the
@@ -55,9 +62,12 @@ OUT="$ROOT"
 POSTFIX_ROWS=1
 MSG_SMALL=""
 IDLE_N=""
-ONLY=",small,large,tls,latency,idle,"
+ONLY=",small,large,tls,latency,flood,idle,"
 DELAY_MS=25
 PERF=0
+PREBUILT=""
+RESUME=()
+SERVER_EXTRA=""
 while (( $# > 0 )); do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -69,15 +79,18 @@ while (( $# > 0 )); do
         --only) ONLY=",$2,"; shift ;;
         --perf) PERF=1 ;;
         --delay-ms) DELAY_MS="$2"; shift ;;
-        -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed -E 's/^# ?//'; exit 0 ;;
+        --bin) PREBUILT="$2"; shift ;;
+        --resume) RESUME=(--resume) ;;
+        --server) SERVER_EXTRA="$2"; shift ;;
+        -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed -E 's/^# ?//'; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
 if (( QUICK )); then
-    MSG_SMALL="${MSG_SMALL:-500}"; MSG_LARGE=25; MSG_TLS=60; MSG_LATENCY=20; IDLE_N="${IDLE_N:-1000}"
+    MSG_SMALL="${MSG_SMALL:-500}"; MSG_LARGE=25; MSG_TLS=60; MSG_LATENCY=20; MSG_FLOOD=20; IDLE_N="${IDLE_N:-1000}"
 else
-    MSG_SMALL="${MSG_SMALL:-5000}"; MSG_LARGE=200; MSG_TLS=400; MSG_LATENCY=100; IDLE_N="${IDLE_N:-10000}"
+    MSG_SMALL="${MSG_SMALL:-5000}"; MSG_LARGE=200; MSG_TLS=400; MSG_LATENCY=100; MSG_FLOOD=100; IDLE_N="${IDLE_N:-10000}"
 fi
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
@@ -114,13 +127,18 @@ if (( ${#need[@]} > 0 )); then
     done
 fi
 
-echo "bench: building postern ($PROFILE)"
-if [[ "$PROFILE" == release ]]; then
-    cargo build --quiet --release --bin postern
+if [[ -n "$PREBUILT" ]]; then
+    BIN="$PREBUILT"
+    echo "bench: using $BIN (not built here)"
 else
-    cargo build --quiet --bin postern
+    echo "bench: building postern ($PROFILE)"
+    if [[ "$PROFILE" == release ]]; then
+        cargo build --quiet --release --bin postern
+    else
+        cargo build --quiet --bin postern
+    fi
+    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/postern"
 fi
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/postern"
 [[ -x "$BIN" ]] || { echo "bench: $BIN was not built" >&2; exit 2; }
 
 # --- processes we start, and cleanup ------------------------------------------
@@ -276,10 +294,12 @@ DEMO_HASH="$(printf '%s\n' "$DEMO_PASSWORD" | "$BIN" hash-password)"
 # start_postern [UPSTREAM_PORT]: relaying to the sink, or to UPSTREAM_PORT (the delay line).
 start_postern() {
     local metrics upstream_port="${1:-$SINK_PORT}"
+    local server_lines="${SERVER_EXTRA//;/$'\n'}"
     read -r POSTERN_PORT POSTERN_TLS_PORT metrics <<<"$(free_ports 3)"
     cat > "$TMP/postern.toml" <<EOF
 [server]
 hostname = "postern.bench"
+$server_lines
 [[listener]]
 name = "plain"
 addr = "127.0.0.1:$POSTERN_PORT"
@@ -303,6 +323,7 @@ recipients_per_hour = 100000000
 max_connections_per_user = 100000
 max_connections_per_ip = 200000
 max_connections = 200000
+auth_failures_per_ip_per_minute = 100000000   # the AUTH flood stands for many addresses
 [[upstream]]
 name = "sink"
 kind = "smtp"
@@ -578,7 +599,7 @@ latency_scenario() {
 
 tls_scenario() {
     local name="$1" c="$2" size="$3" count="$4"
-    local auth=(--user demo --password "$DEMO_PASSWORD")
+    local auth=(--user demo --password "$DEMO_PASSWORD" "${RESUME[@]}")
     start_sink
     N=10; sessions "$c" "$size" "$SINK_PORT" "${auth[@]}" >/dev/null 2>&1 || true
     N="$count"; run_row "$name" direct "" 60 -- sessions "$c" "$size" "$SINK_PORT" "${auth[@]}"
@@ -607,6 +628,25 @@ if want large; then plain_scenario "plain 1MiB x5" 5 1048576 "$MSG_LARGE"; fi
 if want tls; then tls_scenario "tls+auth 2KB x10" 10 2048 "$MSG_TLS"; fi
 if want latency; then latency_scenario "provider $((2 * DELAY_MS))ms 2KB x5" 5 2048 "$MSG_LATENCY"; fi
 
+# --- AUTH flood -------------------------------------------------------------------
+FLOOD_ARG=()
+if want flood; then
+    start_sink; start_postern
+    N=5; sessions 1 2048 "$POSTERN_TLS_PORT" --starttls --user demo --password "$DEMO_PASSWORD" >/dev/null 2>&1 || true
+    if python3 "$ROOT/scripts/bench/authflood.py" --port "$POSTERN_TLS_PORT" --user demo \
+        --password "$DEMO_PASSWORD" --flood 200 --messages "$MSG_FLOOD" > "$TMP/flood.json"; then
+        cat "$TMP/flood.json"
+        FLOOD_ARG=(--flood "$TMP/flood.json")
+        mkdir -p "$OUT/docs/bench"; cp "$TMP/flood.json" "$OUT/docs/bench/flood.json"
+        if python3 -c 'import json,sys; sys.exit(1 if json.load(open(sys.argv[1]))["failed"] else 0)' "$TMP/flood.json"; then :; else
+            echo "bench: AUTH flood: the device's messages failed" >&2; failures=$((failures + 1))
+        fi
+    else
+        echo "bench: AUTH flood run failed" >&2; failures=$((failures + 1))
+    fi
+    stop_postern; stop_sink
+fi
+
 # --- idle connections -------------------------------------------------------------
 IDLE_ARG=""
 if want idle; then
@@ -633,7 +673,7 @@ cp "$LATENCY" "$OUT/docs/bench/latency.tsv"
 python3 "$ROOT/scripts/bench/report.py" "$RESULTS" "$OUT" \
     --started "$STARTED" --load-before "$LOAD_BEFORE" --load-after "$LOAD_AFTER" \
     --profile "$PROFILE" --quick "$QUICK" \
-    --idle "$IDLE_ARG" --latency "$LATENCY"
+    --idle "$IDLE_ARG" --latency "$LATENCY" "${FLOOD_ARG[@]}"
 
 if (( failures > 0 )); then
     echo "bench: $failures run(s) failed or lost messages" >&2

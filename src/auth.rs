@@ -7,22 +7,24 @@
 //!
 //! A successful check is remembered for `[server] auth_cache_ttl` (`cache`):
 //! the same user, stored hash and password within it are answered without
-//! argon2. Everything else is checked as if there were no cache.
+//! argon2. Everything else is checked as if there were no cache, on a bounded
+//! pool with a bounded queue (`pool`); when the queue is full the AUTH is
+//! answered 454 4.7.0 without a check.
 
 pub mod cache;
+pub mod pool;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use cache::AuthCache;
+use pool::{CheckPool, PoolSize};
 
 pub use crate::addr::canonical_ip;
 use crate::config::{Config, Limits, UpstreamConfig, UserConfig};
-use crate::password::Scratch;
 pub use crate::password::{PasswordHash, hash_password};
 use crate::policy::SenderPattern;
 
@@ -48,37 +50,21 @@ pub struct Users {
     users: Vec<Arc<User>>,
     cache: Arc<AuthCache>,
     cache_ttl: Duration,
+    /// Where checks run; kept across reloads unless its size changes.
+    pool: Arc<CheckPool>,
 }
 
-/// What every password check in the process shares, whatever policy its
-/// session started with: a bound on concurrent checks (each costs ~19 MiB and
-/// ~30 ms of a core), argon2 working memory reused from check to check (see
-/// `password::Scratch`), and the dummy hash unknown users are checked against.
-/// Process-wide so that a reload allocates none of it again: per-policy copies
-/// left freed 19 MiB blocks in malloc arenas at every SIGHUP, and RSS grew by
-/// about that much per reload under the soak with glibc's default tuning.
-struct Verifier {
-    permits: Semaphore,
-    /// A short-held `std` lock, taken on the blocking thread, never across an `.await`.
-    scratch: std::sync::Mutex<Vec<Scratch>>,
-    max_scratch: usize,
-    dummy: PasswordHash,
-}
+/// The hash unknown users are checked against: one per process, made with
+/// the parameters `postern hash-password` uses, so an unknown name costs what
+/// a known one does.
+static DUMMY: std::sync::OnceLock<PasswordHash> = std::sync::OnceLock::new();
 
-static VERIFIER: std::sync::OnceLock<Verifier> = std::sync::OnceLock::new();
-
-fn verifier() -> Result<&'static Verifier, String> {
-    if let Some(v) = VERIFIER.get() {
-        return Ok(v);
+fn dummy() -> Result<&'static PasswordHash, String> {
+    if let Some(d) = DUMMY.get() {
+        return Ok(d);
     }
-    let dummy = PasswordHash::Argon2(hash_password("postern-dummy-password-for-unknown-users")?);
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    Ok(VERIFIER.get_or_init(|| Verifier {
-        permits: Semaphore::new(cores),
-        scratch: std::sync::Mutex::new(Vec::new()),
-        max_scratch: cores,
-        dummy,
-    }))
+    let made = PasswordHash::Argon2(hash_password("postern-dummy-password-for-unknown-users")?);
+    Ok(DUMMY.get_or_init(|| made))
 }
 
 /// Outcome of a password check.
@@ -87,6 +73,8 @@ pub enum Verdict {
     Ok(Arc<User>),
     /// Unknown user or wrong password: the same to the client.
     Denied,
+    /// The check queue was full: nothing was checked (454 4.7.0).
+    Busy,
 }
 
 /// What the verified-credential cache did for one check
@@ -127,16 +115,22 @@ impl Users {
         for u in &config.users {
             users.push(Arc::new(user_from_config(config, u)?));
         }
-        verifier()?;
+        dummy()?;
         let cache_ttl = config.server.auth_cache_ttl.0;
         let cache = match previous {
             Some(old) => old.cache.clone(),
             None => Arc::new(AuthCache::new()?),
         };
+        let size = PoolSize::new(config.server.auth_workers, config.server.auth_queue);
+        let pool = match previous {
+            Some(old) if old.pool.size() == size => old.pool.clone(),
+            _ => CheckPool::new(size),
+        };
         let table = Users {
             users,
             cache,
             cache_ttl,
+            pool,
         };
         if cache_ttl.is_zero() {
             table.cache.clear();
@@ -177,22 +171,29 @@ impl Users {
     }
 
     /// Verifies a user name and password: from the cache of recent
-    /// successes, else on a blocking thread (one of a bounded number at once).
-    pub async fn verify(self: &Arc<Self>, username: &str, password: &str) -> (Verdict, CacheUse) {
+    /// successes, else on the bounded check pool (`pool`), or not at all
+    /// (`Verdict::Busy`) when its queue is full.
+    /// `queued` counts the check while it runs or waits.
+    pub async fn verify(
+        self: &Arc<Self>,
+        username: &str,
+        password: &str,
+        queued: &prometheus::IntGauge,
+    ) -> (Verdict, CacheUse) {
         let ttl = self.cache_ttl;
         let cache_use = if ttl.is_zero() {
             CacheUse::Off
         } else {
             CacheUse::Miss
         };
-        let Ok(v) = verifier() else {
+        let Ok(dummy) = dummy() else {
             return (Verdict::Denied, cache_use);
         };
         let user = self.get(username).filter(|u| u.hash.is_some()).cloned();
         let hash = match user.as_ref().and_then(|u| u.hash.clone()) {
             Some(h) => h,
             // Unknown users, and users who may only send from their networks, cost the same.
-            None => v.dummy.clone(),
+            None => dummy.clone(),
         };
         // The lookup runs for every name (against the dummy hash for the
         // unknown, which nothing is remembered for), so it costs the same
@@ -203,19 +204,19 @@ impl Users {
         if let (true, Some(u)) = (hit, &user) {
             return (Verdict::Ok(u.clone()), CacheUse::Hit);
         }
-        let Ok(_permit) = v.permits.acquire().await else {
-            return (Verdict::Denied, cache_use);
+        // Admitted or not before anything depends on the name: known and
+        // unknown users queue, and are refused, alike.
+        let Ok(place) = self.pool.admit(queued) else {
+            return (Verdict::Busy, cache_use);
         };
-        let owned = crate::secret::SecretString::from(password);
-        let checked = hash.clone();
-        let ok = tokio::task::spawn_blocking(move || {
-            let mut scratch = v.take_scratch();
-            let ok = checked.verify_with(owned.expose(), &mut scratch);
-            v.give_scratch(scratch);
-            ok
-        })
-        .await
-        .unwrap_or(false);
+        let ok = self
+            .pool
+            .check(
+                place,
+                hash.clone(),
+                crate::secret::SecretString::from(password),
+            )
+            .await;
         match (ok, user) {
             (true, Some(u)) => {
                 self.cache
@@ -229,26 +230,6 @@ impl Users {
     /// How many successful checks the cache holds now.
     pub fn cached(&self) -> usize {
         self.cache.len()
-    }
-}
-
-impl Verifier {
-    fn take_scratch(&self) -> Scratch {
-        self.scratch
-            .lock()
-            .map(|mut free| free.pop().unwrap_or_default())
-            .unwrap_or_default()
-    }
-
-    fn give_scratch(&self, scratch: Scratch) {
-        // Kept for at most as many checks as may run at once; a blocking check
-        // that outlived its session (and so its permit) may leave one more,
-        // which is dropped here.
-        if let Ok(mut free) = self.scratch.lock()
-            && free.len() < self.max_scratch
-        {
-            free.push(scratch);
-        }
     }
 }
 

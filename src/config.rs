@@ -62,6 +62,8 @@ pub const CONFIG_ENV: &str = "POSTERN_CONFIG";
 pub const DEFAULT_HOSTNAME: &str = "postern.localdomain";
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_AUTH_CACHE_TTL: Duration = Duration::from_secs(600);
+/// `[server] auth_queue`: password checks that may wait for a worker.
+pub const DEFAULT_AUTH_QUEUE: u32 = 64;
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 8 * 1024 * 1024;
 pub const DEFAULT_MAX_RECIPIENTS: u32 = 100;
 pub const DEFAULT_MESSAGES_PER_MINUTE: u32 = 60;

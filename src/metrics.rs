@@ -35,6 +35,8 @@ pub struct Metrics {
     pub auth_attempts: IntCounterVec,
     /// Password checks answered from the verified-credential cache (`hit`) or by the hash (`miss`).
     pub auth_cache: IntCounterVec,
+    /// Password checks running or waiting for a worker (`[server] auth_workers`, `auth_queue`).
+    pub auth_checks_queued: IntGauge,
     pub messages: IntCounterVec,
     pub recipients: IntCounterVec,
     pub message_bytes: IntCounterVec,
@@ -133,7 +135,7 @@ pub const RELAY_BUCKETS: &[f64] = &[
 /// `mechanism` words of `postern_auth_attempts_total`.
 pub const AUTH_MECHANISMS: &[&str] = &["plain", "login", "other"];
 /// `result` words of `postern_auth_attempts_total`.
-pub const AUTH_RESULTS: &[&str] = &["ok", "fail", "cancelled", "throttled"];
+pub const AUTH_RESULTS: &[&str] = &["ok", "fail", "cancelled", "throttled", "busy"];
 /// `result` words of `postern_auth_cache_total`.
 pub const AUTH_CACHE_RESULTS: &[&str] = &["hit", "miss"];
 /// `result` words of `postern_tls_handshakes_total`.
@@ -219,6 +221,11 @@ impl Metrics {
                 "auth_cache_total",
                 "Password checks answered from the cache of recent successes (hit) or by the password hash (miss)",
                 &["result"],
+            )?,
+            auth_checks_queued: plain_gauge(
+                r,
+                "auth_checks_queued",
+                "Password checks running or waiting for a worker; at auth_workers + auth_queue an AUTH gets 454 unchecked",
             )?,
             messages: counter(
                 r,
@@ -532,6 +539,7 @@ impl Metrics {
             &self.tls_handshakes,
             &self.auth_attempts,
             &self.auth_cache,
+            &self.auth_checks_queued,
             &self.messages,
             &self.recipients,
             &self.message_bytes,

@@ -77,6 +77,8 @@ pub enum Refusal {
     BadCredentials,
     TooManyAuthFailures,
     AuthThrottled,
+    /// Every password-check worker is busy and the queue is full.
+    AuthBusy,
     UserConnections(Arc<str>),
     SizeDeclaredTooBig,
     SenderNotAllowed(Arc<str>),
@@ -202,6 +204,11 @@ impl Refusal {
                 454,
                 "4.7.0",
                 "Temporary authentication failure: too many failed attempts, try again later",
+            ),
+            R::AuthBusy => Reply::new(
+                454,
+                "4.7.0",
+                "Temporary authentication failure: too many checks in progress, try again later",
             ),
             R::UserConnections(user) => Reply::new(
                 421,
@@ -363,6 +370,7 @@ impl Refusal {
             | R::BadCredentials
             | R::TooManyAuthFailures
             | R::AuthThrottled
+            | R::AuthBusy
             | R::UserConnections(_)
             | R::SizeDeclaredTooBig
             | R::SenderNotAllowed(_)

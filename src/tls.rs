@@ -88,10 +88,15 @@ pub fn load_ca(path: &Path) -> Result<RootCertStore, TlsError> {
 /// # Errors
 /// Only if rustls refuses its own defaults.
 pub fn server_config(certs: Arc<server::ServerCerts>) -> Result<Arc<ServerConfig>, TlsError> {
-    let cfg = ServerConfig::builder_with_provider(provider())
+    let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(certs);
+    // Stateless session tickets (keys random per process, rotated every 6 h),
+    // so a returning device resumes without a certificate and a signature
+    // however many others connected since (docs/architecture.md). A reload
+    // swaps the certificate, not this config: tickets stay valid across it.
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new()?;
     Ok(Arc::new(cfg))
 }
 

@@ -9,6 +9,7 @@ scenario in the same run.
 """
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -191,6 +192,7 @@ def main():
     ap.add_argument("--quick", default="0")
     ap.add_argument("--idle", default="")
     ap.add_argument("--latency", default="")
+    ap.add_argument("--flood", default="", help="authflood.py's JSON output file")
     a = ap.parse_args()
 
     rows = load(a.results)
@@ -223,6 +225,29 @@ def main():
                   f"to the provider or through postern on the local network, which relays each message over a "
                   f"connection its pool keeps warm. Round trips are the median latency over the round trip time.\n\n"
                   + markdown_table(lt) + "\n\n")
+
+    flood_md = ""
+    if a.flood:
+        with open(a.flood) as f:
+            fl = json.load(f)
+        b, fm, d, n = fl["baseline_ms"], fl["flood_ms"], fl["delay_ms"], fl["flood_auths"]
+        line = (f"AUTH flood: an authenticated device's message takes {b.get('median')} ms median, "
+                f"{b.get('max')} ms max alone; {fm.get('median')} / {fm.get('p99')} / {fm.get('max')} ms "
+                f"(median / p99 / max) during the flood: delay {d.get('median')} / {d.get('p99')} / "
+                f"{d.get('max')} ms; flood AUTHs answered 535: {n.get('535', 0)}, 454: {n.get('454', 0)}")
+        print(line)
+        flood_md = (
+            f"A cold AUTH flood (`scripts/bench/authflood.py`): {fl.get('flood', 200)} concurrent connections, "
+            "each STARTTLS then AUTH PLAIN as a random unknown user, again and again, while a device that "
+            "AUTHed before the flood sends a 2 KB message on its session every 50 ms. Latency is from MAIL "
+            "to the end-of-data reply, postern relaying to the sink.\n\n"
+            "| device message latency | median | p90 | p99 | max |\n| --- | --- | --- | --- | --- |\n"
+            + "".join(f"| {name} | {x.get('median')} ms | {x.get('p90')} ms | {x.get('p99')} ms | "
+                      f"{x.get('max')} ms |\n" for name, x in (("alone", b), ("during the flood", fm)))
+            + f"\nFlood AUTHs answered: 535 (checked, refused) {n.get('535', 0)}, 454 (queue full, not "
+            f"checked) {n.get('454', 0)}, other {n.get('other', 0)}, connection errors {n.get('errors', 0)}; "
+            f"a flood AUTH's reply took {fl['flood_auth_ms'].get('median')} ms median, "
+            f"{fl['flood_auth_ms'].get('max')} ms max.\n\n")
 
     pictures = charts(rows, a.outdir)
     quick = " (`--quick`: small counts, for CI; not figures to quote)" if a.quick == "1" else ""
@@ -261,6 +286,8 @@ run; the absolute numbers are this machine's (2 cores, shared: load average
         md += "".join(f"- {line}\n" for line in cpu) + "\n"
     if lat_md:
         md += lat_md
+    if flood_md:
+        md += flood_md
     if idle_md:
         md += "Memory of idle client connections (each has had its greeting), postern:\n\n" + idle_md + "\n"
     for pic in pictures:

@@ -103,6 +103,15 @@ fn schema_defaults_match_the_code() {
             .0,
         DEFAULT_AUTH_CACHE_TTL
     );
+    let sd = ServerConfig::default();
+    assert_eq!(
+        server.key("auth_workers").unwrap().default,
+        sd.auth_workers.to_string()
+    );
+    assert_eq!(
+        server.key("auth_queue").unwrap().default,
+        sd.auth_queue.to_string()
+    );
     let up = keys::table("upstream").unwrap();
     let udefault = |k: &str| up.key(k).unwrap().default;
     assert_eq!(

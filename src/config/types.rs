@@ -163,6 +163,17 @@ pub struct ServerConfig {
     /// hash and password skip argon2 (0: every AUTH checks the hash).
     #[serde(default = "default_auth_cache_ttl")]
     pub auth_cache_ttl: Seconds,
+    /// Password checks run at once (0: one fewer than the cores, at least one).
+    #[serde(default)]
+    pub auth_workers: u32,
+    /// Password checks that may wait for a worker; an AUTH beyond them is
+    /// answered 454 4.7.0 without a check.
+    #[serde(default = "default_auth_queue")]
+    pub auth_queue: u32,
+}
+
+fn default_auth_queue() -> u32 {
+    DEFAULT_AUTH_QUEUE
 }
 
 fn default_auth_cache_ttl() -> Seconds {
@@ -183,6 +194,8 @@ impl Default for ServerConfig {
             shutdown_grace: default_shutdown_grace(),
             log_format: LogFormat::Text,
             auth_cache_ttl: default_auth_cache_ttl(),
+            auth_workers: 0,
+            auth_queue: DEFAULT_AUTH_QUEUE,
         }
     }
 }

@@ -131,7 +131,10 @@ impl Session {
             return self.auth_throttled(mechanism);
         }
         let users = self.policy.users.clone();
-        let (verdict, cache_use) = users.verify(&creds.username, creds.password.expose()).await;
+        let queued = &self.shared.metrics.auth_checks_queued;
+        let (verdict, cache_use) = users
+            .verify(&creds.username, creds.password.expose(), queued)
+            .await;
         if let Some(result) = cache_use.label() {
             self.shared
                 .metrics
@@ -149,6 +152,18 @@ impl Session {
                 self.user = Some(user);
                 self.push(Reply::new(235, "2.7.0", "Authentication successful"));
                 Next::Continue
+            }
+            Verdict::Busy => {
+                // Not a failure: nothing was checked, and the throttle must
+                // not lock out an address for the server being busy. The
+                // reply is held back a while (no CPU, no place in the queue):
+                // answered at once, a flood would come straight back with a
+                // new connection and TLS handshake, which costs more of the
+                // runtime than the check it was refused.
+                self.record_auth(mechanism, "busy");
+                tokio::time::sleep(crate::auth::pool::busy_delay()).await;
+                self.push(Refusal::AuthBusy.reply());
+                self.count_error()
             }
             Verdict::Denied => {
                 self.log_auth_failure(&creds.username, mechanism, "bad credentials");

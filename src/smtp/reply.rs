@@ -93,26 +93,46 @@ impl Reply {
         };
         let enhanced = self.enhanced.as_deref().filter(|e| !e.is_empty());
         let last = lines.len() - 1;
+        // Written byte by byte, without formatting or a String per line: this
+        // runs for every reply of every session.
+        let code = self.code;
+        let digits = [
+            b'0' + (code / 100 % 10) as u8,
+            b'0' + (code / 10 % 10) as u8,
+            b'0' + (code % 10) as u8,
+        ];
         for (i, text) in lines.iter().enumerate() {
-            let code = format!("{:03}", self.code);
-            let mut body = String::new();
-            if let Some(enhanced) = enhanced {
-                body.push_str(enhanced);
-                if !text.is_empty() {
-                    body.push(' ');
-                }
-            }
-            body.push_str(text);
-
             let start = out.len();
-            out.extend_from_slice(code.as_bytes());
-            match (i == last, body.is_empty()) {
+            if code > 999 {
+                out.extend_from_slice(code.to_string().as_bytes());
+            } else {
+                out.extend_from_slice(&digits);
+            }
+            let body_empty = enhanced.is_none() && text.is_empty();
+            match (i == last, body_empty) {
                 (true, true) => {}
                 (true, false) => out.push(b' '),
                 (false, _) => out.push(b'-'),
             }
-            let budget = MAX_REPLY_LINE.saturating_sub(out.len() - start + 2);
-            push_sanitized(out, &body, budget);
+            // The enhanced code, a space and the text are one budget, cut at
+            // the first character that does not fit.
+            let mut budget = MAX_REPLY_LINE.saturating_sub(out.len() - start + 2);
+            let mut whole = true;
+            if let Some(enhanced) = enhanced {
+                let (n, all) = push_sanitized(out, enhanced, budget);
+                budget -= n;
+                whole = all;
+                if whole && !text.is_empty() {
+                    whole = budget > 0;
+                    if whole {
+                        out.push(b' ');
+                        budget -= 1;
+                    }
+                }
+            }
+            if whole {
+                push_sanitized(out, text, budget);
+            }
             out.extend_from_slice(b"\r\n");
         }
     }
@@ -142,19 +162,25 @@ fn is_control(c: char) -> bool {
 }
 
 /// Appends `text` to `out` with control characters replaced by spaces, cut at a
-/// character boundary so that at most `budget` bytes are written.
-fn push_sanitized(out: &mut Vec<u8>, text: &str, budget: usize) {
+/// character boundary so that at most `budget` bytes are written. Returns the
+/// bytes written and whether that was all of `text`.
+fn push_sanitized(out: &mut Vec<u8>, text: &str, budget: usize) -> (usize, bool) {
+    if text.len() <= budget && text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        out.extend_from_slice(text.as_bytes());
+        return (text.len(), true);
+    }
     let mut written = 0;
     let mut buf = [0u8; 4];
     for c in text.chars() {
         let c = if is_control(c) { ' ' } else { c };
         let bytes = c.encode_utf8(&mut buf).as_bytes();
         if written + bytes.len() > budget {
-            break;
+            return (written, false);
         }
         out.extend_from_slice(bytes);
         written += bytes.len();
     }
+    (written, true)
 }
 
 impl fmt::Display for Reply {
