@@ -320,7 +320,7 @@ impl Client {
             let name = if bearer { "OAUTHBEARER" } else { "XOAUTH2" };
             let line = SecretString::new(format!(
                 "AUTH {name} {}",
-                super::oauth2::initial_response(self.dial.auth, user, &token)
+                super::oauth2::initial_response(self.dial.auth, user, token.expose()).expose()
             ));
             let mut reply = self.secret_command(line.expose()).await?;
             if reply.code == 334 {
@@ -342,7 +342,7 @@ impl Client {
                 "provider refused the cached OAuth2 token; fetching a new one"
             );
             token = tokens
-                .renew_after_refusal(&token)
+                .renew_after_refusal(token.expose())
                 .await
                 .map_err(token_error)?;
             cached = false;

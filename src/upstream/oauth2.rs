@@ -35,6 +35,7 @@ use tokio_rustls::rustls::ClientConfig;
 use crate::config::{Grant, OAuth2Config};
 use crate::metrics::Metrics;
 use crate::net::{BoxIo, Connector};
+use crate::secret::SecretString;
 
 /// A token request (connect, TLS, request, reply) must finish within this.
 pub const TOKEN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -127,7 +128,7 @@ impl Endpoint {
 /// A token in the cache.
 #[derive(Clone)]
 struct Cached {
-    token: Arc<str>,
+    token: Arc<SecretString>,
     /// When to fetch a new one (before it actually expires).
     renew_at: Instant,
 }
@@ -138,11 +139,11 @@ pub struct TokenSource {
     endpoint: Endpoint,
     grant: Grant,
     client_id: String,
-    client_secret: Option<crate::secret::SecretString>,
+    client_secret: Option<SecretString>,
     scope: Option<String>,
     refresh_token_file: Option<PathBuf>,
     /// The current refresh token (grant = refresh_token).
-    refresh_token: Mutex<Option<String>>,
+    refresh_token: Mutex<Option<SecretString>>,
     /// Held across a fetch, so that concurrent connections wait for one
     /// request instead of each making their own.
     cached: tokio::sync::Mutex<Option<Cached>>,
@@ -231,7 +232,7 @@ impl TokenSource {
     ///
     /// # Errors
     /// What the token endpoint (or the way to it) did wrong.
-    pub async fn token(&self) -> Result<(Arc<str>, bool), TokenError> {
+    pub async fn token(&self) -> Result<(Arc<SecretString>, bool), TokenError> {
         let mut cached = self.cached.lock().await;
         if let Some(c) = cached.as_ref()
             && Instant::now() < c.renew_at
@@ -249,10 +250,13 @@ impl TokenSource {
     ///
     /// # Errors
     /// As `token`.
-    pub async fn renew_after_refusal(&self, refused: &str) -> Result<Arc<str>, TokenError> {
+    pub async fn renew_after_refusal(
+        &self,
+        refused: &str,
+    ) -> Result<Arc<SecretString>, TokenError> {
         let mut cached = self.cached.lock().await;
         if let Some(c) = cached.as_ref()
-            && &*c.token != refused
+            && c.token.expose() != refused
             && Instant::now() < c.renew_at
         {
             return Ok(c.token.clone());
@@ -285,34 +289,47 @@ impl TokenSource {
         r
     }
 
-    /// The form body of the token request.
-    fn form(&self) -> String {
-        let mut pairs: Vec<(&str, String)> = Vec::new();
-        match self.grant {
-            Grant::ClientCredentials => pairs.push(("grant_type", "client_credentials".into())),
-            Grant::RefreshToken => {
-                pairs.push(("grant_type", "refresh_token".into()));
-                let rt = self
-                    .refresh_token
+    /// The form body of the token request (it carries the client secret or
+    /// the refresh token: built in a buffer that is wiped on drop).
+    fn form(&self) -> SecretString {
+        let refresh = match self.grant {
+            Grant::ClientCredentials => None,
+            Grant::RefreshToken => Some(
+                self.refresh_token
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .clone()
-                    .unwrap_or_default();
-                pairs.push(("refresh_token", rt));
-            }
+                    .unwrap_or_default(),
+            ),
+        };
+        let grant = match self.grant {
+            Grant::ClientCredentials => "client_credentials",
+            Grant::RefreshToken => "refresh_token",
+        };
+        let mut pairs: Vec<(&str, &str)> = vec![("grant_type", grant)];
+        if let Some(rt) = &refresh {
+            pairs.push(("refresh_token", rt.expose()));
         }
-        pairs.push(("client_id", self.client_id.clone()));
+        pairs.push(("client_id", &self.client_id));
         if let Some(s) = &self.client_secret {
-            pairs.push(("client_secret", s.expose().to_owned()));
+            pairs.push(("client_secret", s.expose()));
         }
         if let Some(s) = &self.scope {
-            pairs.push(("scope", s.clone()));
+            pairs.push(("scope", s));
         }
-        pairs
-            .iter()
-            .map(|(k, v)| format!("{k}={}", form_escape(v)))
-            .collect::<Vec<_>>()
-            .join("&")
+        // Room for the worst escaping (3 octets each), so the buffer never
+        // moves and leaves an unwiped copy behind.
+        let room = pairs.iter().map(|(k, v)| k.len() + 3 * v.len() + 2).sum();
+        let mut body = zeroize::Zeroizing::new(String::with_capacity(room));
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            if i > 0 {
+                body.push('&');
+            }
+            body.push_str(k);
+            body.push('=');
+            body.push_str(&zeroize::Zeroizing::new(form_escape(v)));
+        }
+        SecretString::new(std::mem::take(&mut *body))
     }
 
     async fn fetch(&self) -> Result<Cached, TokenError> {
@@ -360,7 +377,9 @@ impl TokenSource {
                 "application/x-www-form-urlencoded",
             )
             .header(hyper::header::ACCEPT, "application/json")
-            .body(Full::new(Bytes::from(self.form())))
+            .body(Full::new(Bytes::copy_from_slice(
+                self.form().expose().as_bytes(),
+            )))
             .map_err(|_| TokenError::BadReply("cannot build the request", host.clone()))?;
         let resp = sender.send_request(req).await.map_err(http)?;
         let status = resp.status().as_u16();
@@ -371,7 +390,7 @@ impl TokenSource {
             .to_bytes();
         driver.abort();
         let reply = reply::parse(status, &body, &host)?;
-        let token: Arc<str> = Arc::from(reply.access_token.expose());
+        let token = Arc::new(reply.access_token);
         let lifetime = reply.lifetime;
         let early = EARLY.min(lifetime / 10);
         if let Some(new) = &reply.refresh_token
@@ -389,17 +408,17 @@ impl TokenSource {
     async fn rotate(&self, new: &str) -> Result<(), TokenError> {
         {
             let mut rt = self.refresh_token.lock().unwrap_or_else(|e| e.into_inner());
-            if rt.as_deref() == Some(new) {
+            if rt.as_ref().is_some_and(|t| t.expose() == new) {
                 return Ok(());
             }
-            *rt = Some(new.to_owned());
+            *rt = Some(SecretString::from(new));
         }
         let Some(path) = self.refresh_token_file.clone() else {
             return Ok(());
         };
-        let text = format!("{new}\n");
+        let text = SecretString::new(format!("{new}\n"));
         let shown = path.display().to_string();
-        tokio::task::spawn_blocking(move || write_atomically(&path, text.as_bytes()))
+        tokio::task::spawn_blocking(move || write_atomically(&path, text.expose().as_bytes()))
             .await
             .map_err(|e| TokenError::WriteBack {
                 path: shown.clone(),
@@ -414,10 +433,11 @@ impl TokenSource {
     }
 }
 
-fn read_refresh_token(path: &Path) -> Result<String, String> {
+fn read_refresh_token(path: &Path) -> Result<SecretString, String> {
     let text = std::fs::read_to_string(path)
+        .map(SecretString::new)
         .map_err(|e| format!("cannot read refresh_token_file {}: {e}", path.display()))?;
-    let token = text.trim().to_owned();
+    let token = SecretString::from(text.expose().trim());
     if token.is_empty() {
         return Err(format!("refresh_token_file {} is empty", path.display()));
     }
@@ -473,15 +493,19 @@ fn form_escape(s: &str) -> String {
 }
 
 /// The SASL initial response of `mech` for `user` with `token`, base64.
-pub fn initial_response(mech: crate::config::UpstreamAuth, user: &str, token: &str) -> String {
+pub fn initial_response(
+    mech: crate::config::UpstreamAuth,
+    user: &str,
+    token: &str,
+) -> SecretString {
     use base64::Engine as _;
-    let raw = match mech {
+    let raw = SecretString::new(match mech {
         crate::config::UpstreamAuth::Oauthbearer => {
             format!("n,a={},\x01auth=Bearer {token}\x01\x01", saslname(user))
         }
         _ => format!("user={user}\x01auth=Bearer {token}\x01\x01"),
-    };
-    base64::engine::general_purpose::STANDARD.encode(raw)
+    });
+    SecretString::new(base64::engine::general_purpose::STANDARD.encode(raw.expose()))
 }
 
 /// RFC 5801 saslname: `,` and `=` escaped.
@@ -518,8 +542,13 @@ mod tests {
     #[test]
     fn sasl_initial_responses() {
         use base64::Engine as _;
-        let dec = |s: String| {
-            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(s).unwrap()).unwrap()
+        let dec = |s: SecretString| {
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(s.expose())
+                    .unwrap(),
+            )
+            .unwrap()
         };
         assert_eq!(
             dec(initial_response(
