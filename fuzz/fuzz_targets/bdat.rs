@@ -54,7 +54,10 @@ fuzz_target!(|input: &[u8]| {
             assert!(pos == p.len(), "octets of a chunk left over");
         }
     }
-    assert!(data.starts_with(&out), "handed out what the content does not hold");
+    assert!(
+        data.starts_with(&out),
+        "handed out what the content does not hold"
+    );
     let mut tail = Vec::new();
     match rx.finish(&mut tail) {
         Ok(size) => {

@@ -17,6 +17,7 @@ fuzz_target!(|input: &[u8]| {
     match parse(status, body, "token.example") {
         Ok(reply) => {
             assert!((200..300).contains(&status));
+            assert!(reply.lifetime <= postern::upstream::oauth2::reply::MAX_LIFETIME);
             let token = reply.access_token.expose();
             assert!(!token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()));
             if let Some(rt) = &reply.refresh_token {

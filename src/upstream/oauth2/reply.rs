@@ -11,6 +11,9 @@ use crate::secret::SecretString;
 
 /// The lifetime assumed when the endpoint gives no `expires_in`.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+/// The longest lifetime believed: a token is fetched again at least daily,
+/// and a huge `expires_in` cannot overflow the renewal time.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(86_400);
 /// The most characters of `error` / `error_description` kept.
 const MAX_WORDS: usize = 200;
 
@@ -18,7 +21,8 @@ const MAX_WORDS: usize = 200;
 #[derive(Debug)]
 pub struct TokenReply {
     pub access_token: SecretString,
-    /// `expires_in` (a number, or a number in a string), else `DEFAULT_LIFETIME`.
+    /// `expires_in` (a number, or a number in a string), else
+    /// `DEFAULT_LIFETIME`; at most `MAX_LIFETIME`.
     pub lifetime: Duration,
     /// A new refresh token, when the endpoint rotates it.
     pub refresh_token: Option<SecretString>,
@@ -54,7 +58,8 @@ pub fn parse(status: u16, body: &[u8], host: &str) -> Result<TokenReply, TokenEr
             v.as_u64()
                 .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
         })
-        .map_or(DEFAULT_LIFETIME, Duration::from_secs);
+        .map_or(DEFAULT_LIFETIME, Duration::from_secs)
+        .min(MAX_LIFETIME);
     let refresh_token = field("refresh_token")
         .filter(|t| !t.is_empty() && printable(t))
         .map(SecretString::from);
@@ -97,6 +102,13 @@ mod tests {
         assert_eq!(r.access_token.expose(), "ya29.a0");
         assert_eq!(r.lifetime, Duration::from_secs(1800));
         assert_eq!(r.refresh_token.unwrap().expose(), "1//new");
+        let r = parse(
+            200,
+            br#"{"access_token":"t","expires_in":18446744073709551615}"#,
+            "h",
+        )
+        .unwrap();
+        assert_eq!(r.lifetime, MAX_LIFETIME);
         let r = parse(200, br#"{"access_token":"t"}"#, "h").unwrap();
         assert_eq!(r.lifetime, DEFAULT_LIFETIME);
         assert!(r.refresh_token.is_none());
