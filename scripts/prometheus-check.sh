@@ -365,6 +365,7 @@ expect_firing = {
     "PosternAuthBruteForce": True,
     "PosternCertificateExpiringSoon": True,
     "PosternCertificateExpiring": True,
+    "PosternCertificateReloadRefused": False,
 }
 rules = json.load(urllib.request.urlopen(f"http://127.0.0.1:{prom}/api/v1/rules", timeout=10))
 seen = set()
