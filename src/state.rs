@@ -10,6 +10,7 @@
 //! newest. `limiters` (live connection counts) outlive reloads; everything in
 //! `Policy` is replaced whole.
 
+mod carry;
 mod certs;
 
 use std::net::SocketAddr;
@@ -30,84 +31,6 @@ use crate::spool::Spool;
 use crate::tls::server::ServerCerts;
 use crate::upstream::Upstream;
 use crate::upstream::pool::{Health, Pool};
-
-/// A reload keeps an upstream's daily quotas (and what they have counted)
-/// when their numbers are unchanged, so a SIGHUP cannot grant a second day.
-fn keep_quotas(upstreams: &mut [Arc<Upstream>], previous: &[Arc<Upstream>]) {
-    for up in upstreams {
-        let kept = previous
-            .iter()
-            .find(|o| o.name == up.name)
-            .and_then(|o| o.quota.clone());
-        if let (Some(kept), Some(new)) = (kept, up.quota.as_ref())
-            && kept.numbers == new.numbers
-            && let Some(u) = Arc::get_mut(up)
-        {
-            u.quota = Some(kept);
-        }
-    }
-}
-
-/// A reload keeps the OAuth2 token of every account (or upstream) whose
-/// token settings are unchanged, so a SIGHUP does not fetch new tokens.
-fn keep_tokens(upstreams: &[Arc<Upstream>], previous: &[Arc<Upstream>]) {
-    for up in upstreams {
-        let Some(old) = previous.iter().find(|o| o.name == up.name) else {
-            continue;
-        };
-        for pool in up.pools() {
-            let Some((user, source)) = pool.dial().token_source() else {
-                continue;
-            };
-            let kept = old
-                .pools()
-                .into_iter()
-                .filter_map(|p| p.dial().token_source())
-                .find(|(u, _)| *u == user);
-            if let Some((_, old_source)) = kept
-                && source.adopt_cache(old_source)
-            {
-                tracing::debug!(upstream = %up.name, account = %user, "reload: OAuth2 token kept");
-            }
-        }
-    }
-}
-
-/// With `[cluster]`: every upstream's daily quotas are decided by Redis
-/// for all replicas (the local limiters becoming the fallback share). Runs
-/// on fresh upstreams, before anything else holds them.
-fn share_quotas(cluster: &Arc<Cluster>, upstreams: &mut [Arc<Upstream>]) {
-    for up in upstreams {
-        if let Some(u) = Arc::get_mut(up)
-            && let Some(q) = &u.quota
-        {
-            u.quota =
-                crate::upstream::quota::Quota::shared(cluster, &u.name, q.numbers).map(Arc::new);
-        }
-    }
-}
-
-/// `fallback = [...]`: gives each pool of an upstream the upstreams to fail
-/// over to, in order (names were checked when the config was read).
-fn link_failover(config: &Config, upstreams: &[Arc<Upstream>]) {
-    for u in &config.upstreams {
-        if u.fallback.is_empty() {
-            continue;
-        }
-        let Some(up) = upstreams.iter().find(|x| &*x.name == u.name()) else {
-            continue;
-        };
-        let list: Vec<_> = u
-            .fallback
-            .iter()
-            .filter_map(|f| upstreams.iter().find(|x| *x.name == **f.get_ref()))
-            .map(Arc::downgrade)
-            .collect();
-        for pool in up.pools() {
-            pool.set_failover(list.clone());
-        }
-    }
-}
 
 /// What a configuration reload replaces: the config itself, the users, the
 /// upstreams (with their credentials and pools) and the AUTH throttle.
@@ -137,13 +60,13 @@ impl Policy {
         metrics.prepare(&config);
         let mut upstreams = Upstream::all_from_config(&config, metrics, connector)?;
         if let Some(cluster) = cluster {
-            share_quotas(cluster, &mut upstreams);
+            carry::share_quotas(cluster, &mut upstreams);
         }
         if let Some(old) = previous {
-            keep_quotas(&mut upstreams, &old.upstreams);
-            keep_tokens(&upstreams, &old.upstreams);
+            carry::keep_quotas(&mut upstreams, &old.upstreams);
+            carry::keep_tokens(&upstreams, &old.upstreams);
         }
-        link_failover(&config, &upstreams);
+        carry::link_failover(&config, &upstreams);
         let spool = open_spool(&config, metrics, previous)?;
         if let Some(cluster) = cluster {
             for up in &upstreams {
