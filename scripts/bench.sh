@@ -30,12 +30,18 @@
 #     new session per message with STARTTLS and AUTH PLAIN, the device case.
 #     smtp-source cannot do STARTTLS or AUTH. The direct row is the same client
 #     without TLS (smtp-sink has none) but with AUTH.
-#   provider 50 ms away, 2 KB x 5 clients: the sink behind a delay line
-#     (scripts/bench/delay.py, 25 ms each way, a 50 ms round trip). smtplib
-#     (AUTH PLAIN, a new session per message, no TLS: the sink has none) talks
-#     to that distant "provider" directly, or to postern on loopback, which
-#     relays over its warm pool. Reported: the session latency a device sees
-#     and how many provider round trips that is.
+#   provider 50 ms away, 2 KB x 5 clients: a delay line (scripts/bench/delay.py,
+#     25 ms each way, a 50 ms round trip) in front of the sink (PIPELINING, no
+#     CHUNKING: postern relays with DATA) or, unless --no-postfix, of the
+#     private Postfix instance's AUTH listener (its smtpd offers CHUNKING and
+#     PIPELINING, checked by an EHLO: postern relays with BDAT, AUTHing as the
+#     SASL user demo; Postfix relays on to the sink). smtplib (AUTH PLAIN, a
+#     new session per message, no TLS) talks to that distant "provider"
+#     directly, or to postern on loopback, which relays over its warm pool; as
+#     smtplib is (a reply awaited per command) and pipelining MAIL, RCPT, DATA
+#     (sessions.py --pipelining). Reported: the session latency a device sees,
+#     how many provider round trips that is, and the round trips the delay
+#     line counted on the wire.
 #   AUTH flood: 200 concurrent connections AUTHing as random unknown users
 #     (STARTTLS, AUTH PLAIN, again) while a device authenticated before the
 #     flood sends on its session (scripts/bench/authflood.py): its message
@@ -291,9 +297,14 @@ chmod 644 "$TMP/key.pem"   # the private Postfix smtpd (user postfix) reads it t
 DEMO_PASSWORD="bench-password"
 DEMO_HASH="$(printf '%s\n' "$DEMO_PASSWORD" | "$BIN" hash-password)"
 
-# start_postern [UPSTREAM_PORT]: relaying to the sink, or to UPSTREAM_PORT (the delay line).
+# start_postern [UPSTREAM_PORT [UPSTREAM_USER]]: relaying to the sink, or to
+# UPSTREAM_PORT (the delay line); with UPSTREAM_USER, postern AUTHs there as
+# that user with $DEMO_PASSWORD (the Postfix provider's SASL account).
 start_postern() {
-    local metrics upstream_port="${1:-$SINK_PORT}"
+    local metrics upstream_port="${1:-$SINK_PORT}" upstream_auth=""
+    if [[ -n "${2:-}" ]]; then
+        upstream_auth="username = \"$2\""$'\n'"password_env = \"BENCH_PROVIDER_PASSWORD\""
+    fi
     local server_lines="${SERVER_EXTRA//;/$'\n'}"
     read -r POSTERN_PORT POSTERN_TLS_PORT metrics <<<"$(free_ports 3)"
     cat > "$TMP/postern.toml" <<EOF
@@ -331,6 +342,7 @@ addr = "127.0.0.1:$upstream_port"
 tls = "none"
 max_connections = 20
 health_check_interval = "0s"
+$upstream_auth
 [[user]]
 name = "device"
 networks = ["127.0.0.1/32"]
@@ -343,7 +355,8 @@ upstream = "sink"
 allowed_senders = ["*"]
 EOF
     # Idle probe: the file limit must cover the idle connections.
-    ( ulimit -n 262144 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$BIN" run --config "$TMP/postern.toml" ) \
+    ( ulimit -n 262144 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+      BENCH_PROVIDER_PASSWORD="$DEMO_PASSWORD" exec "$BIN" run --config "$TMP/postern.toml" ) \
         > "$TMP/postern.log" 2>&1 &
     POSTERN_PID=$!
     PIDS+=("$POSTERN_PID")
@@ -355,24 +368,31 @@ stop_postern() { stop_pid "$POSTERN_PID"; POSTERN_PID=""; }
 
 DELAY_PID=""
 DELAY_PORT=""
-start_delay() {
+start_delay() { # start_delay [PORT]: in front of PORT (default: the sink)
     read -r DELAY_PORT <<<"$(free_ports 1)"
-    python3 "$ROOT/scripts/bench/delay.py" --listen "$DELAY_PORT" --to "$SINK_PORT" --delay-ms "$DELAY_MS" \
+    python3 "$ROOT/scripts/bench/delay.py" --listen "$DELAY_PORT" --to "${1:-$SINK_PORT}" --delay-ms "$DELAY_MS" \
         > "$TMP/delay.out" 2> "$TMP/delay.log" &
     DELAY_PID=$!
     PIDS+=("$DELAY_PID")
     wait_port "$DELAY_PORT" "$DELAY_PID"
 }
 stop_delay() { stop_pid "$DELAY_PID"; DELAY_PID=""; }
+# The delay line's count of round trips so far (its last "turns=N").
+delay_turns() {
+    local n
+    n="$(grep -o 'turns=[0-9]*' "$TMP/delay.out" | tail -n 1 | cut -d= -f2)"
+    echo "${n:-0}"
+}
 
 # --- a private Postfix relay ----------------------------------------------------
 
 PF_PID=""
 PF_PORT=""
 PF_TLS_PORT=""
+PF_PROVIDER_PORT=""
 start_postfix() {
     local pf="$TMP/pf"
-    read -r PF_PORT PF_TLS_PORT <<<"$(free_ports 2)"
+    read -r PF_PORT PF_TLS_PORT PF_PROVIDER_PORT <<<"$(free_ports 3)"
     rm -rf "$pf"
     mkdir -p "$pf/conf/sasl" "$pf/queue" "$pf/data"
     chown postfix "$pf/data"
@@ -420,6 +440,10 @@ EOF
   -o smtpd_tls_auth_only=yes
   -o smtpd_sasl_auth_enable=yes
   -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+127.0.0.1:$PF_PROVIDER_PORT inet n - n - - smtpd
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_peername_lookup=no
 cleanup   unix  n - n - 0 cleanup
 qmgr      unix  n - n 300 1 qmgr
 tlsmgr    unix  - - n 1000? 1 tlsmgr
@@ -572,29 +596,79 @@ plain_scenario() {
 # The latency of each session-per-message row, from sessions.py's JSON.
 LATENCY="$TMP/latency.tsv"
 : > "$LATENCY"
-record_latency() { # record_latency SCENARIO PATH CLIENTS
+record_latency() { # record_latency SCENARIO PATH CLIENTS TURNS (counted at the delay line over the row)
     python3 -c 'import json, sys
 r = json.load(open(sys.argv[1])); l = r.get("latency_ms") or {}
-print("\t".join([sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]] + [str(l.get(k, 0)) for k in ("median", "mean", "p90")]))' \
-        "$TMP/sessions.json" "$1" "$2" "$3" "$(awk -v d="$DELAY_MS" 'BEGIN { print 2 * d }')" >> "$LATENCY"
+turns = int(sys.argv[6]) / r["ok"] if r.get("ok") else 0
+print("\t".join([sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]] + [str(l.get(k, 0)) for k in ("median", "mean", "p90")]
+                + [f"{turns:.2f}"]))' \
+        "$TMP/sessions.json" "$1" "$2" "$3" "$(awk -v d="$DELAY_MS" 'BEGIN { print 2 * d }')" "$4" >> "$LATENCY"
 }
 
-# latency_scenario NAME CLIENTS SIZE COUNT: a provider 2 x DELAY_MS of round trip away.
-latency_scenario() {
-    local name="$1" c="$2" size="$3" count="$4"
-    local auth=(--user demo --password "$DEMO_PASSWORD")
-    start_sink; start_delay
-    N=5; sessions "$c" "$size" "$DELAY_PORT" "${auth[@]}" >/dev/null 2>&1 || true; wait_sink 5 10
-    N="$count"; run_row "$name" direct "" 60 -- sessions "$c" "$size" "$DELAY_PORT" "${auth[@]}"
-    record_latency "$name" direct "$c"
-    stop_delay; stop_sink
+# offers PORT KEYWORD...: the EHLO reply of the server on PORT names every KEYWORD.
+offers() {
+    python3 - "$@" <<'PY'
+import smtplib, sys
+port, want = int(sys.argv[1]), [k.lower() for k in sys.argv[2:]]
+with smtplib.SMTP("127.0.0.1", port, local_hostname="bench.client", timeout=30) as s:
+    code, text = s.ehlo("bench.client")
+    missing = [k for k in want if not s.has_extn(k)]
+    print(text.decode(errors="replace").replace("\n", " "))
+sys.exit(1 if code != 250 or missing else 0)
+PY
+}
 
-    start_sink; start_delay; start_postern "$DELAY_PORT"
-    # Warm-up: the pool's connections open (and AUTH's first argon2 check runs) before the clock.
-    N=10; sessions "$c" "$size" "$POSTERN_PORT" "${auth[@]}" >/dev/null 2>&1 || true; wait_sink 10 20
-    N="$count"; run_row "$name" postern "$POSTERN_PID" 60 -- sessions "$c" "$size" "$POSTERN_PORT" "${auth[@]}"
-    record_latency "$name" postern "$c"
-    stop_postern; stop_delay; stop_sink
+# latency_scenario NAME CLIENTS SIZE COUNT PROVIDER DEVICE...: a provider
+# 2 x DELAY_MS of round trip away. PROVIDER "sink" is smtp-sink (PIPELINING, no
+# CHUNKING: postern relays with DATA); "postfix" is the private Postfix
+# instance's AUTH listener (its smtpd offers CHUNKING and PIPELINING: postern
+# relays with BDAT), which relays on to the sink, where the messages are
+# counted. One provider, delay line and postern serve every DEVICE ("waits":
+# smtplib as it is; "pipelines": sessions.py --pipelining), each going to the
+# provider directly, then through postern's warm pool: a scenario "NAME, device
+# DEVICE" of two rows.
+latency_scenario() {
+    local name="$1" c="$2" size="$3" count="$4" provider="$5"; shift 5
+    local auth=(--user demo --password "$DEMO_PASSWORD")
+    local target upstream_user="" wait_s=60 device opts turns base sc
+    start_sink
+    if [[ "$provider" == postfix ]]; then
+        start_postfix
+        target="$PF_PROVIDER_PORT" upstream_user=demo wait_s=300
+        local ehlo
+        if ! ehlo="$(offers "$target" CHUNKING PIPELINING AUTH)"; then
+            echo "bench: $name: the Postfix provider does not offer CHUNKING, PIPELINING and AUTH: $ehlo" >&2
+            failures=$((failures + 1))
+            stop_postfix; stop_sink
+            return 0
+        fi
+        echo "bench: $name: the provider's EHLO: $ehlo"
+    else
+        target="$SINK_PORT"
+    fi
+    start_delay "$target"
+    start_postern "$DELAY_PORT" "$upstream_user"
+    N=5; sessions "$c" "$size" "$DELAY_PORT" "${auth[@]}" >/dev/null 2>&1 || true; wait_sink 5 "$wait_s"
+    for device in "$@"; do
+        opts=()
+        [[ "$device" == pipelines ]] && opts=(--pipelining)
+        sc="$name, device $device"
+        turns="$(delay_turns)"
+        N="$count"; run_row "$sc" direct "" "$wait_s" -- sessions "$c" "$size" "$DELAY_PORT" "${auth[@]}" "${opts[@]}"
+        record_latency "$sc" direct "$c" $(( $(delay_turns) - turns ))
+        # Warm-up: the pool's connections open (and AUTH's first argon2 check
+        # runs) before the clock; again before each row, as the direct row may
+        # have outlasted the pool's idle_timeout.
+        base="$(sink_count)"
+        N=10; sessions "$c" "$size" "$POSTERN_PORT" "${auth[@]}" >/dev/null 2>&1 || true
+        wait_sink $((base + 10)) "$wait_s"
+        turns="$(delay_turns)"
+        N="$count"; run_row "$sc" postern "$POSTERN_PID" "$wait_s" -- sessions "$c" "$size" "$POSTERN_PORT" "${auth[@]}" "${opts[@]}"
+        record_latency "$sc" postern "$c" $(( $(delay_turns) - turns ))
+    done
+    stop_postern; stop_delay
+    if [[ "$provider" == postfix ]]; then stop_postfix; fi
+    stop_sink
 }
 
 tls_scenario() {
@@ -626,7 +700,18 @@ want() { [[ "$ONLY" == *",$1,"* ]]; }
 if want small; then plain_scenario "plain 2KB x20" 20 2048 "$MSG_SMALL"; fi
 if want large; then plain_scenario "plain 1MiB x5" 5 1048576 "$MSG_LARGE"; fi
 if want tls; then tls_scenario "tls+auth 2KB x10" 10 2048 "$MSG_TLS"; fi
-if want latency; then latency_scenario "provider $((2 * DELAY_MS))ms 2KB x5" 5 2048 "$MSG_LATENCY"; fi
+if want latency; then
+    # Toward smtp-sink (DATA upstream) and, with Postfix, Postfix's smtpd
+    # (CHUNKING: BDAT upstream); a device that waits for each reply
+    # (smtplib's own way) and one that pipelines MAIL, RCPT and DATA. --quick
+    # keeps the pipelining device only (the one the BDAT path is for).
+    devices=(waits pipelines)
+    (( QUICK )) && devices=(pipelines)
+    latency_scenario "provider $((2 * DELAY_MS))ms DATA" 5 2048 "$MSG_LATENCY" sink "${devices[@]}"
+    if (( POSTFIX_ROWS )); then
+        latency_scenario "provider $((2 * DELAY_MS))ms BDAT" 5 2048 "$MSG_LATENCY" postfix "${devices[@]}"
+    fi
+fi
 
 # --- AUTH flood -------------------------------------------------------------------
 FLOOD_ARG=()

@@ -1,6 +1,7 @@
 //! BDAT toward the provider (RFC 3030 CHUNKING). Against a recording upstream
 //! that offers CHUNKING: a one-recipient message's MAIL, RCPT and `BDAT n LAST`
-//! with the body reach it in one read, the body byte-exact and not dot-stuffed;
+//! with the body reach it in one read (the next device session's too, on the
+//! pooled connection, with nothing before it), the body byte-exact and not dot-stuffed;
 //! the provider's verdict on a deferred recipient comes back at end-of-data;
 //! refusals of a chunk map to the device's reply; a connection lost mid-BDAT is
 //! 451 with nothing accepted. Against one without CHUNKING, DATA as before.
@@ -120,19 +121,56 @@ async fn one_recipient_goes_in_one_flight_byte_exact() {
     );
     assert!(flight.ends_with(b"BDAT 8 LAST\r\nsecond\r\n"), "{flight:?}");
     assert_eq!(conn, read_with(&up, b"RCPT TO:<office@example.net>").0);
+    // A new device session takes that connection from the pool, and its
+    // message is again one flight with nothing before it (no RSET, NOOP or
+    // EHLO of its own): one round trip per message (scripts/bench.sh counts it).
+    c.cmd("QUIT").await;
+    let mut c = login(&p, "scanner").await;
+    let end = transaction(&mut c, "a@example.com", "three@example.net", b"third\r\n").await;
+    assert!(end.starts_with("250 "), "{end}");
+    up.wait_messages(3, WAIT).await;
+    assert_eq!(
+        up.connections(),
+        2,
+        "the start-up probe, then one pooled connection"
+    );
+    let on_conn: Vec<Vec<u8>> = up
+        .reads()
+        .into_iter()
+        .filter(|(n, _)| *n == conn)
+        .map(|(_, r)| r)
+        .skip_while(|r| !r.starts_with(b"MAIL FROM:"))
+        .collect();
+    assert_eq!(
+        on_conn.len(),
+        3,
+        "after the first message, only the messages' flights: {:?}",
+        on_conn
+            .iter()
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        on_conn[2].starts_with(
+            b"MAIL FROM:<a@example.com>\r\nRCPT TO:<three@example.net>\r\nBDAT 7 LAST\r\nthird\r\n"
+        ),
+        "{:?}",
+        String::from_utf8_lossy(&on_conn[2])
+    );
+    c.cmd("QUIT").await;
     let m = p.metrics_text().await;
     assert!(
         m.contains(
-            r#"postern_upstream_replies_total{class="2xx",command="DATA_END",upstream="fake"} 2"#
+            r#"postern_upstream_replies_total{class="2xx",command="DATA_END",upstream="fake"} 3"#
         ),
         "{m}"
     );
     assert!(
-        m.contains(r#"postern_recipients_total{result="accepted",user="scanner"} 2"#),
+        m.contains(r#"postern_recipients_total{result="accepted",user="scanner"} 3"#),
         "{m}"
     );
     assert!(
-        m.contains(r#"postern_messages_total{result="accepted",user="scanner"} 2"#),
+        m.contains(r#"postern_messages_total{result="accepted",user="scanner"} 3"#),
         "{m}"
     );
     p.stop().await;

@@ -7,9 +7,17 @@ latency without capping throughput. TCP's own handshake is local and not
 delayed (a real distant provider would cost one more round trip per new
 connection, which flatters the direct path).
 
+It also counts round trips as the wire shows them, whatever the machine's load
+does to the clock: a "turn" is data from the client side that follows data
+from the server side on the same connection (or is the first the client
+sends), so commands written together, or a body that arrives in many reads,
+are one turn, and every command a client sends only after a reply is one more.
+The banner alone (a server that speaks first) is not a turn.
+
     delay.py --listen PORT --to PORT --delay-ms 25
 
-Prints "ready" on stdout once it listens; runs until it is killed.
+Prints "ready" on stdout once it listens, then "turns=N" (the running total
+over every connection) each time a turn starts; runs until it is killed.
 """
 
 import argparse
@@ -17,8 +25,19 @@ import asyncio
 import sys
 
 
-async def pump(reader, writer, delay):
-    """Copies reader to writer, each chunk `delay` seconds late; EOF is passed on the same way."""
+TURNS = 0
+
+
+def count_turn():
+    global TURNS
+    TURNS += 1
+    print(f"turns={TURNS}", flush=True)
+
+
+async def pump(reader, writer, delay, side, last):
+    """Copies reader to writer, each chunk `delay` seconds late; EOF is passed on the same way.
+    `side` is "client" or "server", the end `reader` reads from; `last` (shared by
+    a connection's two pumps) holds the side that sent the latest data."""
     loop = asyncio.get_running_loop()
     queue = asyncio.Queue()
 
@@ -28,6 +47,10 @@ async def pump(reader, writer, delay):
                 data = await reader.read(65536)
             except (ConnectionError, OSError):
                 data = b""
+            if data:
+                if side == "client" and last[0] != "client":
+                    count_turn()
+                last[0] = side
             await queue.put((loop.time() + delay, data))
             if not data:
                 return
@@ -66,7 +89,9 @@ async def main():
             c_writer.close()
             return
         try:
-            await asyncio.gather(pump(c_reader, u_writer, delay), pump(u_reader, c_writer, delay))
+            last = [None]
+            await asyncio.gather(pump(c_reader, u_writer, delay, "client", last),
+                                 pump(u_reader, c_writer, delay, "server", last))
         finally:
             for w in (c_writer, u_writer):
                 w.close()
