@@ -11,6 +11,8 @@
 
 use tracing_subscriber::fmt::MakeWriter;
 
+mod fields;
+
 use crate::config::LogFormat;
 
 /// The subscriber postern logs with, writing to `writer` (stderr in `main`;
@@ -36,7 +38,12 @@ where
                 .with_span_list(false)
                 .finish(),
         ),
-        LogFormat::Text => Box::new(builder.with_ansi(ansi).finish()),
+        LogFormat::Text => Box::new(
+            builder
+                .with_ansi(ansi)
+                .fmt_fields(fields::TextFields::default())
+                .finish(),
+        ),
     }
 }
 
