@@ -175,7 +175,7 @@ async fn a_dead_letter_notice_goes_to_notify_never_to_the_sender() {
 async fn recovery_discards_half_written_entries_and_resumes_delivery() {
     let up = MemoryUpstream::default();
     up.set_down(true);
-    let mut first = server(&up, "", "delivery = \"spool\"");
+    let first = server(&up, "", "delivery = \"spool\"");
     let mut t = logged_in(&first).await;
     let id = queued_id(&send(&mut t, &["you@example.net"], "survives").await);
     t.cmd("QUIT", "221").await;
@@ -184,20 +184,9 @@ async fn recovery_discards_half_written_entries_and_resumes_delivery() {
     std::fs::write(dir.join("queue/1-000000-dead.eml"), b"half").unwrap();
     std::fs::write(dir.join("tmp/2-000000-beef.eml"), b"half").unwrap();
     // The daemon is gone (its spool lock too); a new one starts on the same files.
-    let toml = config("", "delivery = \"spool\"")
-        .replace("{dir}", &first.dir.path().display().to_string());
-    // Keep the files when the first daemon goes.
-    let files = std::mem::replace(&mut first.dir, tempfile::tempdir().unwrap());
-    let keep = files.path().to_path_buf();
-    drop(first);
-    // Its last tasks end (a real crash ends them at once).
-    until(Duration::from_secs(10), || {
-        std::fs::File::open(keep.join("spool/lock")).is_ok_and(|f| f.try_lock().is_ok())
-    })
-    .await;
     up.set_down(false);
-    let second = Server::build(&toml, up.connector());
-    second.state.shared.policy().start_upstreams();
+    let (second, files) = restart(first, &up, "delivery = \"spool\"").await;
+    let keep = files.path().to_path_buf();
     assert!(!keep.join("spool/queue/1-000000-dead.eml").exists());
     assert_eq!(count(&keep.join("spool/tmp"), ""), 0);
     assert_eq!(
@@ -238,7 +227,19 @@ async fn over_max_size_new_messages_get_452() {
     // A declared size over what is left is refused at MAIL.
     t.cmd("MAIL FROM:<scanner@example.com> SIZE=1000", "452 4.3.1")
         .await;
-    assert_eq!(count(&spool_dir(&s).join("queue"), ".eml"), 1);
+    // The one taken is written out as files once it has waited a second (by
+    // the spool's upkeep, which the delivery workers' start starts too).
+    s.state
+        .shared
+        .policy()
+        .spool
+        .as_ref()
+        .unwrap()
+        .start_housekeeping();
+    until(Duration::from_secs(5), || {
+        count(&spool_dir(&s).join("queue"), ".eml") == 1
+    })
+    .await;
     assert_eq!(count(&spool_dir(&s).join("tmp"), ""), 0);
     assert_eq!(
         s.metric("postern_messages_total{result=\"spool_full\",user=\"dev\"}"),

@@ -15,8 +15,9 @@ use crate::upstream::outbox::{self, Envelope, Spool};
 pub enum Sink {
     /// The outbox file being written.
     Outbox(Spool),
-    /// The spool entry being written (`delivery = "spool"`).
-    Spool(std::sync::Arc<spool::Spool>, Incoming),
+    /// The spool entry being written (`delivery = "spool"`, or a fallback
+    /// spooled before DATA); the flag as `Route::Spool`'s.
+    Spool(std::sync::Arc<spool::Spool>, Incoming, bool),
     /// The kept provider connection, after its 354.
     Provider,
     /// Fallback: the provider connection and a spool entry written alongside
@@ -59,9 +60,9 @@ impl Relay {
     ///
     /// # Errors
     /// `SpoolFull` over `max_size` or on a full disk, `LocalError` otherwise.
-    pub fn begin_spool(s: &std::sync::Arc<spool::Spool>) -> Result<Sink, Refusal> {
+    pub fn begin_spool(s: &std::sync::Arc<spool::Spool>, hold: bool) -> Result<Sink, Refusal> {
         s.begin()
-            .map(|inc| Sink::Spool(s.clone(), inc))
+            .map(|inc| Sink::Spool(s.clone(), inc, hold))
             .map_err(spool_refusal)
     }
 
@@ -86,7 +87,7 @@ impl Relay {
                 tracing::error!(error = %e, "outbox: cannot write the message");
                 Refusal::LocalError
             }),
-            Sink::Spool(_, inc) => inc.write(lines).map_err(spool_refusal),
+            Sink::Spool(_, inc, _) => inc.write(lines).map_err(spool_refusal),
             Sink::Tee(_, inc, provider) => {
                 if let Some(i) = inc
                     && let Err(e) = i.write(lines)
@@ -130,7 +131,7 @@ impl Relay {
     pub fn abort(&mut self, sink: Sink) {
         match sink {
             Sink::Outbox(spool) => spool.abort(),
-            Sink::Spool(_, inc) => inc.abort(),
+            Sink::Spool(_, inc, _) => inc.abort(),
             Sink::Provider => self.drop_connection(),
             Sink::Tee(_, inc, _) => {
                 if let Some(i) = inc {
@@ -186,14 +187,14 @@ impl Relay {
                     }
                 }
             }
-            Sink::Spool(s, inc) => {
+            Sink::Spool(s, inc, hold) => {
                 let all: Vec<String> = m
                     .recipients
                     .iter()
                     .chain(m.spool_recipients)
                     .cloned()
                     .collect();
-                spool_commit(&s, inc, m, &all).await
+                spool_commit(&s, inc, m, &all, hold).await
             }
             Sink::Tee(s, inc, provider) => self.finish_tee(s, inc, provider, m).await,
             Sink::Provider => {
@@ -377,7 +378,8 @@ impl Relay {
                 let reply = from_upstream(&name, &r);
                 match inc {
                     Some(inc) if !m.spool_recipients.is_empty() => {
-                        let (spooled, _) = spool_commit(&s, inc, m, m.spool_recipients).await;
+                        let (spooled, _) =
+                            spool_commit(&s, inc, m, m.spool_recipients, false).await;
                         if spooled.code == 250 {
                             (reply, "accepted")
                         } else {
@@ -410,18 +412,21 @@ impl Relay {
                     .chain(m.spool_recipients)
                     .cloned()
                     .collect();
-                spool_commit(&s, inc, m, &all).await
+                spool_commit(&s, inc, m, &all, false).await
             }
         }
     }
 }
 
-/// Commits a spool entry for `recipients`: `250 Queued as <id>`, or the refusal.
+/// Commits a spool entry for `recipients`: `250 Queued as <id>`, or the
+/// refusal. `hold`: spool mode, where the message is expected to go at once
+/// (fallback spools what the provider could not take now: it waits).
 async fn spool_commit(
     s: &spool::Spool,
     inc: Incoming,
     m: &Finished<'_>,
     recipients: &[String],
+    hold: bool,
 ) -> (Reply, &'static str) {
     let body = match m.body {
         Some(BodyType::EightBitMime) => "8bitmime",
@@ -439,6 +444,7 @@ async fn spool_commit(
         ret: m.ret,
         envid: m.envid,
         rcpt_dsn: m.rcpt_dsn,
+        hold,
     };
     match s.commit(inc, &msg).await {
         Ok(id) => (

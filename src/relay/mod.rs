@@ -44,8 +44,10 @@ pub enum Route {
     /// The outbox directory: postern answers, and stores the message.
     Outbox(Outbox),
     /// `delivery = "spool"`: postern answers, the spool keeps the message and
-    /// its workers deliver it to the upstream named here.
-    Spool(Arc<Spool>, Arc<str>),
+    /// its workers deliver it to the upstream named here. The flag: spool
+    /// mode, where the message should go at once (see `spool::hold`), not a
+    /// fallback from a provider that could not take it now.
+    Spool(Arc<Spool>, Arc<str>, bool),
     /// `delivery = "fallback"`: relayed as `Provider`; what the provider cannot
     /// take now (set-up failure, pool wait, a lost connection, a timeout, any
     /// 4xx) goes to the spool and the client hears 250.
@@ -69,7 +71,7 @@ impl Route {
             Target::Smtp(pool) => pool.clone(),
         };
         Some(match (upstream.delivery, spool) {
-            (Delivery::Spool, Some(s)) => Route::Spool(s.clone(), upstream.name.clone()),
+            (Delivery::Spool, Some(s)) => Route::Spool(s.clone(), upstream.name.clone(), true),
             (Delivery::Fallback, Some(s)) => Route::Fallback(pool, s.clone()),
             _ => Route::Provider(pool),
         })
@@ -84,7 +86,7 @@ impl Route {
     pub fn spool_instead(&self) -> Option<Route> {
         match self {
             Route::Fallback(pool, spool) => {
-                Some(Route::Spool(spool.clone(), pool.dial().name.clone()))
+                Some(Route::Spool(spool.clone(), pool.dial().name.clone(), false))
             }
             _ => None,
         }
@@ -170,7 +172,7 @@ impl Relay {
                 queue.push_back(Slot::Ready(Reply::new(250, "2.1.0", "Sender OK")));
                 return Ok(After::Continue);
             }
-            Route::Spool(spool, _) => {
+            Route::Spool(spool, ..) => {
                 if spool.is_full(mail.params.size.unwrap_or(0)) {
                     return Err(Refusal::SpoolFull);
                 }

@@ -53,8 +53,8 @@ impl Session {
         if txn.forwarded == 0 {
             return self.decline(Refusal::NoValidRecipients);
         }
-        if let Route::Spool(spool, _) = &txn.route {
-            return match Relay::begin_spool(spool) {
+        if let Route::Spool(spool, _, hold) = &txn.route {
+            return match Relay::begin_spool(spool, *hold) {
                 Ok(sink) => {
                     self.push(go_ahead());
                     self.start_body(sink)
@@ -164,10 +164,10 @@ impl Session {
             return Next::Continue;
         };
         txn.route = route;
-        let Route::Spool(spool, _) = &txn.route else {
+        let Route::Spool(spool, _, hold) = &txn.route else {
             return Next::Continue;
         };
-        match Relay::begin_spool(spool) {
+        match Relay::begin_spool(spool, *hold) {
             Ok(sink) => {
                 if let Some(Slot::Ready(last)) = self.replies.back_mut() {
                     *last = go_ahead();

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
-use super::store::{self, Committer, Layout, Op, Place, RcptStatus, Record};
+use super::commit::{Committer, Op};
+use super::store::{self, Layout, Place, RcptStatus, Record};
 use super::wall_ms;
 
 /// The queue commands.
@@ -169,6 +170,11 @@ fn retry(layout: &Layout, mut r: Record) -> std::io::Result<()> {
 }
 
 fn delete(layout: &Layout, place: Place, id: &str) -> std::io::Result<()> {
+    // The daemon's log may still hold the entry; a tombstone keeps a replay
+    // after a crash from bringing it back (the next checkpoint removes it).
+    std::fs::create_dir_all(layout.gone())?;
+    File::create(layout.gone().join(id))?.sync_all()?;
+    store::sync_dir(&layout.gone())?;
     Committer::commit_blocking(
         vec![],
         vec![

@@ -19,7 +19,8 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::store::{Op, Place, Rcpt, RcptStatus, Record};
+use super::commit::{Logged, Op};
+use super::store::{Place, Rcpt, RcptStatus, Record};
 use super::{NewMessage, Spool};
 use crate::smtp::reply::Reply;
 use crate::upstream::UpstreamError;
@@ -145,36 +146,52 @@ async fn attempt(spool: &Spool, default: &Arc<Pool>, how: &How<'_>, id: &str) {
     let max_recipients = how.max_recipients;
     let layout = &spool.layout;
     let eml_path = layout.eml(Place::Queue, id);
-    let file = match File::open(&eml_path) {
-        Ok(f) => f,
-        Err(_) => {
-            spool.forget(id);
-            return;
-        }
-    };
-    if file.try_lock().is_err() {
-        let attempts = spool.index().queued.get(id).map_or(0, |m| m.attempts);
-        spool.release(
-            id,
-            spool.clock.now_ms() + BUSY_RETRY.as_millis() as u64,
-            attempts,
-        );
-        return;
-    }
-    // Under the lock: the record as it is now (a queue command may have changed it).
-    let mut record = match layout.read_record(Place::Queue, id) {
-        Ok(r) => r,
-        Err(_) => {
-            spool.forget(id);
-            return;
+    // A message still held in memory is delivered from there; no queue
+    // command can reach it before it is written out, so it needs no lock.
+    let mut file = None;
+    let (mut record, read) = match spool.hold.snapshot(id) {
+        Some((record, eml)) => (record, Ok(Some(eml))),
+        None => {
+            let f = match File::open(&eml_path) {
+                Ok(f) => f,
+                Err(_) => {
+                    spool.forget(id);
+                    return;
+                }
+            };
+            if f.try_lock().is_err() {
+                let attempts = spool.index().queued.get(id).map_or(0, |m| m.attempts);
+                spool.release(
+                    id,
+                    spool.clock.now_ms() + BUSY_RETRY.as_millis() as u64,
+                    attempts,
+                );
+                return;
+            }
+            file = Some(f);
+            // Under the lock: the record as it is now (a queue command may have changed it).
+            let record = match layout.read_record(Place::Queue, id) {
+                Ok(r) => r,
+                Err(_) => {
+                    spool.forget(id);
+                    return;
+                }
+            };
+            let read = match std::fs::read(&eml_path) {
+                Ok(c) if crc32fast::hash(&c) == record.crc32 && c.len() as u64 == record.size => {
+                    Ok(Some(Arc::<[u8]>::from(c)))
+                }
+                Ok(_) => Ok(None),
+                Err(e) => Err(e),
+            };
+            (record, read)
         }
     };
     let pool = &pool_for(default, how.accounts, &record.mail_from);
     let name = pool.dial().name.clone();
     let now = spool.clock.now_ms();
-    let content = match std::fs::read(&eml_path) {
-        Ok(c) if crc32fast::hash(&c) == record.crc32 && c.len() as u64 == record.size => Some(c),
-        Ok(_) => None,
+    let content = match read {
+        Ok(c) => c,
         Err(e) => {
             tracing::error!(id, error = %e, "spool: cannot read message; retrying later");
             spool.release(
@@ -265,6 +282,18 @@ async fn attempt(spool: &Spool, default: &Arc<Pool>, how: &How<'_>, id: &str) {
         .iter()
         .filter(|r| r.status == RcptStatus::Dead)
         .count();
+    if (pending > 0 || dead > 0)
+        && let Err(e) = spool.hold.write_out(layout, id)
+    {
+        // Its outcome is kept in its files: without them, try again later.
+        tracing::error!(id, error = %e, "spool: cannot write the message's files; will retry");
+        spool.release(
+            id,
+            now + spool.settings.retry_initial.as_millis() as u64,
+            record.attempts,
+        );
+        return;
+    }
     if pending == 0 {
         let result = if dead == 0 {
             remove(spool, id).await
@@ -349,22 +378,32 @@ async fn save(spool: &Spool, record: &Record) -> std::io::Result<()> {
 
 /// Removes a delivered entry: record first (the commit point), then the
 /// message, each renamed into `done/` (unlinked later, off the commit path).
+/// A `Gone` in the log makes it durable (a replay removes what a crash left).
 async fn remove(spool: &Spool, id: &str) -> std::io::Result<()> {
     let l = &spool.layout;
+    // Still held in memory: it has no files.
+    let ops = if spool.hold.discard(id) {
+        Vec::new()
+    } else {
+        vec![
+            Op::Discard(
+                l.json(Place::Queue, id),
+                l.done().join(format!("{id}.json")),
+            ),
+            Op::Discard(l.eml(Place::Queue, id), l.done().join(format!("{id}.eml"))),
+        ]
+    };
     spool
         .committer
-        .commit(
+        .submit(
             vec![],
-            vec![
-                Op::Discard(
-                    l.json(Place::Queue, id),
-                    l.done().join(format!("{id}.json")),
-                ),
-                Op::Discard(l.eml(Place::Queue, id), l.done().join(format!("{id}.eml"))),
-            ],
+            vec![],
+            ops,
             vec![l.dir(Place::Queue)],
+            Some(Logged::Gone(id.to_owned())),
         )
         .await
+        .map(|_| ())
 }
 
 /// Moves an entry to `dead/` with its reasons: message, then record, then the old record goes.
@@ -437,6 +476,7 @@ async fn notify(spool: &Spool, record: &Record) {
                     ret: None,
                     envid: None,
                     rcpt_dsn: &[],
+                    hold: false,
                 },
             )
             .await

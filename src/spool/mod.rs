@@ -1,5 +1,6 @@
 //! The durable spool: messages acknowledged with `250 Queued as <id>` once
-//! their content and envelope are on disk (`store`, group-committed), an index
+//! their content and envelope are on disk (`store`, group-committed by
+//! `commit`, small messages through the write-ahead log `wal`), an index
 //! of what waits for which upstream, and the delivery workers (`deliver`)
 //! that drain it through the upstream's pool.
 //!
@@ -20,9 +21,12 @@
 //! the same entry; the queue commands take the entry's file lock.
 
 pub mod cli;
+pub mod commit;
 pub mod deliver;
+pub mod hold;
 pub mod metrics;
 pub mod store;
+pub mod wal;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -36,8 +40,9 @@ use tokio::sync::watch;
 
 use crate::config::SpoolSettings;
 use crate::smtp::command::{RcptParams, Ret};
+use commit::{Committer, Logged, Op};
 pub use metrics::SpoolMetrics;
-use store::{Committer, Layout, Op, Place, Rcpt, RcptStatus, Record};
+use store::{Layout, Place, Rcpt, RcptStatus, Record};
 
 /// Why a message could not be spooled.
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +207,10 @@ pub struct NewMessage<'a> {
     /// The DSN parameters of each RCPT that had any, by address (the first
     /// match counts for an address given twice).
     pub rcpt_dsn: &'a [(String, RcptParams)],
+    /// Expected to be delivered at once: its files are written only if it
+    /// is still queued after `hold::WRITE_AFTER` (otherwise right after its
+    /// commit; see `hold`).
+    pub hold: bool,
 }
 
 /// The spool of one directory.
@@ -209,6 +218,8 @@ pub struct Spool {
     pub layout: Layout,
     pub settings: SpoolSettings,
     committer: Arc<Committer>,
+    /// Small messages in the log whose files are not written yet.
+    hold: Arc<hold::Hold>,
     pub clock: Clock,
     index: Mutex<Index>,
     /// Bumped whenever something becomes due; workers watch it.
@@ -243,11 +254,37 @@ impl Spool {
             ));
         }
         let started = tokio::time::Instant::now();
+        let had_log = (0..2).any(|i| layout.wal().join(i.to_string()).exists());
+        let held = Arc::new(hold::Hold::default());
+        let (log, entries) = match wal::Wal::open(&layout, held.clone()) {
+            Ok((log, entries)) => (Some(log), entries),
+            Err(e) if !had_log => {
+                tracing::warn!(
+                    dir = %settings.dir.display(),
+                    error = %e,
+                    "spool: no room for the write-ahead log; every message syncs its own files"
+                );
+                (None, Vec::new())
+            }
+            Err(e) => return Err(e),
+        };
+        let logged = entries.len();
+        let replayed = wal::replay(&layout, entries)?;
+        let restored = replayed.restored;
         let discarded = layout.recover()?;
+        let committer = match log {
+            Some(mut log) => {
+                // What the log held is in the files now: make them durable, empty it.
+                log.checkpoint(replayed.live)?;
+                Committer::with_wal(log)
+            }
+            None => Committer::new(),
+        };
         let spool = Spool {
             layout,
             settings: settings.clone(),
-            committer: Arc::new(Committer::new()),
+            committer: Arc::new(committer),
+            hold: held,
             clock: Clock::new(),
             index: Mutex::new(Index::default()),
             wake: watch::channel(0).0,
@@ -279,6 +316,8 @@ impl Spool {
             queued = loaded,
             dead,
             discarded,
+            logged,
+            restored,
             ms = started.elapsed().as_millis() as u64,
             "spool recovered"
         );
@@ -436,9 +475,9 @@ impl Spool {
             return Err(SpoolError::from_io(io::Error::from(kind)));
         }
         // A large message is in its file already (flushed here); a small one
-        // is written by the round.
-        let mut write = Vec::new();
+        // goes to the round in memory.
         let mut sync = Vec::new();
+        let mut small = None;
         match file {
             Some(mut w) => {
                 let flushed = w.write_all(&buf).and_then(|()| w.flush());
@@ -454,7 +493,7 @@ impl Spool {
                     }
                 }
             }
-            None => write.push((tmp.clone(), buf)),
+            None => small = Some(Arc::<[u8]>::from(buf)),
         }
         let now = self.clock.now_ms();
         let record = Record {
@@ -507,21 +546,57 @@ impl Spool {
             }
         };
         json.push(b'\n');
-        write.push((json_tmp.clone(), json));
         let eml = self.layout.eml(Place::Queue, &id);
         let json_path = self.layout.json(Place::Queue, &id);
-        let r = self
-            .committer
-            .commit_writes(
-                write,
-                sync,
-                vec![
-                    Op::Rename(tmp.clone(), eml.clone()),
-                    Op::Rename(json_tmp.clone(), json_path.clone()),
-                ],
-                vec![self.layout.dir(Place::Queue)],
-            )
-            .await;
+        let ops = vec![
+            Op::Rename(tmp.clone(), eml.clone()),
+            Op::Rename(json_tmp.clone(), json_path.clone()),
+        ];
+        let dirs = vec![self.layout.dir(Place::Queue)];
+        let r = match &small {
+            // A small message can be a log record, held in memory after it.
+            Some(content) => {
+                let json: Arc<[u8]> = json.into();
+                let logged = Logged::Put {
+                    id: id.clone(),
+                    json: json.clone(),
+                    eml: content.clone(),
+                    files: [tmp.clone(), json_tmp.clone()],
+                };
+                let r = self
+                    .committer
+                    .submit(Vec::new(), sync, ops, dirs, Some(logged))
+                    .await;
+                if let Ok(true) = r {
+                    self.hold.insert(
+                        &id,
+                        hold::Held {
+                            record: record.clone(),
+                            json,
+                            eml: content.clone(),
+                            since: tokio::time::Instant::now(),
+                        },
+                    );
+                    if !m.hold {
+                        // Off the async thread: a create can wait on the journal.
+                        let (held, layout, id) =
+                            (self.hold.clone(), self.layout.clone(), id.clone());
+                        let written =
+                            tokio::task::spawn_blocking(move || held.write_out(&layout, &id)).await;
+                        if let Ok(Err(e)) = written {
+                            // The log has it; the housekeeping tries again.
+                            tracing::warn!(error = %e, "spool: cannot write a message's files yet");
+                        }
+                    }
+                }
+                r.map(|_| ())
+            }
+            None => self
+                .committer
+                .submit(vec![(json_tmp.clone(), json)], sync, ops, dirs, None)
+                .await
+                .map(|_| ()),
+        };
         if let Err(e) = r {
             // Not acknowledged: take back whatever got in (record first).
             cleanup(&[&json_path, &eml, &json_tmp, &tmp]);
@@ -649,9 +724,13 @@ impl Spool {
                 let Some(s) = weak.upgrade() else { return };
                 s.process_control();
                 s.publish_oldest();
-                let layout = s.layout.clone();
+                let (layout, held) = (s.layout.clone(), s.hold.clone());
                 drop(s);
-                let _ = tokio::task::spawn_blocking(move || layout.sweep()).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    held.write_out_old(&layout);
+                    layout.sweep()
+                })
+                .await;
             }
         });
     }

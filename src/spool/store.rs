@@ -1,5 +1,4 @@
-//! The spool on disk: one directory per state, two files per message, and the
-//! group committer that makes writes durable together.
+//! The spool on disk: one directory per state, two files per message.
 //!
 //! ```text
 //! dir/lock            held by the running daemon (one `postern run` per spool)
@@ -9,32 +8,25 @@
 //! dir/dead/<id>.*     dead letters, the same pair, with a reason per recipient
 //! dir/control/<id>    notices from `postern queue` for the running daemon
 //! dir/done/, dir/trash/ delivered entries' files, unlinked in the background
+//! dir/wal/0, dir/wal/1  the write-ahead log of small messages (see `wal`)
+//! dir/gone/<id>       tombstones of deleted entries, until the next checkpoint
 //! ```
 //!
 //! The `.json` is the commit point of an entry: it is renamed into place last,
-//! after both files' contents are on disk, and removed first when an entry
+//! after both files' contents are on disk (or, for a small message, in the
+//! log, which brings back what a crash lost of them), and removed first when an entry
 //! leaves. So an `.eml` without its `.json` was never acknowledged (or is
 //! already gone) and recovery removes it; a `.json` whose `.eml` sits in the
 //! other state directory is a move that a crash interrupted, and recovery
 //! finishes or undoes it (see `recover`). This relies on the file system
 //! keeping renames in order across a crash, as ext4's and xfs's journals do.
 //!
-//! # Group commit
-//! Every durable change goes through the `Committer`. A round takes every
-//! change queued since the last one, syncs all their files' data at once (in
-//! parallel: the file system folds concurrent syncs into one journal commit),
-//! performs their renames and removals, and syncs each directory touched once.
-//! A session waiting for its 250 therefore shares its disk sync with every
-//! other session that finished at the same time. Measured on this machine's
-//! ext4 (2 KB messages): a sync per message in series 8–10 ms each; batches of
-//! 20 with parallel data syncs and one directory sync 0.3–0.6 ms each; one
-//! append-only log with one sync per batch 0.2–0.3 ms each.
+//! Durable changes go through the group committer (`commit`); small
+//! messages are made durable by its log (`wal`) rather than by their files.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -163,6 +155,14 @@ impl Layout {
     pub fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
     }
+    /// The write-ahead log's segments (`wal`).
+    pub fn wal(&self) -> PathBuf {
+        self.root.join("wal")
+    }
+    /// Tombstones of entries `postern queue delete` removed (`wal`).
+    pub fn gone(&self) -> PathBuf {
+        self.root.join("gone")
+    }
     pub fn control(&self) -> PathBuf {
         self.root.join("control")
     }
@@ -194,6 +194,8 @@ impl Layout {
             self.control(),
             self.done(),
             self.trash(),
+            self.wal(),
+            self.gone(),
         ] {
             fs::create_dir_all(d)?;
         }
@@ -339,240 +341,6 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// One step of a durable change, done by the committer in order.
-#[derive(Debug)]
-pub enum Op {
-    Rename(PathBuf, PathBuf),
-    Remove(PathBuf),
-    /// Out of its directory into `done/` (a rename; no error if it is gone
-    /// already): a removal that leaves the unlink to `Layout::sweep`.
-    Discard(PathBuf, PathBuf),
-}
-
-/// A durable change: sync these files' data, then do `ops`, then sync `dirs`.
-pub struct Job {
-    /// Files to create, fill and sync in the round (small messages never touch
-    /// the disk on an async thread).
-    pub write: Vec<(PathBuf, Vec<u8>)>,
-    pub sync: Vec<File>,
-    pub ops: Vec<Op>,
-    pub dirs: Vec<PathBuf>,
-    pub done: tokio::sync::oneshot::Sender<io::Result<()>>,
-}
-
-/// The group committer. A change is queued; if no round is running, the
-/// caller starts one on a blocking thread, which takes every change queued
-/// so far, and again until none is left. So changes that arrive while a round
-/// syncs go together in the next round.
-#[derive(Default)]
-pub struct Committer {
-    /// Changes waiting, and whether a round is running.
-    state: Mutex<(Vec<Job>, bool)>,
-    rounds: AtomicU64,
-}
-
-/// Most file syncs run at once in one round.
-const PARALLEL_SYNCS: usize = 64;
-
-impl Committer {
-    pub fn new() -> Committer {
-        Committer::default()
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, (Vec<Job>, bool)> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Rounds run so far (each one disk sync per directory touched).
-    pub fn rounds(&self) -> u64 {
-        self.rounds.load(Ordering::Relaxed)
-    }
-
-    /// Makes a change durable, together with whatever else is waiting.
-    ///
-    /// # Errors
-    /// The first disk error of the change (its later steps are not done).
-    pub async fn commit(
-        self: &Arc<Self>,
-        sync: Vec<File>,
-        ops: Vec<Op>,
-        dirs: Vec<PathBuf>,
-    ) -> io::Result<()> {
-        self.commit_writes(Vec::new(), sync, ops, dirs).await
-    }
-
-    /// As `commit`, creating and filling the files of `write` in the round first.
-    ///
-    /// # Errors
-    /// As `commit`.
-    pub async fn commit_writes(
-        self: &Arc<Self>,
-        write: Vec<(PathBuf, Vec<u8>)>,
-        sync: Vec<File>,
-        ops: Vec<Op>,
-        dirs: Vec<PathBuf>,
-    ) -> io::Result<()> {
-        let (done, rx) = tokio::sync::oneshot::channel();
-        let start = {
-            let mut st = self.state();
-            st.0.push(Job {
-                write,
-                sync,
-                ops,
-                dirs,
-                done,
-            });
-            !std::mem::replace(&mut st.1, true)
-        };
-        if start {
-            let me = self.clone();
-            // A blocking task (not a thread of our own): tokio's paused test
-            // clock does not jump ahead while one runs.
-            tokio::task::spawn_blocking(move || {
-                loop {
-                    let batch = {
-                        let mut st = me.state();
-                        if st.0.is_empty() {
-                            st.1 = false;
-                            return;
-                        }
-                        std::mem::take(&mut st.0)
-                    };
-                    me.rounds.fetch_add(1, Ordering::Relaxed);
-                    commit_round(batch);
-                }
-            });
-        }
-        rx.await
-            .map_err(|_| io::Error::other("spool commit was lost"))?
-    }
-
-    /// As `commit`, for a caller that is not async (the queue commands).
-    ///
-    /// # Errors
-    /// As `commit`.
-    pub fn commit_blocking(sync: Vec<File>, ops: Vec<Op>, dirs: Vec<PathBuf>) -> io::Result<()> {
-        let (done, mut rx) = tokio::sync::oneshot::channel();
-        commit_round(vec![Job {
-            write: Vec::new(),
-            sync,
-            ops,
-            dirs,
-            done,
-        }]);
-        rx.try_recv().map_err(|_| io::Error::other("commit lost"))?
-    }
-}
-
-/// One file of a round: synced as it is, or created, filled and synced.
-enum Unit<'a> {
-    Sync(&'a File),
-    Write(&'a Path, &'a [u8]),
-}
-
-impl Unit<'_> {
-    fn run(&self) -> io::Result<()> {
-        match self {
-            Unit::Sync(f) => f.sync_data(),
-            Unit::Write(p, bytes) => {
-                let mut f = File::options().write(true).create_new(true).open(p)?;
-                f.write_all(bytes)?;
-                f.sync_data()
-            }
-        }
-    }
-}
-
-/// One round: every file's data synced (in parallel), then each job's steps in
-/// order, then each touched directory synced once.
-fn commit_round(batch: Vec<Job>) {
-    let t0 = tokio::time::Instant::now();
-    let mut results: Vec<io::Result<()>> = Vec::with_capacity(batch.len());
-    let files: Vec<(usize, Unit<'_>)> = batch
-        .iter()
-        .enumerate()
-        .flat_map(|(i, j)| {
-            j.write
-                .iter()
-                .map(move |(p, b)| (i, Unit::Write(p, b)))
-                .chain(j.sync.iter().map(move |f| (i, Unit::Sync(f))))
-        })
-        .collect();
-    let mut sync_failed: Vec<Option<io::Error>> = (0..batch.len()).map(|_| None).collect();
-    for chunk in files.chunks(PARALLEL_SYNCS) {
-        let outcomes: Vec<(usize, io::Result<()>)> = if chunk.len() == 1 {
-            vec![(chunk[0].0, chunk[0].1.run())]
-        } else {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = chunk
-                    .iter()
-                    .map(|(i, u)| (*i, s.spawn(move || u.run())))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|(i, h)| {
-                        (
-                            i,
-                            h.join()
-                                .unwrap_or_else(|_| Err(io::Error::other("sync panicked"))),
-                        )
-                    })
-                    .collect()
-            })
-        };
-        for (i, r) in outcomes {
-            if let Err(e) = r {
-                sync_failed[i].get_or_insert(e);
-            }
-        }
-    }
-    let t1 = t0.elapsed();
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    for (job, failed) in batch.iter().zip(sync_failed) {
-        let r = match failed {
-            Some(e) => Err(e),
-            None => job.ops.iter().try_for_each(|op| match op {
-                Op::Rename(a, b) => fs::rename(a, b),
-                Op::Remove(p) => match fs::remove_file(p) {
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                    other => other,
-                },
-                Op::Discard(a, b) => match fs::rename(a, b) {
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                    other => other,
-                },
-            }),
-        };
-        if r.is_ok() {
-            for d in &job.dirs {
-                if !dirs.contains(d) {
-                    dirs.push(d.clone());
-                }
-            }
-        }
-        results.push(r);
-    }
-    let t2 = t0.elapsed();
-    let dir_result: Option<io::Error> = dirs.iter().find_map(|d| sync_dir(d).err());
-    // Where a round's time goes (`RUST_LOG=postern::spool=trace`): the data
-    // syncs wait for the file system's journal commit, the steps for its locks.
-    tracing::trace!(
-        jobs = batch.len(),
-        files = files.len(),
-        data_us = t1.as_micros() as u64,
-        steps_us = (t2 - t1).as_micros() as u64,
-        total_us = t0.elapsed().as_micros() as u64,
-        "spool commit round"
-    );
-    for (job, r) in batch.into_iter().zip(results) {
-        let r = match (&dir_result, r) {
-            (Some(e), Ok(())) => Err(io::Error::new(e.kind(), e.to_string())),
-            (_, r) => r,
-        };
-        let _ = job.done.send(r);
-    }
-}
-
 /// Whether an I/O error means the disk (or a quota) is full.
 pub fn is_disk_full(e: &io::Error) -> bool {
     matches!(
@@ -581,31 +349,35 @@ pub fn is_disk_full(e: &io::Error) -> bool {
     ) || e.raw_os_error() == Some(28)
 }
 
+/// A record for the unit tests.
+#[cfg(test)]
+pub(super) fn sample_record(id: &str) -> Record {
+    Record {
+        id: id.to_owned(),
+        upstream: "up".into(),
+        user: "u".into(),
+        mail_from: "a@b".into(),
+        client_mail_from: "a@b".into(),
+        received_at_ms: 0,
+        size: 3,
+        crc32: 0,
+        smtputf8: false,
+        body: "7bit".into(),
+        attempts: 0,
+        next_attempt_ms: 0,
+        last_error: None,
+        recipients: vec![],
+        notice: false,
+        ret: None,
+        envid: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn record(id: &str) -> Record {
-        Record {
-            id: id.to_owned(),
-            upstream: "up".into(),
-            user: "u".into(),
-            mail_from: "a@b".into(),
-            client_mail_from: "a@b".into(),
-            received_at_ms: 0,
-            size: 3,
-            crc32: 0,
-            smtputf8: false,
-            body: "7bit".into(),
-            attempts: 0,
-            next_attempt_ms: 0,
-            last_error: None,
-            recipients: vec![],
-            notice: false,
-            ret: None,
-            envid: None,
-        }
-    }
+    use super::sample_record as record;
 
     #[test]
     fn recovery_discards_uncommitted_and_repairs_interrupted_moves() {
@@ -680,35 +452,5 @@ mod tests {
         for bad in ["", "../x", "a/b", "a.json", &"x".repeat(65)] {
             assert!(!valid_id(bad), "{bad}");
         }
-    }
-
-    #[tokio::test]
-    async fn a_commit_round_renames_after_syncing() {
-        let d = tempfile::tempdir().unwrap();
-        let l = Layout::new(d.path());
-        l.create().unwrap();
-        let c = Arc::new(Committer::new());
-        let (f, tmp) = l.write_tmp_record(&record("r1")).unwrap();
-        c.commit(
-            vec![f],
-            vec![Op::Rename(tmp, l.json(Place::Queue, "r1"))],
-            vec![l.dir(Place::Queue)],
-        )
-        .await
-        .unwrap();
-        assert_eq!(l.read_record(Place::Queue, "r1").unwrap(), record("r1"));
-        // A failing step is reported and the rest of that change is not done.
-        let r = c
-            .commit(
-                vec![],
-                vec![
-                    Op::Rename(l.tmp().join("missing"), l.json(Place::Queue, "r2")),
-                    Op::Remove(l.json(Place::Queue, "r1")),
-                ],
-                vec![],
-            )
-            .await;
-        assert!(r.is_err());
-        assert!(l.json(Place::Queue, "r1").exists());
     }
 }

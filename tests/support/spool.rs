@@ -163,3 +163,25 @@ pub async fn queue(s: &Server, args: &[&str]) -> Result<String, String> {
     .await
     .unwrap()
 }
+
+/// Ends `first` as a crash would leave its spool (the files kept, the lock
+/// released once its last tasks end: a real crash ends them at once) and
+/// starts a new daemon on the same files. `upstream` as for `config`. Returns
+/// the new daemon and the kept directory (its `spool/` is the spool).
+pub async fn restart(
+    mut first: Server,
+    up: &MemoryUpstream,
+    upstream: &str,
+) -> (Server, tempfile::TempDir) {
+    let toml = config("", upstream).replace("{dir}", &first.dir.path().display().to_string());
+    let files = std::mem::replace(&mut first.dir, tempfile::tempdir().unwrap());
+    let lock = files.path().join("spool/lock");
+    drop(first);
+    until(Duration::from_secs(10), || {
+        std::fs::File::open(&lock).is_ok_and(|f| f.try_lock().is_ok())
+    })
+    .await;
+    let second = Server::build(&toml, up.connector());
+    second.state.shared.policy().start_upstreams();
+    (second, files)
+}
