@@ -46,10 +46,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 mod replay;
+mod retire;
 pub use replay::{Replayed, replay};
+use retire::{Retire, retire, sync_entries};
 
 use super::hold::Hold;
-use super::store::{Layout, Place};
+use super::store::Layout;
 
 /// Bytes of one segment.
 pub const SEGMENT_BYTES: u64 = 8 << 20;
@@ -132,89 +134,6 @@ fn read_header(f: &File) -> Option<(u64, State)> {
         .into_iter()
         .find(|s| h == header(generation, *s))
         .map(|s| (generation, s))
-}
-
-/// What a retirement that failed leaves to do again.
-struct Retire {
-    error: io::Error,
-    segment: usize,
-    generation: u64,
-    live: HashSet<String>,
-    tombstones: Vec<PathBuf>,
-}
-
-/// Writes out the held entries of `live`, syncs the files of all of them (in
-/// parallel) and the spool's directories, so that nothing the log says of
-/// them is needed any more.
-fn sync_entries(layout: &Layout, hold: &Hold, live: &HashSet<String>) -> io::Result<()> {
-    for id in live {
-        hold.write_out(layout, id)?;
-    }
-    let ids: Vec<&String> = live.iter().collect();
-    for chunk in ids.chunks(64) {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|id| {
-                    s.spawn(move || -> io::Result<()> {
-                        for place in [Place::Queue, Place::Dead] {
-                            for path in [layout.eml(place, id), layout.json(place, id)] {
-                                match File::open(&path) {
-                                    Ok(f) => f.sync_data()?,
-                                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                                    Err(e) => return Err(e),
-                                }
-                            }
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            handles.into_iter().try_for_each(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("sync panicked")))
-            })
-        })?;
-    }
-    for dir in [
-        layout.dir(Place::Queue),
-        layout.dir(Place::Dead),
-        layout.done(),
-    ] {
-        super::store::sync_dir(&dir)?;
-    }
-    Ok(())
-}
-
-/// Retires a segment: its entries' files synced, then its header marked.
-fn retire(
-    layout: &Layout,
-    hold: &Hold,
-    file: &File,
-    segment: usize,
-    generation: u64,
-    live: HashSet<String>,
-    tombstones: Vec<PathBuf>,
-) -> Result<(), Retire> {
-    let done = sync_entries(layout, hold, &live).and_then(|()| {
-        file.write_all_at(&header(generation, State::Retired), 0)?;
-        file.sync_data()
-    });
-    match done {
-        Ok(()) => {
-            for t in tombstones {
-                let _ = fs::remove_file(t);
-            }
-            Ok(())
-        }
-        Err(error) => Err(Retire {
-            error,
-            segment,
-            generation,
-            live,
-            tombstones,
-        }),
-    }
 }
 
 fn checksum(generation: u64, kind: u8, payload: &[&[u8]]) -> u32 {

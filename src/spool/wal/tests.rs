@@ -1,5 +1,5 @@
 use super::*;
-use crate::spool::store::sample_record;
+use crate::spool::store::{Place, sample_record};
 
 fn fresh() -> (tempfile::TempDir, Layout, Wal) {
     let d = tempfile::tempdir().unwrap();
