@@ -176,11 +176,7 @@ async fn attempt(spool: &Spool, default: &Arc<Pool>, how: &How<'_>, id: &str) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(id, error = %e, "spool: cannot read message; retrying later");
-            spool.release(
-                id,
-                now + spool.settings.retry_initial.as_millis() as u64,
-                record.attempts,
-            );
+            spool.retry_soon(id, now, record.attempts);
             return;
         }
     };
@@ -269,11 +265,7 @@ async fn attempt(spool: &Spool, default: &Arc<Pool>, how: &How<'_>, id: &str) {
     {
         // Its outcome is kept in its files: without them, try again later.
         tracing::error!(id, error = %e, "spool: cannot write the message's files; will retry");
-        spool.release(
-            id,
-            now + spool.settings.retry_initial.as_millis() as u64,
-            record.attempts,
-        );
+        spool.retry_soon(id, now, record.attempts);
         return;
     }
     if pending == 0 {
@@ -286,11 +278,7 @@ async fn attempt(spool: &Spool, default: &Arc<Pool>, how: &How<'_>, id: &str) {
             Ok(()) => spool.forget(id),
             Err(e) => {
                 tracing::error!(id, error = %e, "spool: cannot record the outcome; will retry");
-                spool.release(
-                    id,
-                    now + spool.settings.retry_initial.as_millis() as u64,
-                    record.attempts,
-                );
+                spool.retry_soon(id, now, record.attempts);
             }
         }
         if dead > 0 {
@@ -330,6 +318,14 @@ async fn attempt(spool: &Spool, default: &Arc<Pool>, how: &How<'_>, id: &str) {
     );
     spool.release(id, record.next_attempt_ms, record.attempts);
     drop(file);
+}
+
+impl Spool {
+    /// Puts an entry back after `retry_initial`: a local failure to retry.
+    fn retry_soon(&self, id: &str, now: u64, attempts: u32) {
+        let next = now + self.settings.retry_initial.as_millis() as u64;
+        self.release(id, next, attempts);
+    }
 }
 
 /// Every pending recipient dies with `why`.
