@@ -336,12 +336,19 @@ fn a_refused_low_port_gets_the_capability_hint() {
     } else {
         Command::new(BIN)
     };
-    let out = cmd
-        .args(["run", "-c", path.to_str().unwrap()])
+    cmd.args(["run", "-c", path.to_str().unwrap()])
         .current_dir("/")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .stdin(Stdio::null());
+    // The copy's write descriptor lives on, until their exec, in the children
+    // other tests fork meanwhile: exec then fails with ETXTBSY for a moment.
+    let mut out = cmd.output().unwrap();
+    for _ in 0..50 {
+        if !text(&out.stderr).contains("Text file busy") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        out = cmd.output().unwrap();
+    }
     let _ = std::fs::remove_dir_all("/tmp/postern-low-port-test-outbox");
     let stderr = text(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
