@@ -114,8 +114,22 @@ pub struct Client {
     /// With `[cluster]`: this connection's share of the upstream's
     /// `max_connections` across replicas, held for the connection's life.
     hold: Option<crate::cluster::Hold>,
+    /// `read_reply`'s metric children, resolved once per command word on
+    /// this connection (a label lookup hashes and locks: two per reply).
+    reply_metrics: Vec<ReplyMetrics>,
     _active: ActiveGuard,
 }
+
+/// The children of `upstream_command_duration_seconds` and
+/// `upstream_replies_total` for one command word of one connection.
+struct ReplyMetrics {
+    label: &'static str,
+    duration: prometheus::Histogram,
+    /// By reply class 2xx to 5xx, made when first seen.
+    replies: [Option<prometheus::IntCounter>; 4],
+}
+
+const REPLY_CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
 
 /// Counts the connection in `upstream_connections_active` while it lives.
 struct ActiveGuard(prometheus::IntGauge);
@@ -196,6 +210,7 @@ impl Client {
             caps: Capabilities::default(),
             last_used: Instant::now(),
             replies: 0,
+            reply_metrics: Vec::new(),
             last_batch: Vec::new(),
             permit: None,
             traffic,
@@ -757,17 +772,30 @@ impl Client {
         }
         let m = &self.dial.metrics;
         let name = &*self.dial.name;
-        m.upstream_command_duration
-            .with_label_values(&[name, label])
-            .observe(sent.elapsed().as_secs_f64());
-        let class = match reply.class() {
-            2 => "2xx",
-            3 => "3xx",
-            4 => "4xx",
-            _ => "5xx",
+        let i = match self.reply_metrics.iter().position(|r| r.label == label) {
+            Some(i) => i,
+            None => {
+                self.reply_metrics.push(ReplyMetrics {
+                    label,
+                    duration: m.upstream_command_duration.with_label_values(&[name, label]),
+                    replies: [None, None, None, None],
+                });
+                self.reply_metrics.len() - 1
+            }
         };
-        m.upstream_replies
-            .with_label_values(&[name, label, class])
+        let class = match reply.class() {
+            2 => 0,
+            3 => 1,
+            4 => 2,
+            _ => 3,
+        };
+        let r = &mut self.reply_metrics[i];
+        r.duration.observe(sent.elapsed().as_secs_f64());
+        r.replies[class]
+            .get_or_insert_with(|| {
+                m.upstream_replies
+                    .with_label_values(&[name, label, REPLY_CLASSES[class]])
+            })
             .inc();
         Ok(reply)
     }
