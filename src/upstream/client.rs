@@ -777,7 +777,9 @@ impl Client {
             None => {
                 self.reply_metrics.push(ReplyMetrics {
                     label,
-                    duration: m.upstream_command_duration.with_label_values(&[name, label]),
+                    duration: m
+                        .upstream_command_duration
+                        .with_label_values(&[name, label]),
                     replies: [None, None, None, None],
                 });
                 self.reply_metrics.len() - 1
