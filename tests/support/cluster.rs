@@ -30,6 +30,12 @@ pub fn replica_toml(
     )
 }
 
+/// `toml` (a `replica_toml`) with a `[spool]` of its own in `{dir}/spool`,
+/// for upstreams with `delivery = "spool"`.
+pub fn with_spool(toml: &str) -> String {
+    format!("{toml}\n[spool]\ndir = \"{{dir}}/spool\"\n")
+}
+
 /// A session of user "dev" after EHLO and AUTH.
 pub async fn login(p: &Postern) -> Raw {
     let mut c = Raw::connect(p.addr("smtp")).await;
@@ -43,6 +49,11 @@ pub async fn login(p: &Postern) -> Raw {
 
 /// One message; the reply that decided it (MAIL's when MAIL was refused).
 pub async fn send(c: &mut Raw) -> String {
+    send_body(c, "Subject: t\r\n\r\nhello\r\n").await
+}
+
+/// `send` with `body` (CRLF-terminated lines) as the message.
+pub async fn send_body(c: &mut Raw, body: &str) -> String {
     let mail = c.cmd("MAIL FROM:<dev@example.com>").await;
     if !mail.starts_with("250") {
         return mail;
@@ -51,5 +62,5 @@ pub async fn send(c: &mut Raw) -> String {
     assert!(rcpt.starts_with("250"), "RCPT {rcpt:?}");
     let data = c.cmd("DATA").await;
     assert!(data.starts_with("354"), "DATA {data:?}");
-    c.cmd("Subject: t\r\n\r\nhello\r\n.").await
+    c.cmd(&format!("{body}.")).await
 }
