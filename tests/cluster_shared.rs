@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use support::cluster::{login, replica_toml, send};
+use support::cluster::{greeted, login, replica_toml, send, trusted};
 use support::postern::{PosternBuilder, Raw, spawn_postern};
 use support::redis::Redis;
 use support::relay::PASSWORD;
@@ -272,4 +272,55 @@ async fn lost_leases_end_the_provider_connection_after_the_transaction_then_the_
     let mut d = login(&a).await;
     assert!(send(&mut d).await.starts_with("250"));
     assert_eq!(up.wait_messages(3, Duration::from_secs(5)).await.len(), 3);
+}
+
+#[tokio::test]
+async fn mail_takes_the_users_lease_and_message_rate_together_and_a_refused_lease_takes_no_message()
+{
+    let Some(redis) = Redis::start() else { return };
+    let up = FakeUpstream::start(UpstreamConfig::default()).await;
+    let limits = "max_connections_per_user = 1\nmessages_per_minute = 3";
+    let toml = trusted(&replica_toml(&redis.url(), "", &up, "", limits));
+    let a = spawn_postern(&toml).await;
+    let b = spawn_postern(&toml).await;
+    // A's session holds the user's one slot, taken at its MAIL.
+    let mut ca = greeted(&a).await;
+    assert!(send(&mut ca).await.starts_with("250"));
+    // B's session is refused the slot at MAIL, and the message it would
+    // have sent is not taken from the rate.
+    let mut cb = greeted(&b).await;
+    let refused = cb.cmd("MAIL FROM:<dev@example.com>").await;
+    assert!(refused.starts_with("421 4.7.0"), "{refused:?}");
+    assert!(cb.closed().await);
+    // A's slot is given back when its session ends (with the next decision,
+    // or alone within a few ms): B's next session has it at once.
+    assert!(ca.cmd("QUIT").await.starts_with("221"));
+    assert!(ca.closed().await);
+    let started = Instant::now();
+    let mut replies = Vec::new();
+    loop {
+        let mut cb = greeted(&b).await;
+        let r = send(&mut cb).await;
+        if !r.starts_with("421") {
+            replies.push(r);
+            replies.push(send(&mut cb).await);
+            replies.push(send(&mut cb).await);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "A's slot was not given back: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 3 a minute: A's one, then two of B's; the refused MAIL took none.
+    assert!(replies[0].starts_with("250"), "{replies:#?}");
+    assert!(replies[1].starts_with("250"), "{replies:#?}");
+    assert!(replies[2].starts_with("450 4.7.1"), "{replies:#?}");
+    for p in [&a, &b] {
+        for d in ["message_rate", "user_connections"] {
+            let fell_back = format!("postern_cluster_fallback_total{{decision=\"{d}\"}}");
+            assert_eq!(p.metric(&fell_back).await, 0.0, "{d}");
+        }
+    }
 }

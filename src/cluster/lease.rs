@@ -4,7 +4,8 @@
 //! lost; whoever holds it ends what uses it at the next safe point (a
 //! provider connection after its transaction). `Hold` is a slot taken either
 //! way: a lease, or — when Redis did not answer and `on_redis_error =
-//! "local"` — a local guard within the divided limit.
+//! "local"` — a local guard within the divided limit. A lease dropped is
+//! given back with the next decision sent (`decide`), or alone after a few ms.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -17,8 +18,8 @@ use super::{Cluster, LeaseVerdict};
 
 /// What the renewal knows of one lease.
 pub(super) struct Held {
-    key: String,
-    member: String,
+    pub(super) key: String,
+    pub(super) member: String,
     lost: AtomicBool,
 }
 
@@ -64,17 +65,9 @@ impl Drop for Lease {
         if self.is_lost() || !self.cluster.may_ask() {
             return;
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let cluster = self.cluster.clone();
-        let held = self.held.clone();
-        rt.spawn(async move {
-            let mut conn = cluster.conn.clone();
-            let cmd = redis::cmd("ZREM").arg(&held.key).arg(&held.member).clone();
-            // A release that does not arrive is freed by the TTL.
-            let _ = cluster.ask(cmd.query_async::<u32>(&mut conn)).await;
-        });
+        // Given back with the next decision, or alone within a few ms; a
+        // release that does not arrive is freed by the TTL.
+        self.cluster.release(self.held.clone());
     }
 }
 

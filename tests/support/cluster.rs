@@ -36,6 +36,30 @@ pub fn with_spool(toml: &str) -> String {
     format!("{toml}\n[spool]\ndir = \"{{dir}}/spool\"\n")
 }
 
+/// `toml` (a `replica_toml`) with user "dev" sending from 127.0.0.1 without
+/// AUTH (its `networks`, the listener's `auth = "optional"`): a session's
+/// MAIL takes its connection lease and its message rate together.
+pub fn trusted(toml: &str) -> String {
+    toml.replacen(
+        "name = \"smtp\"\n",
+        "name = \"smtp\"\nauth = \"optional\"\n",
+        1,
+    )
+    .replacen(
+        "name = \"dev\"\n",
+        "name = \"dev\"\nnetworks = [\"127.0.0.1/32\"]\n",
+        1,
+    )
+}
+
+/// A session after EHLO, without AUTH (see `trusted`).
+pub async fn greeted(p: &Postern) -> Raw {
+    let mut c = Raw::connect(p.addr("smtp")).await;
+    assert!(c.reply().await.starts_with("220 "));
+    assert!(c.cmd("EHLO client.test").await.starts_with("250"));
+    c
+}
+
 /// A session of user "dev" after EHLO and AUTH.
 pub async fn login(p: &Postern) -> Raw {
     let mut c = Raw::connect(p.addr("smtp")).await;

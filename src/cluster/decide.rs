@@ -1,0 +1,200 @@
+//! One round trip per SMTP command: the decisions a command needs (at MAIL
+//! the user's connection lease and `messages_per_minute`, at RCPT
+//! `recipients_per_hour`) go to Redis as one `DECIDE` script call, and the
+//! leases given back since the last call ride along in front of them. A
+//! release waits at most `RELEASE_DELAY` for such a ride; then it goes
+//! alone, with whatever else was given back meanwhile.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::lease::{Held, Lease};
+use super::{Cluster, LeaseVerdict, Verdict};
+
+/// How long a lease given back waits for the next decision to carry it.
+const RELEASE_DELAY: Duration = Duration::from_millis(5);
+
+/// One decision of a `decide` batch.
+pub enum Ask<'a> {
+    /// One of the `max` slots of `parts` (a connection lease).
+    Lease { parts: &'a [&'a str], max: u32 },
+    /// `cost` units of a GCRA rate: at most `burst` per `period`
+    /// (`Quota::with_period` semantics: a burst of `burst`, then one every
+    /// `period / burst`); a cost above the burst is taken as the burst.
+    Rate {
+        parts: &'a [&'a str],
+        period: Duration,
+        burst: u32,
+        cost: u32,
+    },
+}
+
+/// What Redis said about one `Ask`.
+pub enum Answer {
+    Lease(LeaseVerdict),
+    Rate(Verdict),
+    /// Not decided: a lease before it in the batch was refused.
+    NotAsked,
+}
+
+impl Answer {
+    fn unavailable(ask: &Ask<'_>) -> Answer {
+        match ask {
+            Ask::Lease { .. } => Answer::Lease(LeaseVerdict::Unavailable),
+            Ask::Rate { .. } => Answer::Rate(Verdict::Unavailable),
+        }
+    }
+}
+
+impl Cluster {
+    /// Decides `asks` in order in one round trip, atomically; a refused
+    /// lease ends the batch (what follows it is `NotAsked`, nothing taken).
+    pub async fn decide<const N: usize>(self: &Arc<Self>, asks: [Ask<'_>; N]) -> [Answer; N] {
+        if !self.may_ask() {
+            self.drop_releases();
+            return asks.each_ref().map(Answer::unavailable);
+        }
+        let ttl = u64::try_from(self.lease_ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut call = self.scripts.decide.prepare_invoke();
+        self.add_releases(&mut call);
+        let mut leases: [Option<(u64, String, String)>; N] = [const { None }; N];
+        for (i, ask) in asks.iter().enumerate() {
+            match *ask {
+                Ask::Lease { parts, max } => {
+                    let key = self.key(parts);
+                    let n = self
+                        .next_lease
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let member = format!("{}:{n}", self.holder);
+                    call.key(&key)
+                        .key(format!("{key}:want"))
+                        .arg("l")
+                        .arg(&member)
+                        .arg(max.max(1))
+                        .arg(ttl);
+                    leases[i] = Some((n, key, member));
+                }
+                Ask::Rate {
+                    parts,
+                    period,
+                    burst,
+                    cost,
+                } => {
+                    let burst = burst.max(1);
+                    let interval = (period.as_micros() / u128::from(burst)).max(1);
+                    let interval = u64::try_from(interval).unwrap_or(u64::MAX);
+                    call.key(self.key(parts))
+                        .arg("g")
+                        .arg(interval)
+                        .arg(burst)
+                        .arg(cost.clamp(1, burst));
+                }
+            }
+        }
+        let mut conn = self.conn.clone();
+        let Some(out) = self.ask(call.invoke_async::<Vec<u64>>(&mut conn)).await else {
+            return asks.each_ref().map(Answer::unavailable);
+        };
+        let mut out = out.into_iter();
+        std::array::from_fn(|i| match (&asks[i], out.next()) {
+            (_, None) => Answer::NotAsked,
+            (Ask::Lease { .. }, Some(1)) => match leases[i].take() {
+                Some((n, key, member)) => {
+                    Answer::Lease(LeaseVerdict::Granted(Lease::new(self, n, key, member)))
+                }
+                None => Answer::NotAsked,
+            },
+            (Ask::Lease { .. }, Some(_)) => Answer::Lease(LeaseVerdict::Full),
+            (Ask::Rate { .. }, Some(0)) => Answer::Rate(Verdict::Allowed),
+            (Ask::Rate { .. }, Some(wait)) => {
+                Answer::Rate(Verdict::Wait(Duration::from_micros(wait)))
+            }
+        })
+    }
+
+    /// One GCRA decision: at most `burst` per `period`.
+    pub async fn rate(self: &Arc<Self>, parts: &[&str], period: Duration, burst: u32) -> Verdict {
+        self.rate_n(parts, period, burst, 1).await
+    }
+
+    /// `rate` for `cost` units at once (a batch of recipients), as governor's
+    /// `check_n`; a cost above the burst is taken as the burst.
+    pub async fn rate_n(
+        self: &Arc<Self>,
+        parts: &[&str],
+        period: Duration,
+        burst: u32,
+        cost: u32,
+    ) -> Verdict {
+        let [answer] = self
+            .decide([Ask::Rate {
+                parts,
+                period,
+                burst,
+                cost,
+            }])
+            .await;
+        match answer {
+            Answer::Rate(v) => v,
+            _ => Verdict::Unavailable,
+        }
+    }
+
+    /// Tries once, without waiting, to take one of the `max` slots of `parts`.
+    pub async fn try_lease(self: &Arc<Self>, parts: &[&str], max: u32) -> LeaseVerdict {
+        let [answer] = self.decide([Ask::Lease { parts, max }]).await;
+        match answer {
+            Answer::Lease(v) => v,
+            _ => LeaseVerdict::Unavailable,
+        }
+    }
+
+    /// Queues a lease given back for the next round trip (or `release_loop`).
+    pub(super) fn release(&self, held: Arc<Held>) {
+        let mut queue = self.releases.lock().unwrap_or_else(|p| p.into_inner());
+        queue.push(held);
+        if queue.len() == 1 {
+            self.release_wake.notify_one();
+        }
+    }
+
+    /// Puts the queued releases at the front of `call` (`DECIDE`'s `r`).
+    fn add_releases(&self, call: &mut redis::ScriptInvocation<'_>) {
+        let queue = std::mem::take(&mut *self.releases.lock().unwrap_or_else(|p| p.into_inner()));
+        for held in &queue {
+            call.key(&held.key).arg("r").arg(&held.member);
+        }
+    }
+
+    /// Forgets the queued releases: Redis is away, the TTL frees them.
+    fn drop_releases(&self) {
+        self.releases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    fn releases_waiting(&self) -> bool {
+        !self
+            .releases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+}
+
+/// Sends the releases no decision carried within `RELEASE_DELAY`, until the
+/// cluster is dropped (its `Drop` wakes this loop to end it).
+pub(super) async fn release_loop(cluster: Weak<Cluster>, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        tokio::time::sleep(RELEASE_DELAY).await;
+        let Some(c) = cluster.upgrade() else { return };
+        if c.releases_waiting() {
+            // A release that does not arrive is freed by the TTL.
+            let [] = c.decide([]).await;
+        }
+    }
+}
