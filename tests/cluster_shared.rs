@@ -324,3 +324,44 @@ async fn mail_takes_the_users_lease_and_message_rate_together_and_a_refused_leas
         }
     }
 }
+
+#[tokio::test]
+async fn recipients_per_hour_is_shared_and_a_unit_taken_at_mail_comes_back_unused() {
+    let Some(redis) = Redis::start() else { return };
+    let up = FakeUpstream::start(UpstreamConfig::default()).await;
+    let toml = replica_toml(&redis.url(), "", &up, "", "recipients_per_hour = 3");
+    let a = spawn_postern(&toml).await;
+    let b = spawn_postern(&toml).await;
+    let (mut ca, mut cb) = (login(&a).await, login(&b).await);
+    // Each MAIL takes the first RCPT's unit ahead, in its own round trip;
+    // a transaction that ends without a RCPT gives it back.
+    for i in 0..4 {
+        let c = if i % 2 == 0 { &mut ca } else { &mut cb };
+        assert!(
+            c.cmd("MAIL FROM:<dev@example.com>")
+                .await
+                .starts_with("250")
+        );
+        assert!(c.cmd("RSET").await.starts_with("250"));
+    }
+    let mut replies = Vec::new();
+    for i in 0..3 {
+        let c = if i % 2 == 0 { &mut ca } else { &mut cb };
+        replies.push(send(c).await);
+    }
+    assert!(replies.iter().all(|r| r.starts_with("250")), "{replies:#?}");
+    // The fourth recipient is over the shared 3 an hour (each replica alone
+    // allows 3): its MAIL is accepted, its RCPT refused.
+    assert!(
+        cb.cmd("MAIL FROM:<dev@example.com>")
+            .await
+            .starts_with("250")
+    );
+    let over = cb.cmd("RCPT TO:<to@example.net>").await;
+    assert!(over.starts_with("450 4.7.1"), "{over:?}");
+    assert_eq!(up.wait_messages(3, Duration::from_secs(5)).await.len(), 3);
+    for p in [&a, &b] {
+        let fell_back = "postern_cluster_fallback_total{decision=\"recipient_rate\"}";
+        assert_eq!(p.metric(fell_back).await, 0.0);
+    }
+}

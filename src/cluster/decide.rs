@@ -1,9 +1,16 @@
-//! One round trip per SMTP command: the decisions a command needs (at MAIL
-//! the user's connection lease and `messages_per_minute`, at RCPT
-//! `recipients_per_hour`) go to Redis as one `DECIDE` script call, and the
-//! leases given back since the last call ride along in front of them. A
-//! release waits at most `RELEASE_DELAY` for such a ride; then it goes
-//! alone, with whatever else was given back meanwhile.
+//! One round trip per SMTP command: the decisions a command needs go to
+//! Redis as one `DECIDE` script call, and what was given back since the last
+//! call (leases, rate units taken ahead and not used) rides along in front
+//! of them. What is given back waits at most `RELEASE_DELAY` for such a
+//! ride; then it goes alone, with whatever else was given back meanwhile.
+//!
+//! At MAIL the batch is the user's connection lease, `messages_per_minute`
+//! and one unit of `recipients_per_hour` taken ahead for the first RCPT
+//! (`Ask::Ahead`), so that a message to one recipient costs one round trip.
+//! A unit taken ahead is a `Taken`: used up by the RCPT, or given back when
+//! the transaction ends without one. It is taken only when the MAIL is
+//! allowed; when it could not be had, the RCPT asks Redis itself, as
+//! without it.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -13,7 +20,7 @@ use tokio::sync::Notify;
 use super::lease::{Held, Lease};
 use super::{Cluster, LeaseVerdict, Verdict};
 
-/// How long a lease given back waits for the next decision to carry it.
+/// How long what is given back waits for the next decision to carry it.
 const RELEASE_DELAY: Duration = Duration::from_millis(5);
 
 /// One decision of a `decide` batch.
@@ -22,12 +29,21 @@ pub enum Ask<'a> {
     Lease { parts: &'a [&'a str], max: u32 },
     /// `cost` units of a GCRA rate: at most `burst` per `period`
     /// (`Quota::with_period` semantics: a burst of `burst`, then one every
-    /// `period / burst`); a cost above the burst is taken as the burst.
+    /// `period / burst`); a cost above the burst is taken as the burst. A
+    /// wait ends the batch.
     Rate {
         parts: &'a [&'a str],
         period: Duration,
         burst: u32,
         cost: u32,
+    },
+    /// One unit of a rate taken ahead, for a decision still to come
+    /// (`Answer::Ahead`; `NotAsked` when it was not allowed). A wait ends
+    /// the batch too (so it goes last).
+    Ahead {
+        parts: &'a [&'a str],
+        period: Duration,
+        burst: u32,
     },
 }
 
@@ -35,7 +51,10 @@ pub enum Ask<'a> {
 pub enum Answer {
     Lease(LeaseVerdict),
     Rate(Verdict),
-    /// Not decided: a lease before it in the batch was refused.
+    /// `Ask::Ahead` allowed: the unit, to use up or give back.
+    Ahead(Taken),
+    /// Not decided (a lease or rate before it in the batch was refused), or
+    /// an `Ask::Ahead` not allowed or not answered.
     NotAsked,
 }
 
@@ -44,13 +63,63 @@ impl Answer {
         match ask {
             Ask::Lease { .. } => Answer::Lease(LeaseVerdict::Unavailable),
             Ask::Rate { .. } => Answer::Rate(Verdict::Unavailable),
+            Ask::Ahead { .. } => Answer::NotAsked,
         }
     }
 }
 
+/// Sent with the next decision (or alone within `RELEASE_DELAY`).
+pub(super) enum Giving {
+    /// A lease given back.
+    Release(Arc<Held>),
+    /// Rate units taken ahead and not used.
+    Units {
+        key: String,
+        interval: u64,
+        cost: u32,
+    },
+}
+
+/// Units of a rate taken ahead (`Ask::Ahead`): `use_up` when the decision
+/// they were taken for comes; dropped unused, they are given back.
+pub struct Taken {
+    cluster: Arc<Cluster>,
+    key: String,
+    interval: u64,
+    cost: u32,
+    used: bool,
+}
+
+impl Taken {
+    /// The decision they were taken for has come: they stay taken.
+    pub fn use_up(mut self) {
+        self.used = true;
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        if self.used || !self.cluster.may_ask() {
+            return;
+        }
+        self.cluster.give(Giving::Units {
+            key: std::mem::take(&mut self.key),
+            interval: self.interval,
+            cost: self.cost,
+        });
+    }
+}
+
+/// GCRA's emission interval in µs: `period / burst`.
+fn interval(period: Duration, burst: u32) -> u64 {
+    let interval = (period.as_micros() / u128::from(burst.max(1))).max(1);
+    u64::try_from(interval).unwrap_or(u64::MAX)
+}
+
 impl Cluster {
     /// Decides `asks` in order in one round trip, atomically; a refused
-    /// lease ends the batch (what follows it is `NotAsked`, nothing taken).
+    /// lease or rate ends the batch (what follows it is `NotAsked`, nothing
+    /// taken).
     pub async fn decide<const N: usize>(self: &Arc<Self>, asks: [Ask<'_>; N]) -> [Answer; N] {
         if !self.may_ask() {
             self.drop_releases();
@@ -60,6 +129,7 @@ impl Cluster {
         let mut call = self.scripts.decide.prepare_invoke();
         self.add_releases(&mut call);
         let mut leases: [Option<(u64, String, String)>; N] = [const { None }; N];
+        let mut ahead: [Option<(String, u64)>; N] = [const { None }; N];
         for (i, ask) in asks.iter().enumerate() {
             match *ask {
                 Ask::Lease { parts, max } => {
@@ -83,13 +153,25 @@ impl Cluster {
                     cost,
                 } => {
                     let burst = burst.max(1);
-                    let interval = (period.as_micros() / u128::from(burst)).max(1);
-                    let interval = u64::try_from(interval).unwrap_or(u64::MAX);
                     call.key(self.key(parts))
                         .arg("g")
-                        .arg(interval)
+                        .arg(interval(period, burst))
                         .arg(burst)
                         .arg(cost.clamp(1, burst));
+                }
+                Ask::Ahead {
+                    parts,
+                    period,
+                    burst,
+                } => {
+                    let key = self.key(parts);
+                    let interval = interval(period, burst);
+                    call.key(&key)
+                        .arg("g")
+                        .arg(interval)
+                        .arg(burst.max(1))
+                        .arg(1);
+                    ahead[i] = Some((key, interval));
                 }
             }
         }
@@ -111,6 +193,17 @@ impl Cluster {
             (Ask::Rate { .. }, Some(wait)) => {
                 Answer::Rate(Verdict::Wait(Duration::from_micros(wait)))
             }
+            (Ask::Ahead { .. }, Some(0)) => match ahead[i].take() {
+                Some((key, interval)) => Answer::Ahead(Taken {
+                    cluster: self.clone(),
+                    key,
+                    interval,
+                    cost: 1,
+                    used: false,
+                }),
+                None => Answer::NotAsked,
+            },
+            (Ask::Ahead { .. }, Some(_)) => Answer::NotAsked,
         })
     }
 
@@ -151,24 +244,36 @@ impl Cluster {
         }
     }
 
-    /// Queues a lease given back for the next round trip (or `release_loop`).
-    pub(super) fn release(&self, held: Arc<Held>) {
+    /// Queues what is given back for the next round trip (or `release_loop`).
+    pub(super) fn give(&self, what: Giving) {
         let mut queue = self.releases.lock().unwrap_or_else(|p| p.into_inner());
-        queue.push(held);
+        queue.push(what);
         if queue.len() == 1 {
             self.release_wake.notify_one();
         }
     }
 
-    /// Puts the queued releases at the front of `call` (`DECIDE`'s `r`).
+    /// Puts what is queued at the front of `call` (`DECIDE`'s `r` and `u`).
     fn add_releases(&self, call: &mut redis::ScriptInvocation<'_>) {
         let queue = std::mem::take(&mut *self.releases.lock().unwrap_or_else(|p| p.into_inner()));
-        for held in &queue {
-            call.key(&held.key).arg("r").arg(&held.member);
+        for what in &queue {
+            match what {
+                Giving::Release(held) => {
+                    call.key(&held.key).arg("r").arg(&held.member);
+                }
+                Giving::Units {
+                    key,
+                    interval,
+                    cost,
+                } => {
+                    call.key(key).arg("u").arg(*interval).arg(*cost);
+                }
+            }
         }
     }
 
-    /// Forgets the queued releases: Redis is away, the TTL frees them.
+    /// Forgets what is queued: Redis is away; the TTLs free the leases, and
+    /// units not given back expire with their window.
     fn drop_releases(&self) {
         self.releases
             .lock()
@@ -185,8 +290,8 @@ impl Cluster {
     }
 }
 
-/// Sends the releases no decision carried within `RELEASE_DELAY`, until the
-/// cluster is dropped (its `Drop` wakes this loop to end it).
+/// Sends what no decision carried within `RELEASE_DELAY`, until the cluster
+/// is dropped (its `Drop` wakes this loop to end it).
 pub(super) async fn release_loop(cluster: Weak<Cluster>, wake: Arc<Notify>) {
     loop {
         wake.notified().await;

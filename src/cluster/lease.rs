@@ -67,7 +67,8 @@ impl Drop for Lease {
         }
         // Given back with the next decision, or alone within a few ms; a
         // release that does not arrive is freed by the TTL.
-        self.cluster.release(self.held.clone());
+        self.cluster
+            .give(super::decide::Giving::Release(self.held.clone()));
     }
 }
 

@@ -9,9 +9,11 @@
 //! holder is a member of a sorted set scored by its expiry, renewed by this
 //! replica every third of `lease_ttl`, so the slots of a replica that dies or
 //! is cut off come free within the TTL. The decisions of one SMTP command
-//! are one script call, one round trip (`decide`: at MAIL the user's lease
-//! and the message rate, at RCPT the recipient rate), and a lease given back
-//! rides on the next call, or goes alone within 5 ms. A lease that could
+//! are one script call, one round trip (`decide`: at MAIL the user's lease,
+//! the message rate and the first RCPT's unit of the recipient rate taken
+//! ahead; at a later RCPT its recipient rate), and what is given back (a
+//! lease, a unit taken ahead and not used) rides on the next call, or goes
+//! alone within 5 ms. A lease that could
 //! not be renewed is lost: the provider connection holding it closes after
 //! its transaction, the session holding a user's lease at its next MAIL
 //! (`421 4.3.0`).
@@ -55,7 +57,7 @@ use redis::{IntoConnectionInfo, TlsCertificates};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-pub use decide::{Answer, Ask};
+pub use decide::{Answer, Ask, Taken};
 pub use lease::{CapError, Hold, Lease, SharedCap};
 
 use crate::config::{ClusterConfig, OnRedisError};
@@ -144,7 +146,7 @@ pub struct Cluster {
     link: Mutex<Link>,
     leases: Mutex<HashMap<u64, Arc<lease::Held>>>,
     /// Leases given back, waiting to ride on the next decision (`decide`).
-    releases: Mutex<Vec<Arc<lease::Held>>>,
+    releases: Mutex<Vec<decide::Giving>>,
     release_wake: Arc<Notify>,
     metrics: ClusterMetrics,
     scripts: scripts::Scripts,

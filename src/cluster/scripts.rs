@@ -19,15 +19,18 @@ use redis::Script;
 ///   Answers 1 when granted (or already held), else 0; a refusal sets the
 ///   "want" key for a second, telling the holders that someone waits (a
 ///   replica with idle connections then closes one), and ends the script:
-///   what came after it (a rate) is not taken.
+///   what came after it is not taken.
 /// - `g interval_us burst cost` — GCRA, as governor computes it (KEYS: the
 ///   rate key): the key holds the theoretical arrival time (TAT, µs). Allowed
 ///   when, after adding `cost` emission intervals, the TAT is at most
 ///   `burst × interval` ahead of now; the key expires when the TAT is
 ///   reached, i.e. when its state equals a fresh one. Answers 0 when allowed,
-///   else the wait in µs (> 0).
+///   else the wait in µs (> 0), and a wait ends the script too.
+/// - `u interval_us cost` — units taken ahead and not used, given back
+///   (KEYS: the rate key): the TAT moves back by `cost` intervals, the key
+///   going when that reaches now. No answer.
 ///
-/// Returns the answers in order (shorter after a refused lease).
+/// Returns the answers in order (shorter after a refusal).
 const DECIDE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -70,9 +73,23 @@ while i <= #ARGV do
     local limit = interval * burst
     if ahead > limit then
       out[#out + 1] = ahead - limit
-    else
-      redis.call('SET', key, after, 'PX', math.ceil(ahead / 1000))
-      out[#out + 1] = 0
+      return out
+    end
+    redis.call('SET', key, after, 'PX', math.ceil(ahead / 1000))
+    out[#out + 1] = 0
+  elseif op == 'u' then
+    local key = KEYS[k]
+    local interval, cost = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+    k = k + 1
+    i = i + 3
+    local tat = tonumber(redis.call('GET', key))
+    if tat then
+      tat = tat - interval * cost
+      if tat <= now then
+        redis.call('DEL', key)
+      else
+        redis.call('SET', key, tat, 'PX', math.ceil((tat - now) / 1000))
+      end
     end
   else
     return redis.error_reply('postern: unknown operation ' .. tostring(op))

@@ -36,8 +36,8 @@ impl Session {
             &mail.path,
         );
         let passes = !non_ascii && !too_big && sender_allowed;
-        let taken = match self.claim_slot_and_message(&user, passes).await {
-            Ok(taken) => taken,
+        let decided = match self.claim_slot_and_message(&user, passes).await {
+            Ok(decided) => decided,
             Err(r) => {
                 self.record_mail_refusal(&id, &mail.path, &r);
                 return Next::Close;
@@ -54,7 +54,7 @@ impl Session {
         if !sender_allowed {
             return self.mail_refused(&id, &mail, Refusal::SenderNotAllowed(user.name.clone()));
         }
-        if let Some(Err(r)) = taken {
+        if let Some(Err(r)) = decided.message {
             return self.mail_refused(&id, &mail, r);
         }
         let sender = user
@@ -117,6 +117,7 @@ impl Session {
             rcpt_dsn: Vec::new(),
             size_capped_by_fallback: false,
             max_size,
+            rcpt_ahead: decided.rcpt_ahead,
         };
         let label = self.user_label();
         match self

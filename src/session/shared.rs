@@ -19,6 +19,18 @@ pub(super) enum UserSlot {
     Shared(crate::cluster::Lease),
 }
 
+/// What MAIL's shared decisions came to (`claim_slot_and_message`).
+#[derive(Default)]
+pub(super) struct MailDecision {
+    /// `None`: not asked (the MAIL failed its own checks); `Some(Err)`: the
+    /// message is refused (over the rate, or Redis did not answer and the
+    /// configuration says refuse).
+    pub message: Option<Result<(), Refusal>>,
+    /// With `[cluster]`: the first RCPT's unit of `recipients_per_hour`,
+    /// taken ahead (given back if the transaction ends without a RCPT).
+    pub rcpt_ahead: Option<crate::cluster::Taken>,
+}
+
 /// How a shared rate was decided: by Redis, or left to the local limiter.
 enum Shared {
     Decided(Result<(), Duration>),
@@ -61,8 +73,13 @@ impl Session {
         }
     }
 
-    /// Takes one recipient from `user`'s `recipients_per_hour`.
+    /// Takes one recipient from `user`'s `recipients_per_hour`: the unit
+    /// MAIL took ahead, if it could, else one decided now.
     pub(super) async fn take_recipient(&mut self, user: &User) -> Result<(), Refusal> {
+        if let Some(taken) = self.txn.as_mut().and_then(|t| t.rcpt_ahead.take()) {
+            taken.use_up();
+            return Ok(());
+        }
         let period = Duration::from_secs(3600);
         let limit = user.limits.recipients_per_hour;
         let taken = match self
@@ -129,22 +146,26 @@ impl Session {
     /// MAIL's shared decisions, in one round trip with `[cluster]`: this
     /// connection against `user`'s connection cap (as `claim_user_slot`)
     /// and, when `message` (the MAIL passed its own checks), one message of
-    /// `messages_per_minute`, taken only once the slot is had. `Err` as
-    /// `claim_user_slot`; `Ok(Some(Err))`: the message is refused (over the
-    /// rate, or Redis did not answer and the configuration says refuse).
+    /// `messages_per_minute`, taken only once the slot is had, and one unit
+    /// of `recipients_per_hour` taken ahead for the first RCPT (only when
+    /// the message is allowed). `Err` as `claim_user_slot`.
     pub(super) async fn claim_slot_and_message(
         &mut self,
         user: &User,
         message: bool,
-    ) -> Result<Option<Result<(), Refusal>>, Refusal> {
+    ) -> Result<MailDecision, Refusal> {
         let need_slot = self.needs_user_slot(user)?;
         let period = Duration::from_secs(60);
         let limit = user.limits.messages_per_minute;
+        let mut rcpt_ahead = None;
         let (slot, rate) = match self.shared.cluster.clone() {
             None => (None, None),
             Some(c) => {
-                let (lease_key, rate_key) =
-                    (["lease", "user", &*user.name], ["rate", "msg", &*user.name]);
+                let (lease_key, rate_key, rcpt_key) = (
+                    ["lease", "user", &*user.name],
+                    ["rate", "msg", &*user.name],
+                    ["rate", "rcpt", &*user.name],
+                );
                 let lease = Ask::Lease {
                     parts: &lease_key,
                     max: user.limits.max_connections_per_user,
@@ -155,9 +176,15 @@ impl Session {
                     burst: limit,
                     cost: 1,
                 };
+                let ahead = Ask::Ahead {
+                    parts: &rcpt_key,
+                    period: Duration::from_secs(3600),
+                    burst: user.limits.recipients_per_hour,
+                };
                 match (need_slot, message) {
                     (true, true) => {
-                        let [l, r] = c.decide([lease, rate]).await;
+                        let [l, r, a] = c.decide([lease, rate, ahead]).await;
+                        rcpt_ahead = Some(a);
                         (Some((c.clone(), l)), Some((c, r)))
                     }
                     (true, false) => {
@@ -165,7 +192,8 @@ impl Session {
                         (Some((c, l)), None)
                     }
                     (false, true) => {
-                        let [r] = c.decide([rate]).await;
+                        let [r, a] = c.decide([rate, ahead]).await;
+                        rcpt_ahead = Some(a);
                         (None, Some((c, r)))
                     }
                     (false, false) => (None, None),
@@ -176,7 +204,7 @@ impl Session {
             self.take_user_slot(user, slot)?;
         }
         if !message {
-            return Ok(None);
+            return Ok(MailDecision::default());
         }
         let taken = match rate {
             None => user.rates.take_message(),
@@ -184,13 +212,26 @@ impl Session {
                 Ok(Shared::Decided(r)) => r,
                 Ok(Shared::Local) => user.rates.take_message(),
                 // Refused, not fallen back: the MAIL gets 451 4.3.0.
-                Err(r) => return Ok(Some(Err(r))),
+                Err(r) => {
+                    return Ok(MailDecision {
+                        message: Some(Err(r)),
+                        rcpt_ahead: None,
+                    });
+                }
             },
         };
-        Ok(Some(taken.map_err(|wait| Refusal::MessageRate {
+        let message = taken.map_err(|wait| Refusal::MessageRate {
             user: user.name.clone(),
             wait,
-        })))
+        });
+        let rcpt_ahead = match rcpt_ahead {
+            Some(Answer::Ahead(t)) if message.is_ok() => Some(t),
+            _ => None,
+        };
+        Ok(MailDecision {
+            message: Some(message),
+            rcpt_ahead,
+        })
     }
 
     /// Whether this session still has to claim `user`'s slot. `Err` when it
