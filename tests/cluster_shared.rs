@@ -365,3 +365,42 @@ async fn recipients_per_hour_is_shared_and_a_unit_taken_at_mail_comes_back_unuse
         assert_eq!(p.metric(fell_back).await, 0.0);
     }
 }
+
+#[tokio::test]
+async fn a_replica_stopped_gracefully_gives_its_provider_slot_back_at_once() {
+    let Some(redis) = Redis::start() else { return };
+    let up = FakeUpstream::start(UpstreamConfig::default()).await;
+    let upstream = "max_connections = 1\npool_wait = \"20s\"\n";
+    let toml = replica_toml(&redis.url(), "", &up, upstream, "");
+    // Replica A, a process: its one pooled provider connection holds the
+    // only slot, idle, when A gets SIGTERM.
+    let (mut a, a_addr, _dir) = support::cluster::spawn_process(&toml).await;
+    let mut c = Raw::connect(a_addr).await;
+    assert!(c.reply().await.starts_with("220 "));
+    assert!(c.cmd("EHLO client.test").await.starts_with("250"));
+    let token = B64.encode(format!("\0dev\0{PASSWORD}"));
+    assert!(
+        c.cmd(&format!("AUTH PLAIN {token}"))
+            .await
+            .starts_with("235")
+    );
+    assert!(send(&mut c).await.starts_with("250"));
+    assert!(c.cmd("QUIT").await.starts_with("221"));
+    let pid = a.id().to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(term.is_ok_and(|s| s.success()));
+    let _ = a.wait();
+    // lease_ttl = 3s: B has the slot well before A's lease would expire.
+    let b = spawn_postern(&toml).await;
+    let mut cb = login(&b).await;
+    let started = Instant::now();
+    let r = send(&mut cb).await;
+    assert!(r.starts_with("250"), "{r:?}");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "B waited {took:?} for the slot"
+    );
+}

@@ -281,6 +281,13 @@ impl Cluster {
             .clear();
     }
 
+    /// Sends what is waiting to be given back now (at shutdown).
+    pub async fn flush(self: &Arc<Self>) {
+        if self.releases_waiting() {
+            let [] = self.decide([]).await;
+        }
+    }
+
     fn releases_waiting(&self) -> bool {
         !self
             .releases
@@ -297,9 +304,7 @@ pub(super) async fn release_loop(cluster: Weak<Cluster>, wake: Arc<Notify>) {
         wake.notified().await;
         tokio::time::sleep(RELEASE_DELAY).await;
         let Some(c) = cluster.upgrade() else { return };
-        if c.releases_waiting() {
-            // A release that does not arrive is freed by the TTL.
-            let [] = c.decide([]).await;
-        }
+        // A release that does not arrive is freed by the TTL.
+        c.flush().await;
     }
 }

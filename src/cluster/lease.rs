@@ -176,6 +176,26 @@ impl SharedCap {
 }
 
 impl Cluster {
+    /// At shutdown, once sessions and pools are closed: gives back every
+    /// lease this replica still holds (whatever holds one is about to go;
+    /// marked lost, its own drop sends nothing more) with what is queued,
+    /// so the other replicas have the slots now rather than after the TTL.
+    pub async fn give_all_back(self: &Arc<Self>) {
+        let held: Vec<Arc<Held>> = self
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, h)| h)
+            .collect();
+        for h in held {
+            if !h.lost.swap(true, Ordering::AcqRel) {
+                self.give(super::decide::Giving::Release(h));
+            }
+        }
+        self.flush().await;
+    }
+
     /// Renews every live lease in one round trip (per 500); marks lost those
     /// Redis no longer holds, or all of them when Redis does not answer.
     async fn renew_all(&self) {

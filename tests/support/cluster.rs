@@ -88,3 +88,38 @@ pub async fn send_body(c: &mut Raw, body: &str) -> String {
     assert!(data.starts_with("354"), "DATA {data:?}");
     c.cmd(&format!("{body}.")).await
 }
+
+/// A replica as a process of its own (`postern run`), on a free port, from
+/// a `replica_toml`; waits until it accepts. Kill or stop it by its PID.
+pub async fn spawn_process(
+    toml: &str,
+) -> (std::process::Child, std::net::SocketAddr, tempfile::TempDir) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = toml
+        .replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1)
+        .replace("{dir}", &dir.path().display().to_string());
+    let path = dir.path().join("replica.toml");
+    std::fs::write(&path, toml).expect("write config");
+    let log = std::fs::File::create(dir.path().join("replica.log")).expect("log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start a replica");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replica did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    (child, addr, dir)
+}
