@@ -113,6 +113,8 @@ redis_calls() { # redis_calls -> "command calls" lines, every command but INFO
 
 run() { # run CLUSTER(0|1) -> "messages/s postern-CPU-µs/msg redis-CPU-µs/msg redis-commands/msg breakdown"
     local port pid t0 t1 c0 c1 r0 r1
+    # Each row starts from an empty Redis: no slot or window of the row before.
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" FLUSHALL > /dev/null
     port="$(free_port)"
     config "$port" "$1" > "$TMP/postern.toml"
     "$BIN" run --config "$TMP/postern.toml" > "$TMP/postern.log" 2>&1 &
@@ -132,7 +134,7 @@ run() { # run CLUSTER(0|1) -> "messages/s postern-CPU-µs/msg redis-CPU-µs/msg 
         'BEGIN { printf "%.1f %.0f %.0f ", n / (b - a), c * 1e6 / hz / n, r * 1e6 / hz / n }'
     # Requests are what postern sends (EVALSHA and the odd GETDEL, PING);
     # the commands its scripts run inside Redis are listed apart.
-    awk -v n="$N" -v inner=" time get set zremrangebyscore zscore zcard zadd pexpire zrem " \
+    awk -v n="$N" -v inner=" time get set del zremrangebyscore zscore zcard zadd pexpire zrem " \
         'NR == FNR { before[$1] = $2; next }
         { d = $2 - before[$1]; if (d <= 0) next
           if (index(inner, " " $1 " ")) { inside = inside sprintf(" %s=%.2f", $1, d / n) }
