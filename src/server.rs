@@ -221,6 +221,11 @@ impl Server {
         for up in &shared.policy().upstreams {
             up.close_pool().await;
         }
+        if let Some(c) = &shared.cluster {
+            // The slots of the sessions and connections just closed go back
+            // now, not at the end of their TTL (a rolling restart).
+            c.give_all_back().await;
+        }
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use support::cluster::{login, replica_toml, send};
+use support::cluster::{login, replica_toml, send, send_body, with_spool};
 use support::postern::{Raw, spawn_postern};
 use support::redis::Redis;
 use support::relay::PASSWORD;
@@ -82,6 +82,60 @@ async fn two_replicas_never_open_more_than_max_connections_together() {
     assert_eq!(up.messages().len(), 6);
     let peak = up.peak_connections();
     // Each replica alone may open 2: without the shared cap the peak is 4.
+    assert!(peak <= 2, "the provider saw {peak} connections at once");
+    assert_eq!(peak, 2, "the cap was used");
+}
+
+#[tokio::test]
+async fn two_spooling_replicas_deliver_each_message_once_within_max_connections_together() {
+    let Some(redis) = Redis::start() else { return };
+    let up = FakeUpstream::start(UpstreamConfig {
+        data_end_delay: Some(Duration::from_millis(300)),
+        ..UpstreamConfig::default()
+    })
+    .await;
+    // Each replica's delivery workers alone would open 2 (4 in all).
+    let upstream = "delivery = \"spool\"\nmax_connections = 2\n\
+                    max_upstream_connections_per_user = 2\npool_wait = \"20s\"\n";
+    let toml = with_spool(&replica_toml(&redis.url(), "", &up, upstream, ""));
+    let a = spawn_postern(&toml).await;
+    let b = spawn_postern(&toml).await;
+    up.wait_until("both start-up probes", Duration::from_secs(10), |u| {
+        u.closed_connections() >= 2
+    })
+    .await;
+    up.reset_peak();
+    let (mut ca, mut cb) = (login(&a).await, login(&b).await);
+    let n = 12;
+    for i in 0..n {
+        let c = if i % 2 == 0 { &mut ca } else { &mut cb };
+        let r = send_body(c, &format!("Subject: m{i}\r\n\r\nmessage {i}\r\n")).await;
+        assert!(r.starts_with("250 2.0.0 Queued as "), "{r:?}");
+    }
+    let delivered = up.wait_messages(n, Duration::from_secs(60)).await;
+    assert_eq!(delivered.len(), n);
+    // Both spools empty, and nothing delivered twice (a second attempt
+    // would come after the entry was done).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(a.files("spool/queue", "eml").is_empty() && b.files("spool/queue", "eml").is_empty()) {
+        assert!(Instant::now() < deadline, "the spools did not empty");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut seen: Vec<String> = up
+        .messages()
+        .iter()
+        .map(|m| {
+            let text = String::from_utf8_lossy(&m.data);
+            let subject = text.lines().find(|l| l.starts_with("Subject: m"));
+            subject.expect("a test message").to_owned()
+        })
+        .collect();
+    seen.sort();
+    let mut expected: Vec<String> = (0..n).map(|i| format!("Subject: m{i}")).collect();
+    expected.sort();
+    assert_eq!(seen, expected, "each message delivered exactly once");
+    let peak = up.peak_connections();
     assert!(peak <= 2, "the provider saw {peak} connections at once");
     assert_eq!(peak, 2, "the cap was used");
 }

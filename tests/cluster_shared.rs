@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use support::cluster::{login, replica_toml, send};
+use support::cluster::{greeted, login, replica_toml, send, trusted};
 use support::postern::{PosternBuilder, Raw, spawn_postern};
 use support::redis::Redis;
 use support::relay::PASSWORD;
@@ -272,4 +272,135 @@ async fn lost_leases_end_the_provider_connection_after_the_transaction_then_the_
     let mut d = login(&a).await;
     assert!(send(&mut d).await.starts_with("250"));
     assert_eq!(up.wait_messages(3, Duration::from_secs(5)).await.len(), 3);
+}
+
+#[tokio::test]
+async fn mail_takes_the_users_lease_and_message_rate_together_and_a_refused_lease_takes_no_message()
+{
+    let Some(redis) = Redis::start() else { return };
+    let up = FakeUpstream::start(UpstreamConfig::default()).await;
+    let limits = "max_connections_per_user = 1\nmessages_per_minute = 3";
+    let toml = trusted(&replica_toml(&redis.url(), "", &up, "", limits));
+    let a = spawn_postern(&toml).await;
+    let b = spawn_postern(&toml).await;
+    // A's session holds the user's one slot, taken at its MAIL.
+    let mut ca = greeted(&a).await;
+    assert!(send(&mut ca).await.starts_with("250"));
+    // B's session is refused the slot at MAIL, and the message it would
+    // have sent is not taken from the rate.
+    let mut cb = greeted(&b).await;
+    let refused = cb.cmd("MAIL FROM:<dev@example.com>").await;
+    assert!(refused.starts_with("421 4.7.0"), "{refused:?}");
+    assert!(cb.closed().await);
+    // A's slot is given back when its session ends (with the next decision,
+    // or alone within a few ms): B's next session has it at once.
+    assert!(ca.cmd("QUIT").await.starts_with("221"));
+    assert!(ca.closed().await);
+    let started = Instant::now();
+    let mut replies = Vec::new();
+    loop {
+        let mut cb = greeted(&b).await;
+        let r = send(&mut cb).await;
+        if !r.starts_with("421") {
+            replies.push(r);
+            replies.push(send(&mut cb).await);
+            replies.push(send(&mut cb).await);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "A's slot was not given back: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 3 a minute: A's one, then two of B's; the refused MAIL took none.
+    assert!(replies[0].starts_with("250"), "{replies:#?}");
+    assert!(replies[1].starts_with("250"), "{replies:#?}");
+    assert!(replies[2].starts_with("450 4.7.1"), "{replies:#?}");
+    for p in [&a, &b] {
+        for d in ["message_rate", "user_connections"] {
+            let fell_back = format!("postern_cluster_fallback_total{{decision=\"{d}\"}}");
+            assert_eq!(p.metric(&fell_back).await, 0.0, "{d}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn recipients_per_hour_is_shared_and_a_unit_taken_at_mail_comes_back_unused() {
+    let Some(redis) = Redis::start() else { return };
+    let up = FakeUpstream::start(UpstreamConfig::default()).await;
+    let toml = replica_toml(&redis.url(), "", &up, "", "recipients_per_hour = 3");
+    let a = spawn_postern(&toml).await;
+    let b = spawn_postern(&toml).await;
+    let (mut ca, mut cb) = (login(&a).await, login(&b).await);
+    // Each MAIL takes the first RCPT's unit ahead, in its own round trip;
+    // a transaction that ends without a RCPT gives it back.
+    for i in 0..4 {
+        let c = if i % 2 == 0 { &mut ca } else { &mut cb };
+        assert!(
+            c.cmd("MAIL FROM:<dev@example.com>")
+                .await
+                .starts_with("250")
+        );
+        assert!(c.cmd("RSET").await.starts_with("250"));
+    }
+    let mut replies = Vec::new();
+    for i in 0..3 {
+        let c = if i % 2 == 0 { &mut ca } else { &mut cb };
+        replies.push(send(c).await);
+    }
+    assert!(replies.iter().all(|r| r.starts_with("250")), "{replies:#?}");
+    // The fourth recipient is over the shared 3 an hour (each replica alone
+    // allows 3): its MAIL is accepted, its RCPT refused.
+    assert!(
+        cb.cmd("MAIL FROM:<dev@example.com>")
+            .await
+            .starts_with("250")
+    );
+    let over = cb.cmd("RCPT TO:<to@example.net>").await;
+    assert!(over.starts_with("450 4.7.1"), "{over:?}");
+    assert_eq!(up.wait_messages(3, Duration::from_secs(5)).await.len(), 3);
+    for p in [&a, &b] {
+        let fell_back = "postern_cluster_fallback_total{decision=\"recipient_rate\"}";
+        assert_eq!(p.metric(fell_back).await, 0.0);
+    }
+}
+
+#[tokio::test]
+async fn a_replica_stopped_gracefully_gives_its_provider_slot_back_at_once() {
+    let Some(redis) = Redis::start() else { return };
+    let up = FakeUpstream::start(UpstreamConfig::default()).await;
+    let upstream = "max_connections = 1\npool_wait = \"20s\"\n";
+    let toml = replica_toml(&redis.url(), "", &up, upstream, "");
+    // Replica A, a process: its one pooled provider connection holds the
+    // only slot, idle, when A gets SIGTERM.
+    let (mut a, a_addr, _dir) = support::cluster::spawn_process(&toml).await;
+    let mut c = Raw::connect(a_addr).await;
+    assert!(c.reply().await.starts_with("220 "));
+    assert!(c.cmd("EHLO client.test").await.starts_with("250"));
+    let token = B64.encode(format!("\0dev\0{PASSWORD}"));
+    assert!(
+        c.cmd(&format!("AUTH PLAIN {token}"))
+            .await
+            .starts_with("235")
+    );
+    assert!(send(&mut c).await.starts_with("250"));
+    assert!(c.cmd("QUIT").await.starts_with("221"));
+    let pid = a.id().to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(term.is_ok_and(|s| s.success()));
+    let _ = a.wait();
+    // lease_ttl = 3s: B has the slot well before A's lease would expire.
+    let b = spawn_postern(&toml).await;
+    let mut cb = login(&b).await;
+    let started = Instant::now();
+    let r = send(&mut cb).await;
+    assert!(r.starts_with("250"), "{r:?}");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "B waited {took:?} for the slot"
+    );
 }

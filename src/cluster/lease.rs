@@ -4,7 +4,8 @@
 //! lost; whoever holds it ends what uses it at the next safe point (a
 //! provider connection after its transaction). `Hold` is a slot taken either
 //! way: a lease, or — when Redis did not answer and `on_redis_error =
-//! "local"` — a local guard within the divided limit.
+//! "local"` — a local guard within the divided limit. A lease dropped is
+//! given back with the next decision sent (`decide`), or alone after a few ms.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -17,8 +18,8 @@ use super::{Cluster, LeaseVerdict};
 
 /// What the renewal knows of one lease.
 pub(super) struct Held {
-    key: String,
-    member: String,
+    pub(super) key: String,
+    pub(super) member: String,
     lost: AtomicBool,
 }
 
@@ -64,17 +65,10 @@ impl Drop for Lease {
         if self.is_lost() || !self.cluster.may_ask() {
             return;
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let cluster = self.cluster.clone();
-        let held = self.held.clone();
-        rt.spawn(async move {
-            let mut conn = cluster.conn.clone();
-            let cmd = redis::cmd("ZREM").arg(&held.key).arg(&held.member).clone();
-            // A release that does not arrive is freed by the TTL.
-            let _ = cluster.ask(cmd.query_async::<u32>(&mut conn)).await;
-        });
+        // Given back with the next decision, or alone within a few ms; a
+        // release that does not arrive is freed by the TTL.
+        self.cluster
+            .give(super::decide::Giving::Release(self.held.clone()));
     }
 }
 
@@ -182,6 +176,26 @@ impl SharedCap {
 }
 
 impl Cluster {
+    /// At shutdown, once sessions and pools are closed: gives back every
+    /// lease this replica still holds (whatever holds one is about to go;
+    /// marked lost, its own drop sends nothing more) with what is queued,
+    /// so the other replicas have the slots now rather than after the TTL.
+    pub async fn give_all_back(self: &Arc<Self>) {
+        let held: Vec<Arc<Held>> = self
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, h)| h)
+            .collect();
+        for h in held {
+            if !h.lost.swap(true, Ordering::AcqRel) {
+                self.give(super::decide::Giving::Release(h));
+            }
+        }
+        self.flush().await;
+    }
+
     /// Renews every live lease in one round trip (per 500); marks lost those
     /// Redis no longer holds, or all of them when Redis does not answer.
     async fn renew_all(&self) {

@@ -8,10 +8,15 @@
 //! `max_connections_per_user` and per-upstream `max_connections` as leases: a
 //! holder is a member of a sorted set scored by its expiry, renewed by this
 //! replica every third of `lease_ttl`, so the slots of a replica that dies or
-//! is cut off come free within the TTL. Every decision is one script, one
-//! round trip (`scripts`). A lease that could not be renewed is lost: the
-//! provider connection holding it closes after its transaction, the session
-//! holding a user's lease at its next MAIL (`421 4.3.0`).
+//! is cut off come free within the TTL. The decisions of one SMTP command
+//! are one script call, one round trip (`decide`: at MAIL the user's lease,
+//! the message rate and the first RCPT's unit of the recipient rate taken
+//! ahead; at a later RCPT its recipient rate), and what is given back (a
+//! lease, a unit taken ahead and not used) rides on the next call, or goes
+//! alone within 5 ms. A lease that could
+//! not be renewed is lost: the provider connection holding it closes after
+//! its transaction, the session holding a user's lease at its next MAIL
+//! (`421 4.3.0`).
 //!
 //! When Redis is down or slower than `timeout`, the decision falls back
 //! (`on_redis_error`): `local` decides with this replica's own limiters,
@@ -32,23 +37,27 @@
 //!
 //! # Concurrency
 //! `Cluster` is one `Arc` for the server (it outlives reloads; `[cluster]`
-//! changes need a restart). `link` and `leases` are short-held locks, never
-//! held across an await; the connection manager is cloned per request.
+//! changes need a restart). `link`, `leases` and `releases` are short-held
+//! locks, never held across an await; the connection manager is cloned per
+//! request.
 
+mod decide;
 mod lease;
 mod scripts;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, TlsCertificates};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
+pub use decide::{Answer, Ask, Taken};
 pub use lease::{CapError, Hold, Lease, SharedCap};
 
 use crate::config::{ClusterConfig, OnRedisError};
@@ -136,6 +145,9 @@ pub struct Cluster {
     next_lease: AtomicU64,
     link: Mutex<Link>,
     leases: Mutex<HashMap<u64, Arc<lease::Held>>>,
+    /// Leases given back, waiting to ride on the next decision (`decide`).
+    releases: Mutex<Vec<decide::Giving>>,
+    release_wake: Arc<Notify>,
     metrics: ClusterMetrics,
     scripts: scripts::Scripts,
 }
@@ -209,6 +221,8 @@ impl Cluster {
                 backoff: BACKOFF_MIN,
             }),
             leases: Mutex::new(HashMap::new()),
+            releases: Mutex::new(Vec::new()),
+            release_wake: Arc::new(Notify::new()),
             metrics,
             scripts: scripts::Scripts::new(),
         }))
@@ -219,6 +233,10 @@ impl Cluster {
     pub fn start(self: &Arc<Self>) {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(lease::renew_loop(Arc::downgrade(self)));
+            rt.spawn(decide::release_loop(
+                Arc::downgrade(self),
+                self.release_wake.clone(),
+            ));
             let mut conn = self.conn.clone();
             // The connection manager makes its first connection only while a
             // request waits on it, and a decision waits `timeout` at most:
@@ -338,30 +356,6 @@ impl Cluster {
         }
     }
 
-    /// One GCRA decision: at most `burst` per `period` (`Quota::with_period`
-    /// semantics: a burst of `burst`, then one every `period / burst`).
-    pub async fn rate(&self, parts: &[&str], period: Duration, burst: u32) -> Verdict {
-        self.rate_n(parts, period, burst, 1).await
-    }
-
-    /// `rate` for `cost` units at once (a batch of recipients), as governor's
-    /// `check_n`; a cost above the burst is taken as the burst.
-    pub async fn rate_n(&self, parts: &[&str], period: Duration, burst: u32, cost: u32) -> Verdict {
-        let key = self.key(parts);
-        let burst = burst.max(1);
-        let cost = cost.clamp(1, burst);
-        let interval = (period.as_micros() / u128::from(burst)).max(1);
-        let interval = u64::try_from(interval).unwrap_or(u64::MAX);
-        let mut conn = self.conn.clone();
-        let mut call = self.scripts.gcra.prepare_invoke();
-        call.key(&key).arg(interval).arg(burst).arg(cost);
-        match self.ask(call.invoke_async::<u64>(&mut conn)).await {
-            Some(0) => Verdict::Allowed,
-            Some(wait) => Verdict::Wait(Duration::from_micros(wait)),
-            None => Verdict::Unavailable,
-        }
-    }
-
     /// Records a failed AUTH from `ip` (its `ip_key`); past `per_minute` the
     /// address is locked for every replica. `false`: Redis did not answer.
     pub async fn auth_failed(&self, ip: IpAddr, per_minute: u32) -> bool {
@@ -389,27 +383,6 @@ impl Cluster {
             .await
             .map(|n| n > 0)
     }
-
-    /// Tries once, without waiting, to take one of the `max` slots of `parts`.
-    pub async fn try_lease(self: &Arc<Self>, parts: &[&str], max: u32) -> LeaseVerdict {
-        let key = self.key(parts);
-        let n = self.next_lease.fetch_add(1, Ordering::Relaxed);
-        let member = format!("{}:{n}", self.holder);
-        let ttl = u64::try_from(self.lease_ttl.as_millis()).unwrap_or(u64::MAX);
-        let mut conn = self.conn.clone();
-        let want = format!("{key}:want");
-        let mut call = self.scripts.acquire.prepare_invoke();
-        call.key(&key)
-            .key(&want)
-            .arg(&member)
-            .arg(max.max(1))
-            .arg(ttl);
-        match self.ask(call.invoke_async::<u32>(&mut conn)).await {
-            Some(1) => LeaseVerdict::Granted(lease::Lease::new(self, n, key, member)),
-            Some(_) => LeaseVerdict::Full,
-            None => LeaseVerdict::Unavailable,
-        }
-    }
 }
 
 impl Cluster {
@@ -424,6 +397,13 @@ impl Cluster {
             .await
             .flatten()
             .is_some()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Ends `release_loop`.
+        self.release_wake.notify_one();
     }
 }
 

@@ -109,6 +109,9 @@ struct Txn {
     /// `max_size` is a fallback upstream's (smaller) cap: over it is 451, not 552.
     size_capped_by_fallback: bool,
     max_recipients: u32,
+    /// With `[cluster]`: the first RCPT's unit of `recipients_per_hour`,
+    /// taken by MAIL's round trip (given back when dropped unused).
+    rcpt_ahead: Option<crate::cluster::Taken>,
 }
 
 /// One client connection.

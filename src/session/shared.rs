@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::Session;
 use crate::auth::User;
-use crate::cluster::{LeaseVerdict, Verdict};
+use crate::cluster::{Answer, Ask, Cluster, LeaseVerdict, Verdict};
 use crate::limits::{CountGuard, ip_key};
 use crate::refusal::Refusal;
 
@@ -17,6 +17,18 @@ use crate::refusal::Refusal;
 pub(super) enum UserSlot {
     Local(#[allow(dead_code)] CountGuard<Arc<str>>),
     Shared(crate::cluster::Lease),
+}
+
+/// What MAIL's shared decisions came to (`claim_slot_and_message`).
+#[derive(Default)]
+pub(super) struct MailDecision {
+    /// `None`: not asked (the MAIL failed its own checks); `Some(Err)`: the
+    /// message is refused (over the rate, or Redis did not answer and the
+    /// configuration says refuse).
+    pub message: Option<Result<(), Refusal>>,
+    /// With `[cluster]`: the first RCPT's unit of `recipients_per_hour`,
+    /// taken ahead (given back if the transaction ends without a RCPT).
+    pub rcpt_ahead: Option<crate::cluster::Taken>,
 }
 
 /// How a shared rate was decided: by Redis, or left to the local limiter.
@@ -39,36 +51,35 @@ impl Session {
         let Some(c) = self.shared.cluster.clone() else {
             return Ok(Shared::Local);
         };
-        match c.rate(&["rate", kind, &user.name], period, limit).await {
-            Verdict::Allowed => Ok(Shared::Decided(Ok(()))),
-            Verdict::Wait(w) => Ok(Shared::Decided(Err(w))),
-            Verdict::Unavailable if c.refuses() => Err(Refusal::SharedLimitsUnavailable),
-            Verdict::Unavailable => {
+        let verdict = c.rate(&["rate", kind, &user.name], period, limit).await;
+        Self::shared_answer(&c, Answer::Rate(verdict), decision)
+    }
+
+    /// A rate as Redis decided it, or left to the local limiter (counted in
+    /// `decision`'s fallback) when Redis did not answer.
+    fn shared_answer(
+        c: &Cluster,
+        answer: Answer,
+        decision: &'static str,
+    ) -> Result<Shared, Refusal> {
+        match answer {
+            Answer::Rate(Verdict::Allowed) => Ok(Shared::Decided(Ok(()))),
+            Answer::Rate(Verdict::Wait(w)) => Ok(Shared::Decided(Err(w))),
+            _ if c.refuses() => Err(Refusal::SharedLimitsUnavailable),
+            _ => {
                 c.fell_back(decision);
                 Ok(Shared::Local)
             }
         }
     }
 
-    /// Takes one message from `user`'s `messages_per_minute`.
-    pub(super) async fn take_message(&mut self, user: &User) -> Result<(), Refusal> {
-        let period = Duration::from_secs(60);
-        let limit = user.limits.messages_per_minute;
-        let taken = match self
-            .shared_rate("msg", user, period, limit, "message_rate")
-            .await?
-        {
-            Shared::Decided(r) => r,
-            Shared::Local => user.rates.take_message(),
-        };
-        taken.map_err(|wait| Refusal::MessageRate {
-            user: user.name.clone(),
-            wait,
-        })
-    }
-
-    /// Takes one recipient from `user`'s `recipients_per_hour`.
+    /// Takes one recipient from `user`'s `recipients_per_hour`: the unit
+    /// MAIL took ahead, if it could, else one decided now.
     pub(super) async fn take_recipient(&mut self, user: &User) -> Result<(), Refusal> {
+        if let Some(taken) = self.txn.as_mut().and_then(|t| t.rcpt_ahead.take()) {
+            taken.use_up();
+            return Ok(());
+        }
         let period = Duration::from_secs(3600);
         let limit = user.limits.recipients_per_hour;
         let taken = match self
@@ -129,34 +140,143 @@ impl Session {
     /// allowed (or the shared count cannot be had and the configuration says
     /// refuse): the reply is queued and the session must close.
     pub(super) async fn claim_user_slot(&mut self, user: &User) -> Result<(), Refusal> {
+        self.claim_slot_and_message(user, false).await.map(|_| ())
+    }
+
+    /// MAIL's shared decisions, in one round trip with `[cluster]`: this
+    /// connection against `user`'s connection cap (as `claim_user_slot`)
+    /// and, when `message` (the MAIL passed its own checks), one message of
+    /// `messages_per_minute`, taken only once the slot is had, and one unit
+    /// of `recipients_per_hour` taken ahead for the first RCPT (only when
+    /// the message is allowed). `Err` as `claim_user_slot`.
+    pub(super) async fn claim_slot_and_message(
+        &mut self,
+        user: &User,
+        message: bool,
+    ) -> Result<MailDecision, Refusal> {
+        let need_slot = self.needs_user_slot(user)?;
+        let period = Duration::from_secs(60);
+        let limit = user.limits.messages_per_minute;
+        let mut rcpt_ahead = None;
+        let (slot, rate) = match self.shared.cluster.clone() {
+            None => (None, None),
+            Some(c) => {
+                let (lease_key, rate_key, rcpt_key) = (
+                    ["lease", "user", &*user.name],
+                    ["rate", "msg", &*user.name],
+                    ["rate", "rcpt", &*user.name],
+                );
+                let lease = Ask::Lease {
+                    parts: &lease_key,
+                    max: user.limits.max_connections_per_user,
+                };
+                let rate = Ask::Rate {
+                    parts: &rate_key,
+                    period,
+                    burst: limit,
+                    cost: 1,
+                };
+                let ahead = Ask::Ahead {
+                    parts: &rcpt_key,
+                    period: Duration::from_secs(3600),
+                    burst: user.limits.recipients_per_hour,
+                };
+                match (need_slot, message) {
+                    (true, true) => {
+                        let [l, r, a] = c.decide([lease, rate, ahead]).await;
+                        rcpt_ahead = Some(a);
+                        (Some((c.clone(), l)), Some((c, r)))
+                    }
+                    (true, false) => {
+                        let [l] = c.decide([lease]).await;
+                        (Some((c, l)), None)
+                    }
+                    (false, true) => {
+                        let [r, a] = c.decide([rate, ahead]).await;
+                        rcpt_ahead = Some(a);
+                        (None, Some((c, r)))
+                    }
+                    (false, false) => (None, None),
+                }
+            }
+        };
+        if need_slot {
+            self.take_user_slot(user, slot)?;
+        }
+        if !message {
+            return Ok(MailDecision::default());
+        }
+        let taken = match rate {
+            None => user.rates.take_message(),
+            Some((c, answer)) => match Self::shared_answer(&c, answer, "message_rate") {
+                Ok(Shared::Decided(r)) => r,
+                Ok(Shared::Local) => user.rates.take_message(),
+                // Refused, not fallen back: the MAIL gets 451 4.3.0.
+                Err(r) => {
+                    return Ok(MailDecision {
+                        message: Some(Err(r)),
+                        rcpt_ahead: None,
+                    });
+                }
+            },
+        };
+        let message = taken.map_err(|wait| Refusal::MessageRate {
+            user: user.name.clone(),
+            wait,
+        });
+        let rcpt_ahead = match rcpt_ahead {
+            Some(Answer::Ahead(t)) if message.is_ok() => Some(t),
+            _ => None,
+        };
+        Ok(MailDecision {
+            message: Some(message),
+            rcpt_ahead,
+        })
+    }
+
+    /// Whether this session still has to claim `user`'s slot. `Err` when it
+    /// held a shared one that was lost: another replica may hold this slot
+    /// now, so rather than exceed the user's cap this session ends (its last
+    /// transaction is over).
+    fn needs_user_slot(&mut self, user: &User) -> Result<bool, Refusal> {
         if let Some((name, slot)) = &self.user_slot
             && *name == user.name
         {
             if matches!(slot, UserSlot::Shared(l) if l.is_lost()) {
-                // Another replica may hold this slot now: rather than exceed
-                // the user's cap, this session ends (its last transaction is over).
                 tracing::info!(user = %user.name, "shared connection lease lost; closing the session");
                 let r = Refusal::SharedSlotLost;
                 self.decline(r.clone());
                 return Err(r);
             }
-            return Ok(());
+            return Ok(false);
         }
         self.user_slot = None;
+        Ok(true)
+    }
+
+    /// Takes `user`'s slot given what Redis said (`shared`, with
+    /// `[cluster]`), or from the local count.
+    fn take_user_slot(
+        &mut self,
+        user: &User,
+        shared: Option<(Arc<Cluster>, Answer)>,
+    ) -> Result<(), Refusal> {
         let mut max = user.limits.max_connections_per_user;
-        if let Some(c) = self.shared.cluster.clone() {
-            match c.try_lease(&["lease", "user", &user.name], max).await {
-                LeaseVerdict::Granted(l) => {
+        if let Some((c, answer)) = shared {
+            match answer {
+                Answer::Lease(LeaseVerdict::Granted(l)) => {
                     self.user_slot = Some((user.name.clone(), UserSlot::Shared(l)));
                     return Ok(());
                 }
-                LeaseVerdict::Full => return Err(self.too_many_connections(user, max)),
-                LeaseVerdict::Unavailable if c.refuses() => {
+                Answer::Lease(LeaseVerdict::Full) => {
+                    return Err(self.too_many_connections(user, max));
+                }
+                _ if c.refuses() => {
                     let r = Refusal::SharedLimitsUnavailable;
                     self.decline(r.clone());
                     return Err(r);
                 }
-                LeaseVerdict::Unavailable => {
+                _ => {
                     c.fell_back("user_connections");
                     max = c.share_of(max);
                 }
