@@ -9,7 +9,8 @@
 # per message (INFO commandstats before and after the row: the commands
 # postern sends, and apart those its scripts run inside Redis; before the
 # decisions of a command were one script, the lease release was a ZREM sent
-# alone, listed among the latter), then the median of the rounds' ratios
+# alone, listed among the latter; with the script's mean time inside Redis
+# per call, from the same stats), then the median of the rounds' ratios
 # (goal: with/without >= 0.85).
 #
 #   bash scripts/bench-cluster.sh [--debug] [--messages N] [--rounds R] [--binary PATH (no build)]
@@ -106,9 +107,9 @@ cpu_ticks() { # cpu_ticks PID -> user+system clock ticks so far
     awk '{ print $14 + $15 }' "/proc/$1/stat"
 }
 
-redis_calls() { # redis_calls -> "command calls" lines, every command but INFO
+redis_calls() { # redis_calls -> "command calls µs" lines, every command but INFO
     redis-cli -h 127.0.0.1 -p "$REDIS_PORT" INFO commandstats | tr -d '\r' |
-        awk -F'[:,=]' '/^cmdstat_/ { sub("cmdstat_", "", $1); if ($1 != "info") print $1, $3 }'
+        awk -F'[:,=]' '/^cmdstat_/ { sub("cmdstat_", "", $1); if ($1 != "info") print $1, $3, $5 }'
 }
 
 run() { # run CLUSTER(0|1) -> "messages/s postern-CPU-µs/msg redis-CPU-µs/msg redis-commands/msg breakdown"
@@ -135,11 +136,12 @@ run() { # run CLUSTER(0|1) -> "messages/s postern-CPU-µs/msg redis-CPU-µs/msg 
     # Requests are what postern sends (EVALSHA and the odd GETDEL, PING);
     # the commands its scripts run inside Redis are listed apart.
     awk -v n="$N" -v inner=" time get set del zremrangebyscore zscore zcard zadd pexpire zrem " \
-        'NR == FNR { before[$1] = $2; next }
+        'NR == FNR { before[$1] = $2; usec[$1] = $3; next }
         { d = $2 - before[$1]; if (d <= 0) next
+          if ($1 == "evalsha") script = sprintf(" (%.1f µs each inside Redis)", ($3 - usec[$1]) / d)
           if (index(inner, " " $1 " ")) { inside = inside sprintf(" %s=%.2f", $1, d / n) }
           else { total += d; direct = direct sprintf(" %s=%.2f", $1, d / n) } }
-        END { printf "%.2f%s;%s", total / n, (direct == "" ? " none" : direct), (inside == "" ? " none" : inside) }' \
+        END { printf "%.2f%s%s;%s", total / n, (direct == "" ? " none" : direct), script, (inside == "" ? " none" : inside) }' \
         "$TMP/calls.before" "$TMP/calls.after"
 }
 HZ="$(getconf CLK_TCK)"

@@ -14,8 +14,11 @@ use redis::Script;
 /// - `r member` — a lease given back (KEYS: its set): `ZREM`. No answer.
 ///   Releases come first, so a slot given back is free for the rest.
 /// - `l member max ttl_ms` — a lease (KEYS: its set, its "want" key): the set
-///   holds the holders scored by their expiry (ms); expired holders are
-///   dropped first, so a replica that died frees its slots within the TTL.
+///   holds the holders scored by their expiry (ms). Only a full set is looked
+///   at closer: its expired holders are dropped (so a replica that died frees
+///   its slots within the TTL) and the member may already hold a slot. Below
+///   `max` the grant is one `ZCARD`, and expired holders wait, bounded by
+///   `max`, for the next time the set fills or the set's own expiry.
 ///   Answers 1 when granted (or already held), else 0; a refusal sets the
 ///   "want" key for a second, telling the holders that someone waits (a
 ///   replica with idle connections then closes one), and ends the script:
@@ -49,9 +52,10 @@ while i <= #ARGV do
     local max, ttl = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
     k = k + 2
     i = i + 4
-    redis.call('ZREMRANGEBYSCORE', set, '-inf', now_ms)
-    if not redis.call('ZSCORE', set, member) then
-      if redis.call('ZCARD', set) >= max then
+    if redis.call('ZCARD', set) >= max then
+      redis.call('ZREMRANGEBYSCORE', set, '-inf', now_ms)
+      if not redis.call('ZSCORE', set, member)
+          and redis.call('ZCARD', set) >= max then
         redis.call('SET', want, 1, 'PX', 1000)
         out[#out + 1] = 0
         return out
