@@ -735,6 +735,16 @@ fi
 # --- idle connections -------------------------------------------------------------
 IDLE_ARG=""
 if want idle; then
+    # postern and the probe each hold one descriptor per connection: as many
+    # as the file limit (raised as far as this user may) allows, less some
+    # for postern's own files. Past it postern could not accept, and each
+    # connection over would wait out the probe's timeout.
+    IDLE_LIMIT="$( (ulimit -n 262144 2>/dev/null || ulimit -n "$(ulimit -Hn)"; ulimit -n) )"
+    IDLE_ASKED="$IDLE_N"
+    if (( IDLE_N > IDLE_LIMIT - 200 )); then
+        IDLE_N=$((IDLE_LIMIT - 200))
+        echo "bench: idle: the file limit here is $IDLE_LIMIT: $IDLE_N connections, not $IDLE_ASKED"
+    fi
     start_sink; start_postern
     IDLE_JSON="$( (ulimit -n 262144 2>/dev/null || ulimit -n "$(ulimit -Hn)"; \
         python3 "$ROOT/scripts/bench/idle.py" 127.0.0.1 "$POSTERN_PORT" "$IDLE_N" "$POSTERN_PID") )"
@@ -745,7 +755,7 @@ print(r["open"], r["failed"], r["rss_before_kib"], r["rss_after_kib"], r["hwm_ki
     IDLE_PER="$(awk -v a="$IDLE_AFTER" -v b="$IDLE_BEFORE" -v n="$IDLE_OPEN" 'BEGIN { printf "%.1f", (n > 0 ? (a - b) / n : 0) }')"
     echo "bench: idle: $IDLE_OPEN connections open ($IDLE_FAILED failed): VmRSS $IDLE_BEFORE -> $IDLE_AFTER KiB, $IDLE_PER KiB per connection"
     (( IDLE_FAILED == 0 )) || failures=$((failures + 1))
-    IDLE_ARG="$IDLE_OPEN,$IDLE_BEFORE,$IDLE_AFTER,$IDLE_HWM"
+    IDLE_ARG="$IDLE_OPEN,$IDLE_BEFORE,$IDLE_AFTER,$IDLE_HWM,$IDLE_ASKED,$IDLE_LIMIT"
 fi
 
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"

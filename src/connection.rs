@@ -7,9 +7,11 @@
 //! Every clock here is tokio's, so tests run idle timeouts in paused time.
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
@@ -23,10 +25,13 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much the client may send beyond what postern has read before it stops reading.
 const READ_CHUNK: usize = 64 * 1024;
-/// The read buffer while a connection waits with nothing unread: enough for a
-/// pipelined command batch. A session that then streams a body gets
-/// `READ_CHUNK` from its next read on; an idle one holds only this, not 64 KiB.
+/// The read buffer allocated when a read comes in with nothing unread: enough
+/// for a pipelined command batch. A session that then streams a body gets
+/// `READ_CHUNK` from its next read on.
 const IDLE_READ: usize = 1024;
+/// The most a read by an idle session takes at once (into a stack buffer;
+/// more stays in the socket, or in rustls, for the next read).
+const STAGE_READ: usize = 4096;
 
 /// What waiting for input ended with.
 #[derive(Debug, PartialEq, Eq)]
@@ -49,6 +54,16 @@ pub enum Handshake {
     TimedOut,
     /// No stream to upgrade, or it is TLS already.
     NotPossible,
+}
+
+/// What a read under `timeout` says about the input.
+fn read_result(r: Result<io::Result<usize>, tokio::time::error::Elapsed>) -> io::Result<Input> {
+    match r {
+        Ok(Ok(0)) => Ok(Input::Eof),
+        Ok(Ok(_)) => Ok(Input::More),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Ok(Input::IdleTimeout),
+    }
 }
 
 /// One client connection's stream and buffers.
@@ -101,15 +116,35 @@ impl Connection {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(Input::Eof);
         };
-        if self.rbuf.is_empty() {
-            // Everything read was consumed: the client may stay silent for
-            // minutes. Give the big buffers back while it does, so an idle
-            // connection costs a few KiB (`scripts/bench.sh` measures it).
-            if self.rbuf.capacity() > IDLE_READ {
-                self.rbuf = Vec::new();
-            }
+        if interruptible && self.rbuf.is_empty() {
+            // Between transactions with everything read consumed: the client
+            // may stay silent for minutes. Hold no buffers while it does (an
+            // idle connection then costs its task and session, a few KiB;
+            // `scripts/bench.sh` measures it): the read lands on the stack
+            // and is copied into a buffer allocated for what came.
+            self.rbuf = Vec::new();
             if self.wbuf.is_empty() {
                 self.wbuf = Vec::new();
+            }
+            let rbuf = &mut self.rbuf;
+            let read = std::future::poll_fn(|cx| {
+                let mut stage = [0u8; STAGE_READ];
+                let mut got = ReadBuf::new(&mut stage);
+                ready!(Pin::new(&mut **stream).poll_read(cx, &mut got))?;
+                let got = got.filled();
+                rbuf.reserve_exact(got.len().max(IDLE_READ));
+                rbuf.extend_from_slice(got);
+                Poll::Ready(Ok::<usize, io::Error>(got.len()))
+            });
+            return tokio::select! {
+                r = timeout(self.idle_timeout, read) => read_result(r),
+                _ = shutdown.wait_for(|s| *s) => Ok(Input::Shutdown),
+            };
+        }
+        if self.rbuf.is_empty() {
+            // Inside a transaction: give a big buffer back all the same.
+            if self.rbuf.capacity() > IDLE_READ {
+                self.rbuf = Vec::new();
             }
             self.rbuf.reserve_exact(IDLE_READ);
         } else if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
@@ -122,12 +157,7 @@ impl Connection {
             let _ = shutdown.wait_for(|s| *s).await;
         };
         tokio::select! {
-            r = timeout(self.idle_timeout, stream.read_buf(&mut self.rbuf)) => match r {
-                Ok(Ok(0)) => Ok(Input::Eof),
-                Ok(Ok(_)) => Ok(Input::More),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Ok(Input::IdleTimeout),
-            },
+            r = timeout(self.idle_timeout, stream.read_buf(&mut self.rbuf)) => read_result(r),
             () = stopping => Ok(Input::Shutdown),
         }
     }

@@ -5,12 +5,18 @@ Reads VmRSS of the server process PID, opens N client connections to
 HOST:PORT and reads each one's greeting (so the server has accepted and set up
 every session), waits a moment, reads VmRSS and VmHWM again, closes them all.
 Prints one JSON object with the sizes in KiB and the connections that failed.
+
+One source address has about 28,000 ephemeral ports toward one server
+address, so the connections come from 127.0.0.1, then 127.0.0.2 and so on,
+PER_SOURCE each (all of 127.0.0.0/8 is loopback on Linux).
 """
 
 import json
 import socket
 import sys
 import time
+
+PER_SOURCE = 20000
 
 
 def status(pid: int) -> dict:
@@ -29,12 +35,13 @@ def main():
     socks = []
     failed = 0
     deadline = time.monotonic() + 300
-    for _ in range(n):
+    for i in range(n):
         if time.monotonic() > deadline:
             failed += 1
             continue
         try:
-            s = socket.create_connection((host, port), timeout=30)
+            source = f"127.0.0.{1 + i // PER_SOURCE}"
+            s = socket.create_connection((host, port), timeout=30, source_address=(source, 0))
             buf = b""
             while not buf.endswith(b"\r\n"):
                 chunk = s.recv(512)

@@ -209,7 +209,7 @@ def main():
         print(line)
     idle_md = ""
     if a.idle:
-        n, before, after, hwm = (int(x) for x in a.idle.split(","))
+        n, before, after, hwm, asked, limit = (int(x) for x in a.idle.split(","))
         per = (after - before) / n if n else 0.0
         line = (f"idle: {n} connections held open: VmRSS {before / 1024:.1f} → {after / 1024:.1f} MiB "
                 f"(+{(after - before) / 1024:.1f} MiB, {per:.1f} KiB per connection), VmHWM {hwm / 1024:.1f} MiB")
@@ -217,6 +217,9 @@ def main():
         idle_md = (f"| idle connections | VmRSS before | VmRSS after | per connection | VmHWM |\n"
                    f"| --- | --- | --- | --- | --- |\n"
                    f"| {n} | {before / 1024:.1f} MiB | {after / 1024:.1f} MiB | {per:.1f} KiB | {hwm / 1024:.1f} MiB |\n")
+        if asked > n:
+            idle_md += (f"\n{asked} were asked for; this machine's file limit (open files, as far as the "
+                        f"bench could raise it: {limit}) let {n} open.\n")
 
     lat = load_latency(a.latency)
     lat_md = ""

@@ -144,6 +144,38 @@ async fn pipelined_transaction_and_all_recipients_rejected() {
     p.stop().await;
 }
 
+/// An idle session holds no read buffer: its next read lands on the stack (4 KiB
+/// at most) and the rest waits in the socket. A batch far bigger than that,
+/// with a transaction inside and a command split over two writes, is answered
+/// whole and in order.
+#[tokio::test]
+async fn a_pipelined_batch_bigger_than_an_idle_read_is_answered_in_order() {
+    let up = FakeUpstream::start(UpstreamConfig::default()).await;
+    let p = spawn_postern(&config("", "", &up.postern_toml(), "")).await;
+    up.wait_probe().await;
+    let mut c = login(&p).await;
+    let mut batch = "NOOP\r\n".repeat(1000).into_bytes();
+    batch.extend_from_slice(b"MAIL FROM:<dev@example.com>\r\nRCPT TO:<a@example.net>\r\nDATA\r\n");
+    batch.extend_from_slice("NOOP\r\n".repeat(10).as_bytes());
+    // The DATA's 354 comes after the NOOPs before it; the NOOPs after DATA are
+    // message content, then the end of data and one more command, split.
+    batch.extend_from_slice(b".\r\nNO");
+    c.send(&batch).await;
+    for i in 0..1000 {
+        next(&mut c, "250 ", &format!("NOOP {i} of the batch")).await;
+    }
+    next(&mut c, "250 ", "MAIL after the NOOPs").await;
+    next(&mut c, "250 ", "RCPT").await;
+    next(&mut c, "354", "DATA").await;
+    next(&mut c, "250 ", "end of data").await;
+    c.send(b"OP\r\n").await;
+    next(&mut c, "250 ", "the split NOOP").await;
+    nothing_pending(&mut c, "the batch").await;
+    let m = only_message(&up).await;
+    assert_eq!(m.data, "NOOP\r\n".repeat(10).as_bytes());
+    p.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // 8. SIZE
 
