@@ -7,7 +7,7 @@
 #   bash scripts/bench.sh --quick      # small counts, a minute or two (CI runs this with --out DIR)
 #   options: --quick  --debug (use the debug build)  --out DIR (where BENCHMARKS.md and the charts go)
 #            --no-postfix (skip the Postfix relay rows)  --messages N (2 KB runs)  --idle N (idle connections)
-#            --only LIST (comma-separated, of: small,large,tls,latency,flood,idle; default all)
+#            --only LIST (comma-separated, of: small,large,tls,devices,latency,flood,idle; default all)
 #            --delay-ms N (one-way delay of the latency scenario's provider; default 25)
 #            --perf (record postern's rows with `perf record`; the top symbols go to docs/bench/perf-*.txt)
 #            --resume (tls scenario: every client is a returning device that offers its last TLS session)
@@ -30,6 +30,10 @@
 #     new session per message with STARTTLS and AUTH PLAIN, the device case.
 #     smtp-source cannot do STARTTLS or AUTH. The direct row is the same client
 #     without TLS (smtp-sink has none) but with AUTH.
+#   tls+auth 2 KB x 10 clients, returning devices: the same sessions from
+#     examples/devices.rs (Rust, rustls, TCP_NODELAY, one thread), cheap
+#     enough that the server is what is measured; every STARTTLS after a
+#     device's first resumes its TLS session from a ticket.
 #   provider 50 ms away, 2 KB x 5 clients: a delay line (scripts/bench/delay.py,
 #     25 ms each way, a 50 ms round trip) in front of the sink (PIPELINING, no
 #     CHUNKING: postern relays with DATA) or, unless --no-postfix, of the
@@ -68,7 +72,7 @@ OUT="$ROOT"
 POSTFIX_ROWS=1
 MSG_SMALL=""
 IDLE_N=""
-ONLY=",small,large,tls,latency,flood,idle,"
+ONLY=",small,large,tls,devices,latency,flood,idle,"
 DELAY_MS=25
 PERF=0
 PREBUILT=""
@@ -94,9 +98,9 @@ while (( $# > 0 )); do
     shift
 done
 if (( QUICK )); then
-    MSG_SMALL="${MSG_SMALL:-500}"; MSG_LARGE=25; MSG_TLS=60; MSG_LATENCY=20; MSG_FLOOD=20; IDLE_N="${IDLE_N:-1000}"
+    MSG_SMALL="${MSG_SMALL:-500}"; MSG_LARGE=25; MSG_TLS=60; MSG_DEVICES=200; MSG_LATENCY=20; MSG_FLOOD=20; IDLE_N="${IDLE_N:-1000}"
 else
-    MSG_SMALL="${MSG_SMALL:-5000}"; MSG_LARGE=200; MSG_TLS=400; MSG_LATENCY=100; MSG_FLOOD=100; IDLE_N="${IDLE_N:-10000}"
+    MSG_SMALL="${MSG_SMALL:-5000}"; MSG_LARGE=200; MSG_TLS=400; MSG_DEVICES=3000; MSG_LATENCY=100; MSG_FLOOD=100; IDLE_N="${IDLE_N:-10000}"
 fi
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
@@ -146,6 +150,16 @@ else
     BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/postern"
 fi
 [[ -x "$BIN" ]] || { echo "bench: $BIN was not built" >&2; exit 2; }
+# The returning-devices load generator (examples/devices.rs), built here even
+# with --bin: it is the client, not the server under test.
+if [[ "$ONLY" == *",devices,"* ]]; then
+    if [[ "$PROFILE" == release ]]; then
+        cargo build --quiet --release --example devices
+    else
+        cargo build --quiet --example devices
+    fi
+    DEVICES="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/examples/devices"
+fi
 
 # --- processes we start, and cleanup ------------------------------------------
 
@@ -571,6 +585,13 @@ sessions() {
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r); sys.exit(1 if r["failed"] else 0)' "$TMP/sessions.json"
 }
 
+# devices CLIENTS SIZE PORT [devices options]: N messages from returning devices (examples/devices.rs).
+devices() {
+    local c="$1" size="$2" port="$3"; shift 3
+    "$DEVICES" --port "$port" --clients "$c" --size "$size" --messages "$N" "$@" > "$TMP/sessions.json" || return 1
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r); sys.exit(1 if r["failed"] else 0)' "$TMP/sessions.json"
+}
+
 # plain_scenario NAME CLIENTS SIZE COUNT
 plain_scenario() {
     local name="$1" c="$2" size="$3"
@@ -692,6 +713,42 @@ tls_scenario() {
     fi
 }
 
+# note_resumed PATH: how many of the last devices row's TLS handshakes were resumed.
+RESUMED_ARG=""
+note_resumed() {
+    local pair
+    pair="$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("%d/%d" % (r["resumed"], r["ok"]))' "$TMP/sessions.json" 2>/dev/null)" || return 0
+    echo "bench: returning devices, $1: $pair TLS handshakes resumed"
+    RESUMED_ARG+="${RESUMED_ARG:+,}$1:$pair"
+}
+
+# devices_scenario NAME CLIENTS SIZE COUNT: the tls+auth load again, from
+# examples/devices.rs: a Rust client (rustls) that costs a fraction of
+# smtplib's CPU, every device returning (its TLS session resumed from a ticket
+# an earlier session got).
+devices_scenario() {
+    local name="$1" c="$2" size="$3" count="$4"
+    local auth=(--user demo --password "$DEMO_PASSWORD")
+    start_sink
+    N=20; devices "$c" "$size" "$SINK_PORT" "${auth[@]}" >/dev/null 2>&1 || true
+    N="$count"; run_row "$name" direct "" 60 -- devices "$c" "$size" "$SINK_PORT" "${auth[@]}"
+    stop_sink
+
+    start_sink; start_postern
+    N=20; devices "$c" "$size" "$POSTERN_TLS_PORT" --starttls "${auth[@]}" >/dev/null 2>&1 || true; wait_sink 20 10
+    N="$count"; run_row "$name" postern "$POSTERN_PID" 60 -- devices "$c" "$size" "$POSTERN_TLS_PORT" --starttls "${auth[@]}"
+    note_resumed postern
+    stop_postern; stop_sink
+
+    if (( POSTFIX_ROWS )); then
+        start_sink; start_postfix
+        N=20; devices "$c" "$size" "$PF_TLS_PORT" --starttls "${auth[@]}" >/dev/null 2>&1 || true; wait_sink 20 30
+        N="$count"; run_row "$name" postfix "$PF_PID" 300 -- devices "$c" "$size" "$PF_TLS_PORT" --starttls "${auth[@]}"
+        note_resumed postfix
+        stop_postfix; stop_sink
+    fi
+}
+
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 STARTED="$(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "bench: load average before: $LOAD_BEFORE (2 cores shared with whatever else runs here)"
@@ -700,6 +757,7 @@ want() { [[ "$ONLY" == *",$1,"* ]]; }
 if want small; then plain_scenario "plain 2KB x20" 20 2048 "$MSG_SMALL"; fi
 if want large; then plain_scenario "plain 1MiB x5" 5 1048576 "$MSG_LARGE"; fi
 if want tls; then tls_scenario "tls+auth 2KB x10" 10 2048 "$MSG_TLS"; fi
+if want devices; then devices_scenario "tls+auth 2KB x10, returning devices" 10 2048 "$MSG_DEVICES"; fi
 if want latency; then
     # Toward smtp-sink (DATA upstream) and, with Postfix, Postfix's smtpd
     # (CHUNKING: BDAT upstream); a device that waits for each reply
@@ -768,7 +826,7 @@ cp "$LATENCY" "$OUT/docs/bench/latency.tsv"
 python3 "$ROOT/scripts/bench/report.py" "$RESULTS" "$OUT" \
     --started "$STARTED" --load-before "$LOAD_BEFORE" --load-after "$LOAD_AFTER" \
     --profile "$PROFILE" --quick "$QUICK" \
-    --idle "$IDLE_ARG" --latency "$LATENCY" "${FLOOD_ARG[@]}"
+    --idle "$IDLE_ARG" --resumed "$RESUMED_ARG" --latency "$LATENCY" "${FLOOD_ARG[@]}"
 
 if (( failures > 0 )); then
     echo "bench: $failures run(s) failed or lost messages" >&2

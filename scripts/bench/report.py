@@ -196,6 +196,7 @@ def main():
     ap.add_argument("--profile", default="release")
     ap.add_argument("--quick", default="0")
     ap.add_argument("--idle", default="")
+    ap.add_argument("--resumed", default="", help="PATH:RESUMED/SESSIONS,... of the returning-devices rows")
     ap.add_argument("--latency", default="")
     ap.add_argument("--flood", default="", help="authflood.py's JSON output file")
     a = ap.parse_args()
@@ -265,6 +266,10 @@ def main():
             f"{fl['flood_auth_ms'].get('max')} ms max.\n\n")
 
     pictures = charts(rows, a.outdir)
+    resumed = "; ".join(
+        f"{path}: {pair.split('/')[0]} of {pair.split('/')[1]} handshakes resumed"
+        for path, pair in (item.split(":", 1) for item in a.resumed.split(",") if item)
+    ) or "not run"
     quick = " (`--quick`: small counts, for CI; not figures to quote)" if a.quick == "1" else ""
     md = f"""# Benchmarks
 
@@ -290,6 +295,13 @@ run; the absolute numbers are this machine's (2 cores, shared: load average
   over a `sasldb`, a plaintext comparison) per message. `smtp-source` cannot do
   STARTTLS or AUTH. The `direct` row is the same client without TLS (the sink
   has none) but with AUTH.
+- **tls+auth, returning devices**: the same sessions from
+  `examples/devices.rs` (Rust on one thread, rustls, `TCP_NODELAY`): a
+  fraction of smtplib's CPU, so the relay is what is measured. One command and
+  its reply at a time, as smtplib; every device returning, its TLS session
+  resumed from a ticket an earlier session got ({resumed}), and its password
+  checked again by the relay (postern answers a repeated one from its
+  verified-credential cache).
 - **provider**: a delay line in front of the sink (DATA) or of a private
   Postfix `smtpd` (BDAT), as a distant provider; see the latency table below.
 
