@@ -7,6 +7,7 @@
 //! Every clock here is tokio's, so tests run idle timeouts in paused time.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Poll, ready};
 use std::time::Duration;
@@ -128,8 +129,9 @@ impl Connection {
             }
             let rbuf = &mut self.rbuf;
             let read = std::future::poll_fn(|cx| {
-                let mut stage = [0u8; STAGE_READ];
-                let mut got = ReadBuf::new(&mut stage);
+                // Not zeroed: `ReadBuf` tracks what the read filled.
+                let mut stage = [MaybeUninit::<u8>::uninit(); STAGE_READ];
+                let mut got = ReadBuf::uninit(&mut stage);
                 ready!(Pin::new(&mut **stream).poll_read(cx, &mut got))?;
                 let got = got.filled();
                 rbuf.reserve_exact(got.len().max(IDLE_READ));
