@@ -108,11 +108,13 @@ impl Connection {
 
     /// Reads more input into `rbuf`. The wait ends at `idle_timeout`, and at a
     /// server shutdown when `interruptible` (a transaction in progress is not:
-    /// it may finish, bounded by the server's grace deadline).
+    /// it may finish, bounded by the server's grace deadline). `bulk`: a
+    /// message body is coming (DATA, BDAT), so the read takes up to
+    /// `READ_CHUNK` at once.
     ///
     /// # Errors
     /// I/O errors from the stream.
-    pub async fn read_more(&mut self, interruptible: bool) -> io::Result<Input> {
+    pub async fn read_more(&mut self, interruptible: bool, bulk: bool) -> io::Result<Input> {
         let mut shutdown = self.shutdown.clone();
         let Some(stream) = self.stream.as_mut() else {
             return Ok(Input::Eof);
@@ -143,8 +145,13 @@ impl Connection {
                 _ = shutdown.wait_for(|s| *s) => Ok(Input::Shutdown),
             };
         }
-        if self.rbuf.is_empty() {
-            // Inside a transaction: give a big buffer back all the same.
+        if self.rbuf.is_empty() && bulk {
+            // A body: one read for what a 2 KB message is, not two.
+            if self.rbuf.capacity() < READ_CHUNK {
+                self.rbuf = Vec::with_capacity(READ_CHUNK);
+            }
+        } else if self.rbuf.is_empty() {
+            // Commands inside a transaction: give a big buffer back.
             if self.rbuf.capacity() > IDLE_READ {
                 self.rbuf = Vec::new();
             }

@@ -222,7 +222,7 @@ impl Session {
             // A shutdown interrupts only an idle session: a transaction in
             // flight may finish, bounded by the server's grace deadline.
             let interruptible = !in_data && self.txn.is_none() && self.chunked.is_none();
-            let closing = match self.conn.read_more(interruptible).await? {
+            let closing = match self.conn.read_more(interruptible, in_data).await? {
                 Input::More => continue,
                 Input::Eof => None,
                 Input::IdleTimeout => Some(Refusal::IdleTimeout),
