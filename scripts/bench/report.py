@@ -148,7 +148,9 @@ def charts(rows, outdir):
                     + val(sc, "postern", "relay_us") + " " + val(sc, "postfix", "relay_us") + " "
                     + " ".join(val(sc, p, "sink_us") for p in PATHS) + "\n")
     common = """
-set terminal pngcairo size 900,460 font "sans,11" background rgb "white"
+set terminal pngcairo size 1000,620 font "sans,11" background rgb "white"
+set xtics rotate by -35 font "sans,10"
+set bmargin 12
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
