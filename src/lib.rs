@@ -33,6 +33,7 @@ pub mod config;
 pub mod connection;
 pub mod doctor;
 pub mod error;
+pub mod fdlimit;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

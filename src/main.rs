@@ -208,6 +208,7 @@ fn run(path: PathBuf) -> ExitCode {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    postern::fdlimit::raise_and_report(&config);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

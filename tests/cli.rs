@@ -544,3 +544,96 @@ fn sighup_reloads_users_without_dropping_connections() {
     assert_eq!(auth_code(addr, "newcomer", "fresh-pw"), 235);
     assert_eq!(auth_code(addr, "demo", "demo-password"), 235);
 }
+
+/// `postern run` with the soft open-file limit at `soft` (and the hard one at
+/// `hard`, when given), through the shell's `ulimit`, which `exec` keeps.
+fn spawn_run_with_file_limit(dir: &Path, path: &Path, soft: u32, hard: Option<u32>) -> Guard {
+    let stderr_log = std::fs::File::create(dir.join("stderr.log")).unwrap();
+    let limits = match hard {
+        Some(h) => format!("ulimit -Sn {soft} && ulimit -Hn {h}"),
+        None => format!("ulimit -Sn {soft}"),
+    };
+    let child = Command::new("sh")
+        .args([
+            "-c",
+            &format!("{limits} && exec \"$0\" run --config \"$1\""),
+            BIN,
+            path.to_str().unwrap(),
+        ])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr_log)
+        .spawn()
+        .unwrap();
+    Guard(Some(child))
+}
+
+/// "Max open files" of a process: (soft, hard), "unlimited" as `u64::MAX`.
+fn open_file_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files in /proc/PID/limits");
+    let mut numbers = line["Max open files".len()..]
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(u64::MAX));
+    (numbers.next().unwrap(), numbers.next().unwrap())
+}
+
+#[test]
+fn run_raises_the_soft_file_limit_to_the_hard_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = write(
+        dir.path(),
+        "postern.toml",
+        &minimal_config(port, dir.path()),
+    );
+    let mut guard = spawn_run_with_file_limit(dir.path(), &path, 256, None);
+    let child = guard.0.as_mut().unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_for_greeting(addr, child, Duration::from_secs(30));
+    let (soft, hard) = open_file_limits(child.id());
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(
+        hard > 256,
+        "this machine's hard limit is {hard}: nothing to raise to"
+    );
+    assert_eq!(soft, hard.min(1 << 20), "{log}");
+    assert!(
+        log.contains("raised the open-file limit") && log.contains("before=256"),
+        "{log}"
+    );
+    // The default max_connections (1000) fits under this machine's hard limit.
+    if hard >= 1200 {
+        assert!(!log.contains("open-file limit is below"), "{log}");
+    }
+}
+
+#[test]
+fn run_warns_when_the_hard_file_limit_is_below_max_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = write(
+        dir.path(),
+        "postern.toml",
+        &minimal_config(port, dir.path()),
+    );
+    // [limits] max_connections defaults to 1000: 200 descriptors cannot hold them.
+    let mut guard = spawn_run_with_file_limit(dir.path(), &path, 200, Some(200));
+    let child = guard.0.as_mut().unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let greeting = wait_for_greeting(addr, child, Duration::from_secs(30));
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    assert_eq!(open_file_limits(child.id()), (200, 200));
+    assert!(
+        log.contains("open-file limit is below")
+            && log.contains("limit=200")
+            && log.contains("need=1074"),
+        "{log}"
+    );
+    assert!(!log.contains("raised the open-file limit"), "{log}");
+}
