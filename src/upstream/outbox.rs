@@ -144,16 +144,36 @@ pub fn new_id() -> String {
     )
 }
 
-/// 64 bits from the OS's random source. Should that ever fail, a per-process
-/// counter mixed with the process id keeps ids unique in this process (and
-/// `begin_as` creates its file with `create_new`, so a clash is an error,
-/// never an overwrite).
+/// 64 bits, different on every call in this process and unpredictable from
+/// one process to the next: a counter from a random start (drawn from the
+/// OS once per process), through splitmix64's finalizer, a bijection, so two
+/// calls never give the same value. One `getrandom` per process, not one per
+/// message (it was a system call per message). Should the OS's source fail,
+/// the process id and the clock seed it (and `begin_as` creates its file
+/// with `create_new`, so a clash is an error, never an overwrite).
 pub(crate) fn nonce() -> u64 {
-    static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    getrandom::u64().unwrap_or_else(|_| {
-        let n = FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        (u64::from(std::process::id()) << 32) ^ n
-    })
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        getrandom::u64().unwrap_or_else(|_| {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            (u64::from(std::process::id()) << 32) ^ nanos
+        })
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    splitmix64(seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+}
+
+/// splitmix64's output function (Steele, Lea and Flood, 2014): invertible, so
+/// distinct inputs give distinct outputs.
+fn splitmix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Seconds since the epoch, for envelopes.
@@ -166,6 +186,22 @@ pub fn now_secs() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nonces_do_not_repeat_and_spread_over_all_64_bits() {
+        let n = 200_000;
+        let values: std::collections::HashSet<u64> = (0..n).map(|_| nonce()).collect();
+        assert_eq!(values.len(), n);
+        // Every bit is set in some values and clear in others: not a counter.
+        let (or, and) = values
+            .iter()
+            .fold((0u64, u64::MAX), |(o, a), v| (o | v, a & v));
+        assert_eq!((or, and), (u64::MAX, 0));
+        // Consecutive values differ in about half their bits.
+        let a = nonce();
+        let b = nonce();
+        assert!((a ^ b).count_ones() > 8, "{a:016x} {b:016x}");
+    }
 
     #[test]
     fn commit_leaves_eml_and_json_and_no_temp_files() {
