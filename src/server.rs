@@ -1,16 +1,16 @@
-//! Listeners, the accept loop, the global connection cap, and the drain on
+//! Listeners, the accept tasks, the global connection cap, and the drain on
 //! shutdown: stop accepting, tell idle sessions `421 4.3.0`, let transactions in
 //! flight finish until `shutdown_grace`, then cut what is left.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use prometheus::Registry;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -21,6 +21,9 @@ use crate::metrics;
 use crate::session::Session;
 pub use crate::state::Reloader;
 use crate::state::{ListenerInfo, Shared, State};
+
+/// How long a shutdown waits for the sessions it cut to end.
+const CUT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often limiter state for addresses that went quiet is dropped.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -155,19 +158,18 @@ impl Server {
                 pruned.policy().auth_throttle.prune();
             }
         });
-        let (accepted_tx, mut accepted) =
-            mpsc::channel::<(ListenerInfo, TcpStream, SocketAddr)>(64);
+        // Each listener's task accepts and spawns the session itself: a
+        // hand-off to another task per connection (a channel to a loop that
+        // spawned) made tokio's workers wake each other about four times a
+        // message (`strace -c`: 4.2 futex calls per plain session, 0.8 after).
+        let sessions = Sessions::new();
         for (info, sock, addr) in listeners {
             tracing::info!(listener = %info.name, %addr, tls = ?info.tls, "listening");
-            let tx = accepted_tx.clone();
+            let (shared, sessions) = (shared.clone(), sessions.clone());
             background.spawn(async move {
                 loop {
                     match sock.accept().await {
-                        Ok((tcp, peer)) => {
-                            if tx.send((info.clone(), tcp, peer)).await.is_err() {
-                                return;
-                            }
-                        }
+                        Ok((tcp, peer)) => sessions.start(&shared, &info, tcp, peer),
                         Err(e) => {
                             // Out of descriptors and the like: pause rather than spin.
                             tracing::warn!(error = %e, "accept failed");
@@ -177,29 +179,8 @@ impl Server {
                 }
             });
         }
-        drop(accepted_tx);
         ready.store(true, Ordering::Release);
-
-        let mut sessions = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                Some((info, tcp, peer)) = accepted.recv() => {
-                    let _ = tcp.set_nodelay(true);
-                    let limits = shared.policy().config.limits.clone();
-                    if sessions.len() >= limits.max_connections as usize {
-                        shared.metrics.connections_rejected.with_label_values(&[&info.name, "max_connections"]).inc();
-                        shared.metrics.limit_hit("max_connections", metrics::NONE, metrics::NONE);
-                        tokio::spawn(refuse(tcp, "Too many connections, try again later"));
-                        continue;
-                    }
-                    shared.metrics.connections_opened.with_label_values(&[&info.name]).inc();
-                    sessions.spawn(connection(shared.clone(), info, tcp, peer, limits.max_connections_per_ip));
-                }
-                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-            }
-        }
+        shutdown.await;
 
         // Stop accepting; tell every session; give transactions in flight their grace.
         let grace = shared.policy().config.server.shutdown_grace.0;
@@ -207,16 +188,15 @@ impl Server {
         ready.store(false, Ordering::Release);
         background.abort_all();
         let _ = shutdown_tx.send(true);
-        let drained = tokio::time::timeout(grace, async {
-            while sessions.join_next().await.is_some() {}
-        })
-        .await;
+        let drained = tokio::time::timeout(grace, sessions.all_ended()).await;
         if drained.is_err() {
             tracing::warn!(
                 cut = sessions.len(),
                 "shutdown grace expired; closing remaining connections"
             );
-            sessions.abort_all();
+            sessions.cut.send_replace(true);
+            // A cut session ends at its next poll; its slots go back as it does.
+            let _ = tokio::time::timeout(CUT_WAIT, sessions.all_ended()).await;
         }
         for up in &shared.policy().upstreams {
             up.close_pool().await;
@@ -227,6 +207,110 @@ impl Server {
             c.give_all_back().await;
         }
         Ok(())
+    }
+}
+
+/// The open client sessions: how many (the global `max_connections` cap), a
+/// signal when the last one ends, and the cut at the end of a shutdown's grace.
+struct Sessions {
+    open: AtomicUsize,
+    none_left: Notify,
+    cut: watch::Sender<bool>,
+}
+
+/// One session's place under the cap, given back when it is dropped (also
+/// when the session's task panics or is cut).
+struct Place(Arc<Sessions>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none_left.notify_waiters();
+        }
+    }
+}
+
+impl Sessions {
+    fn new() -> Arc<Sessions> {
+        Arc::new(Sessions {
+            open: AtomicUsize::new(0),
+            none_left: Notify::new(),
+            cut: watch::channel(false).0,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// A place if fewer than `max` sessions are open.
+    fn enter(self: &Arc<Self>, max: usize) -> Option<Place> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Place(self.clone()))
+    }
+
+    /// Returns once no session is open.
+    async fn all_ended(&self) {
+        loop {
+            let notified = self.none_left.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.len() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Starts a session for an accepted connection on its own task, or
+    /// refuses it over `max_connections`.
+    fn start(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        info: &ListenerInfo,
+        tcp: TcpStream,
+        peer: SocketAddr,
+    ) {
+        let _ = tcp.set_nodelay(true);
+        let (max, max_per_ip) = {
+            let policy = shared.policy();
+            let limits = &policy.config.limits;
+            (
+                limits.max_connections as usize,
+                limits.max_connections_per_ip,
+            )
+        };
+        let Some(place) = self.enter(max) else {
+            shared
+                .metrics
+                .connections_rejected
+                .with_label_values(&[&info.name, "max_connections"])
+                .inc();
+            shared
+                .metrics
+                .limit_hit("max_connections", metrics::NONE, metrics::NONE);
+            tokio::spawn(refuse(tcp, "Too many connections, try again later"));
+            return;
+        };
+        shared
+            .metrics
+            .connections_opened
+            .with_label_values(&[&info.name])
+            .inc();
+        let session = connection(shared.clone(), info.clone(), tcp, peer, max_per_ip);
+        let mut cut = self.cut.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                () = session => {}
+                _ = cut.wait_for(|c| *c) => {}
+            }
+            drop(place);
+        });
     }
 }
 
