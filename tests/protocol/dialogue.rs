@@ -176,6 +176,37 @@ async fn a_pipelined_batch_bigger_than_an_idle_read_is_answered_in_order() {
     p.stop().await;
 }
 
+/// A stop: an idle session hears 421 at once; a transaction that does not end
+/// within `shutdown_grace` is cut at its end, and the server then stops; a
+/// connection after the stop finds nothing listening.
+#[tokio::test]
+async fn a_stop_cuts_a_transaction_that_outlasts_the_grace() {
+    let more = "[server]\nshutdown_grace = \"1s\"\n";
+    let p = spawn_postern(&config("", "", &outbox_toml(), more)).await;
+    let addr = p.addr("smtp");
+    let mut idle = login(&p).await;
+    let mut busy = login(&p).await;
+    expect(&mut busy, "MAIL FROM:<dev@example.com>", "250 ").await;
+    expect(&mut busy, "RCPT TO:<a@example.net>", "250 ").await;
+    expect(&mut busy, "DATA", "354").await;
+    busy.send(b"Subject: never ends\r\n").await;
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(p.stop());
+    next(&mut idle, "421 4.3.0", "the idle session at the stop").await;
+    assert!(idle.closed().await, "idle session still open");
+    assert!(busy.closed().await, "the transaction was not cut");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+        "cut after {waited:?}, not at the 1 s grace"
+    );
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("the server did not stop after the cut")
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
 // ---------------------------------------------------------------------------------------
 // 8. SIZE
 
