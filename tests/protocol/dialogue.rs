@@ -190,7 +190,7 @@ async fn a_stop_cuts_a_transaction_that_outlasts_the_grace() {
     expect(&mut busy, "RCPT TO:<a@example.net>", "250 ").await;
     expect(&mut busy, "DATA", "354").await;
     busy.send(b"Subject: never ends\r\n").await;
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let stopping = tokio::spawn(p.stop());
     next(&mut idle, "421 4.3.0", "the idle session at the stop").await;
     assert!(idle.closed().await, "idle session still open");
