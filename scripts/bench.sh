@@ -692,27 +692,6 @@ latency_scenario() {
     stop_sink
 }
 
-tls_scenario() {
-    local name="$1" c="$2" size="$3" count="$4"
-    local auth=(--user demo --password "$DEMO_PASSWORD" "${RESUME[@]}")
-    start_sink
-    N=10; sessions "$c" "$size" "$SINK_PORT" "${auth[@]}" >/dev/null 2>&1 || true
-    N="$count"; run_row "$name" direct "" 60 -- sessions "$c" "$size" "$SINK_PORT" "${auth[@]}"
-    stop_sink
-
-    start_sink; start_postern
-    N=10; sessions "$c" "$size" "$POSTERN_TLS_PORT" --starttls "${auth[@]}" >/dev/null 2>&1 || true; wait_sink 10 10
-    N="$count"; run_row "$name" postern "$POSTERN_PID" 60 -- sessions "$c" "$size" "$POSTERN_TLS_PORT" --starttls "${auth[@]}"
-    stop_postern; stop_sink
-
-    if (( POSTFIX_ROWS )); then
-        start_sink; start_postfix
-        N=10; sessions "$c" "$size" "$PF_TLS_PORT" --starttls "${auth[@]}" >/dev/null 2>&1 || true; wait_sink 10 30
-        N="$count"; run_row "$name" postfix "$PF_PID" 300 -- sessions "$c" "$size" "$PF_TLS_PORT" --starttls "${auth[@]}"
-        stop_postfix; stop_sink
-    fi
-}
-
 # note_resumed PATH: how many of the last devices row's TLS handshakes were resumed.
 RESUMED_ARG=""
 note_resumed() {
@@ -722,29 +701,31 @@ note_resumed() {
     RESUMED_ARG+="${RESUMED_ARG:+,}$1:$pair"
 }
 
-# devices_scenario NAME CLIENTS SIZE COUNT: the tls+auth load again, from
-# examples/devices.rs: a Rust client (rustls) that costs a fraction of
-# smtplib's CPU, every device returning (its TLS session resumed from a ticket
-# an earlier session got).
-devices_scenario() {
-    local name="$1" c="$2" size="$3" count="$4"
-    local auth=(--user demo --password "$DEMO_PASSWORD")
+# tls_scenario NAME CLIENTS SIZE COUNT CLIENT WARMUP [CLIENT OPTIONS]: STARTTLS
+# and AUTH PLAIN on every session (the direct row: AUTH, no TLS), from CLIENT:
+# `sessions` (smtplib) or `devices` (examples/devices.rs: a Rust client on
+# rustls that costs a fraction of smtplib's CPU, every device returning, its
+# TLS session resumed from a ticket an earlier session got; the resumed
+# handshakes are counted). WARMUP messages go before each row's clock.
+tls_scenario() {
+    local name="$1" c="$2" size="$3" count="$4" client="$5" warm="$6"; shift 6
+    local auth=(--user demo --password "$DEMO_PASSWORD" "$@")
     start_sink
-    N=20; devices "$c" "$size" "$SINK_PORT" "${auth[@]}" >/dev/null 2>&1 || true
-    N="$count"; run_row "$name" direct "" 60 -- devices "$c" "$size" "$SINK_PORT" "${auth[@]}"
+    N="$warm"; "$client" "$c" "$size" "$SINK_PORT" "${auth[@]}" >/dev/null 2>&1 || true
+    N="$count"; run_row "$name" direct "" 60 -- "$client" "$c" "$size" "$SINK_PORT" "${auth[@]}"
     stop_sink
 
     start_sink; start_postern
-    N=20; devices "$c" "$size" "$POSTERN_TLS_PORT" --starttls "${auth[@]}" >/dev/null 2>&1 || true; wait_sink 20 10
-    N="$count"; run_row "$name" postern "$POSTERN_PID" 60 -- devices "$c" "$size" "$POSTERN_TLS_PORT" --starttls "${auth[@]}"
-    note_resumed postern
+    N="$warm"; "$client" "$c" "$size" "$POSTERN_TLS_PORT" --starttls "${auth[@]}" >/dev/null 2>&1 || true; wait_sink "$warm" 10
+    N="$count"; run_row "$name" postern "$POSTERN_PID" 60 -- "$client" "$c" "$size" "$POSTERN_TLS_PORT" --starttls "${auth[@]}"
+    if [[ "$client" == devices ]]; then note_resumed postern; fi
     stop_postern; stop_sink
 
     if (( POSTFIX_ROWS )); then
         start_sink; start_postfix
-        N=20; devices "$c" "$size" "$PF_TLS_PORT" --starttls "${auth[@]}" >/dev/null 2>&1 || true; wait_sink 20 30
-        N="$count"; run_row "$name" postfix "$PF_PID" 300 -- devices "$c" "$size" "$PF_TLS_PORT" --starttls "${auth[@]}"
-        note_resumed postfix
+        N="$warm"; "$client" "$c" "$size" "$PF_TLS_PORT" --starttls "${auth[@]}" >/dev/null 2>&1 || true; wait_sink "$warm" 30
+        N="$count"; run_row "$name" postfix "$PF_PID" 300 -- "$client" "$c" "$size" "$PF_TLS_PORT" --starttls "${auth[@]}"
+        if [[ "$client" == devices ]]; then note_resumed postfix; fi
         stop_postfix; stop_sink
     fi
 }
@@ -756,8 +737,8 @@ echo "bench: load average before: $LOAD_BEFORE (2 cores shared with whatever els
 want() { [[ "$ONLY" == *",$1,"* ]]; }
 if want small; then plain_scenario "plain 2KB x20" 20 2048 "$MSG_SMALL"; fi
 if want large; then plain_scenario "plain 1MiB x5" 5 1048576 "$MSG_LARGE"; fi
-if want tls; then tls_scenario "tls+auth 2KB x10" 10 2048 "$MSG_TLS"; fi
-if want devices; then devices_scenario "tls+auth 2KB x10, returning devices" 10 2048 "$MSG_DEVICES"; fi
+if want tls; then tls_scenario "tls+auth 2KB x10" 10 2048 "$MSG_TLS" sessions 10 "${RESUME[@]}"; fi
+if want devices; then tls_scenario "tls+auth 2KB x10, returning devices" 10 2048 "$MSG_DEVICES" devices 20; fi
 if want latency; then
     # Toward smtp-sink (DATA upstream) and, with Postfix, Postfix's smtpd
     # (CHUNKING: BDAT upstream); a device that waits for each reply

@@ -65,6 +65,12 @@ allowed_senders = ["*@example.com"]
     )
 }
 
+/// `minimal_config` on a free port, written to `dir/postern.toml`: (port, path).
+fn minimal_config_file(dir: &Path) -> (u16, PathBuf) {
+    let port = free_port();
+    (port, write(dir, "postern.toml", &minimal_config(port, dir)))
+}
+
 fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
@@ -413,12 +419,7 @@ fn wait_for_greeting(addr: SocketAddr, child: &mut Child, limit: Duration) -> St
 #[test]
 fn run_serves_and_exits_0_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let path = write(
-        dir.path(),
-        "postern.toml",
-        &minimal_config(port, dir.path()),
-    );
+    let (port, path) = minimal_config_file(dir.path());
     let mut guard = spawn_run(dir.path(), &path);
     let child = guard.0.as_mut().unwrap();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -585,12 +586,7 @@ fn open_file_limits(pid: u32) -> (u64, u64) {
 #[test]
 fn run_raises_the_soft_file_limit_to_the_hard_one() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let path = write(
-        dir.path(),
-        "postern.toml",
-        &minimal_config(port, dir.path()),
-    );
+    let (port, path) = minimal_config_file(dir.path());
     let mut guard = spawn_run_with_file_limit(dir.path(), &path, 256, None);
     let child = guard.0.as_mut().unwrap();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -615,12 +611,7 @@ fn run_raises_the_soft_file_limit_to_the_hard_one() {
 #[test]
 fn run_warns_when_the_hard_file_limit_is_below_max_connections() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let path = write(
-        dir.path(),
-        "postern.toml",
-        &minimal_config(port, dir.path()),
-    );
+    let (port, path) = minimal_config_file(dir.path());
     // [limits] max_connections defaults to 1000: 200 descriptors cannot hold them.
     let mut guard = spawn_run_with_file_limit(dir.path(), &path, 200, Some(200));
     let child = guard.0.as_mut().unwrap();
