@@ -181,37 +181,45 @@ async fn an_accepted_message_is_counted_with_its_bytes() {
 
 #[tokio::test(start_paused = true)]
 async fn refusals_at_mail_are_counted_under_their_word() {
-    let rows: [(&str, &str, &str, &str); 4] = [
+    // The provider's refusals of MAIL come with the first RCPT (MAIL ahead).
+    let rows: [(&str, &str, &str, Option<&str>, &str); 4] = [
         (
             "",
             "MAIL FROM:<x@elsewhere.org>",
             "550 5.7.1",
+            None,
             "rejected_sender",
         ),
         (
             "",
             "MAIL FROM:<dev@example.com> SIZE=99999999",
             "552 5.3.4",
+            None,
             "rejected_too_big",
         ),
         (
             "",
             "MAIL FROM:<reject@example.com>",
-            "553 5.7.1",
+            "250",
+            Some("553 5.7.1"),
             "upstream_rejected",
         ),
         (
             "",
             "MAIL FROM:<tempfail@example.com>",
-            "451 4.3.2",
+            "250",
+            Some("451 4.3.2"),
             "upstream_tempfail",
         ),
     ];
-    for (limits, line, reply, result) in rows {
+    for (limits, line, reply, at_rcpt, result) in rows {
         let up = MemoryUpstream::default();
         let s = provider(&up, "", limits);
         let mut t = logged_in(&s).await;
         t.cmd(line, reply).await;
+        if let Some(r) = at_rcpt {
+            t.cmd("RCPT TO:<someone@example.net>", r).await;
+        }
         t.cmd("QUIT", "221").await;
         t.finished().await;
         counted_once(&s, result).await;

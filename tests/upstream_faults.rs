@@ -216,12 +216,35 @@ async fn every_recipient_rejected_means_no_354() {
 }
 
 #[tokio::test]
-async fn upstream_refusing_mail_from_is_passed_on() {
+async fn upstream_refusing_mail_from_is_passed_on_at_rcpt() {
     let (fake, p) = start(UpstreamConfig {
         mail_reply: Some("451 4.3.0 busy, come back later".into()),
         ..UpstreamConfig::default()
     })
     .await;
+    let mut c = client(&p).await;
+    // MAIL ahead: answered at once, sent with the first RCPT, whose reply is
+    // the provider's refusal of MAIL; so is every later RCPT's.
+    assert_eq!(c.cmd("MAIL FROM:<a@example.com>").await, AHEAD);
+    let refused = "451 4.3.0 upstream provider: busy, come back later";
+    assert_eq!(c.cmd("RCPT TO:<b@example.net>").await, refused);
+    assert_eq!(c.cmd("RCPT TO:<c@example.net>").await, refused);
+    assert_starts(&c.cmd("DATA").await, "554 5.5.1");
+    assert_eq!(fake.data_commands(), 0);
+    assert!(fake.messages().is_empty());
+    // A new transaction starts clean.
+    assert_starts(&c.cmd("RSET").await, "250 ");
+    assert_starts(&c.cmd("RCPT TO:<b@example.net>").await, "503 ");
+}
+
+#[tokio::test]
+async fn upstream_refusing_mail_from_without_pipelining_is_passed_on_at_mail() {
+    let mut cfg = UpstreamConfig {
+        mail_reply: Some("451 4.3.0 busy, come back later".into()),
+        ..UpstreamConfig::default()
+    };
+    cfg.extensions.retain(|e| e != "PIPELINING");
+    let (fake, p) = start(cfg).await;
     let mut c = client(&p).await;
     assert_eq!(
         c.cmd("MAIL FROM:<a@example.com>").await,
@@ -230,7 +253,35 @@ async fn upstream_refusing_mail_from_is_passed_on() {
     assert_starts(&c.cmd("RCPT TO:<b@example.net>").await, "503 ");
     assert_starts(&c.cmd("DATA").await, "503 ");
     assert_eq!(fake.data_commands(), 0);
+}
+
+#[tokio::test]
+async fn upstream_refusing_data_sent_ahead_is_the_end_of_data_verdict() {
+    let (fake, p) = start(UpstreamConfig {
+        data_reply: Some("452 4.3.1 out of storage".into()),
+        ..UpstreamConfig::default()
+    })
+    .await;
+    let mut c = client(&p).await;
+    assert_eq!(c.cmd("MAIL FROM:<a@example.com>").await, AHEAD);
+    assert_starts(&c.cmd("RCPT TO:<b@example.net>").await, "250 ");
+    // DATA ahead: our 354 before the provider's answer to DATA.
+    assert_starts(&c.cmd("DATA").await, "354 ");
+    assert_eq!(
+        send_body(&mut c, BODY).await,
+        "452 4.3.1 upstream provider: out of storage"
+    );
     assert!(fake.messages().is_empty());
+    // No byte of the body went to the provider, which was not in DATA.
+    let cmds = fake.commands();
+    assert!(
+        !cmds.iter().any(|l| l.contains("Subject") || l == "."),
+        "{cmds:?}"
+    );
+    // The session goes on, on another connection: on that one the refused
+    // transaction is still open, and MAIL would be a nested one (503).
+    assert_eq!(c.cmd("MAIL FROM:<a@example.com>").await, AHEAD);
+    assert_starts(&c.cmd("RCPT TO:<b@example.net>").await, "250 ");
 }
 
 #[tokio::test]
@@ -433,7 +484,9 @@ async fn starttls_response_injection_aborts_the_upstream_connection() {
 }
 
 /// One write from the client: MAIL, three RCPTs (one refused, one 251), DATA.
-async fn pipelined_transaction(fake: &FakeUpstream, p: &Postern) {
+/// MAIL hears `mail`: postern's own 250 toward a pipelining provider (MAIL
+/// ahead, its verdict comes with the RCPTs), the provider's otherwise.
+async fn pipelined_transaction(fake: &FakeUpstream, p: &Postern, mail: &str) {
     let mut c = client(p).await;
     c.send(
         b"MAIL FROM:<a@example.com>\r\n\
@@ -443,7 +496,7 @@ async fn pipelined_transaction(fake: &FakeUpstream, p: &Postern) {
           DATA\r\n",
     )
     .await;
-    assert_eq!(c.reply().await, "250 2.1.0 upstream provider: ok");
+    assert_eq!(c.reply().await, mail);
     assert_eq!(c.reply().await, "250 2.1.5 upstream provider: ok");
     assert_eq!(
         c.reply().await,
@@ -479,6 +532,9 @@ async fn pipelined_transaction(fake: &FakeUpstream, p: &Postern) {
     );
 }
 
+/// Postern's answer to a MAIL it sends ahead with the first RCPT.
+const AHEAD: &str = "250 2.1.0 Sender OK";
+
 fn pipelining_cfg(pipelining: bool) -> UpstreamConfig {
     let mut cfg = UpstreamConfig {
         rcpt_replies: rcpt_replies(&[
@@ -496,7 +552,7 @@ fn pipelining_cfg(pipelining: bool) -> UpstreamConfig {
 #[tokio::test]
 async fn pipelined_client_transaction_is_pipelined_upstream_in_order() {
     let (fake, p) = start(pipelining_cfg(true)).await;
-    pipelined_transaction(&fake, &p).await;
+    pipelined_transaction(&fake, &p, AHEAD).await;
     // MAIL, the RCPTs and DATA went upstream back to back.
     assert!(
         contains(
@@ -595,7 +651,7 @@ async fn mail_rcpts_and_data_go_upstream_in_one_write() {
     })
     .await;
     fake.wait_probe().await;
-    pipelined_transaction(&fake, &p).await;
+    pipelined_transaction(&fake, &p, AHEAD).await;
     let chunks = proxy.chunks.lock().unwrap().clone();
     let batch: &[u8] = b"MAIL FROM:<a@example.com>\r\n\
           RCPT TO:<r1@example.net>\r\n\
@@ -622,7 +678,7 @@ async fn no_pipelining_toward_an_upstream_without_pipelining() {
     })
     .await;
     fake.wait_probe().await;
-    pipelined_transaction(&fake, &p).await;
+    pipelined_transaction(&fake, &p, "250 2.1.0 upstream provider: ok").await;
     // RFC 2920: no pipelining toward a server that does not offer it; every command
     // waited for the reply to the one before.
     let chunks = proxy.chunks.lock().unwrap().clone();
@@ -785,4 +841,50 @@ async fn an_unverifiable_upstream_certificate_is_refused() {
         c.cmd("QUIT").await;
         p.stop().await;
     }
+}
+
+#[tokio::test]
+async fn a_client_that_waits_for_each_reply_costs_two_provider_round_trips() {
+    let fake = FakeUpstream::start(UpstreamConfig::default()).await;
+    let proxy = ChunkProxy::start(fake.addr).await;
+    let p = postern(Up {
+        addr: format!("127.0.0.1:{}", proxy.port),
+        ..Up::to(&fake, UpTls::None)
+    })
+    .await;
+    fake.wait_probe().await;
+    let mut c = client(&p).await;
+    // MAIL ahead: answered here, held until the RCPT, and sent with it.
+    assert_eq!(c.cmd("MAIL FROM:<a@example.com>").await, AHEAD);
+    assert_eq!(
+        c.cmd("RCPT TO:<b@example.net>").await,
+        "250 2.1.5 upstream provider: ok"
+    );
+    // DATA ahead: our 354 at once; the body waits for the provider's.
+    assert_starts(&c.cmd("DATA").await, "354 ");
+    assert_starts(
+        &send_body(&mut c, BODY).await,
+        "250 2.0.0 upstream provider:",
+    );
+    assert_eq!(fake.wait_messages(1, T).await[0].data, BODY);
+    let reads: Vec<String> = proxy
+        .chunks
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    let at = reads
+        .iter()
+        .position(|r| r.contains("MAIL FROM:<a@example.com>"))
+        .unwrap_or_else(|| panic!("no MAIL: {reads:#?}"));
+    assert_eq!(
+        reads[at..at + 3],
+        [
+            "MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\n",
+            "DATA\r\n",
+            "Subject: fault test\r\n\r\nhello\r\n.\r\n",
+        ],
+        "{reads:#?}"
+    );
 }

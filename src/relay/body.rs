@@ -205,7 +205,8 @@ impl Relay {
                 match client.end_body().await {
                     Ok(r) => {
                         let (reply, result, closing) = verdict(&name, &r);
-                        if closing {
+                        // A refused DATA leaves the provider's transaction open.
+                        if closing || client.data_was_refused() {
                             self.kept = None;
                         }
                         (reply, result)
@@ -284,7 +285,7 @@ impl Relay {
         let mut refused: Option<Reply> = None;
         for (expect, reply) in deferred.into_iter().zip(end.lead) {
             match expect {
-                Expect::Mail if !reply.is_positive() => {
+                Expect::Mail | Expect::MailAhead if !reply.is_positive() => {
                     refused.get_or_insert(reply);
                 }
                 Expect::Rcpt(path) => {
@@ -306,7 +307,7 @@ impl Relay {
                         refused.get_or_insert(reply);
                     }
                 }
-                Expect::Mail | Expect::Silent | Expect::Data => {}
+                Expect::Mail | Expect::MailAhead | Expect::Silent | Expect::Data => {}
             }
         }
         let Some(reply) = refused.or(end.verdict) else {

@@ -16,6 +16,16 @@
 //! and RCPT are answered 250 at once, stay queued, and go out in the same write
 //! as the body's first chunk; the provider's verdict on them comes back in the
 //! end-of-data reply. So a message costs one round trip to the provider.
+//!
+//! Toward a provider that offers PIPELINING but not CHUNKING, MAIL is answered
+//! at once (*MAIL ahead*): its command stays queued and goes out with the first
+//! RCPT, whose reply carries the provider's refusal of MAIL if there was one
+//! (same code, enhanced code and text). RCPT replies stay the provider's: 250
+//! only for a recipient it accepted after accepting MAIL. And a client that
+//! waits for each reply gets its 354 at once once a recipient was accepted
+//! (*DATA ahead*): DATA goes out then and its 354 is awaited only before the
+//! body's first byte leaves (`Client::send_data_ahead`). So a device that does
+//! not pipeline pays two provider round trips a message, not four.
 
 pub mod body;
 
@@ -107,6 +117,8 @@ pub enum Expect {
     Data,
     /// RSET after an abandoned transaction: read and dropped.
     Silent,
+    /// MAIL answered at once (MAIL ahead): its reply is read and kept, not sent.
+    MailAhead,
 }
 
 /// The session's reply queue.
@@ -127,6 +139,8 @@ pub struct Resolution {
     pub data: Option<Reply>,
     /// The upstream's refusal of MAIL, when that ended the transaction.
     pub mail_refused: Option<Reply>,
+    /// MAIL ahead: the client's reply to that refusal, which its RCPTs got.
+    pub sender_refused: Option<Reply>,
 }
 
 /// What the session should do after queueing a command upstream.
@@ -150,6 +164,9 @@ pub struct Relay {
     /// A deferred transaction's commands, answered at once and queued upstream
     /// with the body; their replies are read at end-of-data.
     deferred: Vec<Expect>,
+    /// MAIL ahead: the open transaction's MAIL is queued on the kept
+    /// connection, answered, and its reply is read first at the next `resolve`.
+    mail_owed: bool,
 }
 
 impl Relay {
@@ -221,6 +238,15 @@ impl Relay {
             });
         }
         let line = mail_command(sender, mail, &caps);
+        if caps.pipelining
+            && !caps.chunking
+            && let Some((_, c)) = self.kept.as_mut()
+        {
+            c.queue(&line);
+            self.mail_owed = true;
+            queue.push_back(Slot::Ready(sender_ok()));
+            return Ok(After::Continue);
+        }
         Ok(self.send(&line, Expect::Mail, queue))
     }
 
@@ -252,6 +278,20 @@ impl Relay {
             }
             None => false,
         }
+    }
+
+    /// DATA ahead: sends DATA now, ahead of the body, whose first byte waits for
+    /// its 354. `false` when the connection is gone (the transaction is lost).
+    pub async fn data_ahead(&mut self) -> bool {
+        let Some((_, c)) = self.kept.as_mut() else {
+            return false;
+        };
+        if let Err(e) = c.send_data_ahead().await {
+            tracing::warn!(upstream = %c.name(), error = %e, "upstream failed at DATA");
+            self.drop_connection();
+            return false;
+        }
+        true
     }
 
     /// Whether the body goes in BDAT chunks: the kept connection's provider
@@ -300,8 +340,9 @@ impl Relay {
                     answered.push_back(Slot::Ready(Reply::new(250, "2.1.5", "Recipient OK")));
                 }
                 Expect::Silent => labels.push("RSET"),
-                // DATA is never queued toward a CHUNKING provider.
+                // DATA is never queued toward a CHUNKING provider, nor MAIL ahead.
                 Expect::Data => labels.push("DATA"),
+                Expect::MailAhead => labels.push("MAIL"),
             }
             self.deferred.push(expect);
         }
@@ -363,7 +404,12 @@ impl Relay {
             return Ok(c.caps().clone());
         }
         if let Some((p, old)) = self.kept.take() {
-            p.checkin(old);
+            if std::mem::take(&mut self.mail_owed) {
+                // A MAIL queued and not sent: not for the pool.
+                drop(old);
+            } else {
+                p.checkin(old);
+            }
         }
         match pool.checkout_failover(sender, Some(user)).await {
             Ok((took, c)) => {
@@ -400,6 +446,9 @@ impl Relay {
         if !Relay::pending(queue) {
             return out;
         }
+        if std::mem::take(&mut self.mail_owed) {
+            queue.push_front(Slot::Upstream(Expect::MailAhead));
+        }
         let mut sent = Instant::now();
         let mut failed = match self.kept.as_mut() {
             Some((_, c)) => c.flush_commands().await.err().map(|e| e.to_string()),
@@ -419,7 +468,7 @@ impl Relay {
                 Slot::Upstream(e) => Some(e),
                 Slot::Ready(_) => None,
             }),
-            Some(Expect::Mail | Expect::Silent)
+            Some(Expect::Mail | Expect::MailAhead | Expect::Silent)
         );
         let mut may_replay = starts_fresh && self.kept.as_ref().is_some_and(|(_, c)| c.was_used());
         let mut resolved = VecDeque::with_capacity(queue.len());
@@ -433,7 +482,7 @@ impl Relay {
             };
             let reply = if failed.is_none() {
                 let label = match expect {
-                    Expect::Mail => "MAIL",
+                    Expect::Mail | Expect::MailAhead => "MAIL",
                     Expect::Rcpt(_) => "RCPT",
                     Expect::Data => "DATA",
                     Expect::Silent => "RSET",
@@ -473,7 +522,7 @@ impl Relay {
                     // The provider is gone: the spool takes the transaction.
                     out.to_spool = true;
                     match expect {
-                        Expect::Silent => {}
+                        Expect::Silent | Expect::MailAhead => {}
                         Expect::Mail => resolved.push_back(Slot::Ready(sender_ok())),
                         Expect::Rcpt(path) => {
                             out.deferred.push(path);
@@ -492,7 +541,7 @@ impl Relay {
                         .with_label_values(&[user, "upstream_failed"])
                         .inc();
                 }
-                if !matches!(expect, Expect::Silent) {
+                if !matches!(expect, Expect::Silent | Expect::MailAhead) {
                     resolved.push_back(Slot::Ready(Refusal::UpstreamLost.reply()));
                 }
                 continue;
@@ -500,10 +549,12 @@ impl Relay {
             let mut client_reply = from_upstream(&name, &reply);
             if self.fallback {
                 match &expect {
-                    Expect::Mail if reply.class() == 4 => {
+                    Expect::Mail | Expect::MailAhead if reply.class() == 4 => {
                         tracing::info!(upstream = %name, reply = %reply, "provider put off MAIL; the message goes to the spool");
                         out.to_spool = true;
-                        resolved.push_back(Slot::Ready(sender_ok()));
+                        if matches!(expect, Expect::Mail) {
+                            resolved.push_back(Slot::Ready(sender_ok()));
+                        }
                         continue;
                     }
                     Expect::Rcpt(path) if out.to_spool || reply.class() == 4 => {
@@ -526,12 +577,30 @@ impl Relay {
             }
             match expect {
                 Expect::Silent => continue,
+                Expect::MailAhead if !reply.is_positive() => {
+                    // Its RCPTs carry this refusal (the provider's own replies
+                    // to them would only say that no MAIL was accepted).
+                    out.ended = true;
+                    out.mail_refused = Some(reply.clone());
+                    out.sender_refused = Some(client_reply);
+                    continue;
+                }
+                Expect::MailAhead => continue,
                 Expect::Mail if !reply.is_positive() => {
                     out.ended = true;
                     out.mail_refused = Some(reply.clone());
                 }
                 Expect::Mail => {}
                 Expect::Rcpt(path) => {
+                    if let (Some(sender), Some(mail)) = (&out.sender_refused, &out.mail_refused) {
+                        client_reply = sender.clone();
+                        let result = crate::refusal::upstream_result(mail);
+                        if let Some(m) = &metrics {
+                            m.recipients.with_label_values(&[user, result]).inc();
+                        }
+                        resolved.push_back(Slot::Ready(client_reply));
+                        continue;
+                    }
                     let result = crate::refusal::upstream_result(&reply);
                     if let Some(m) = &metrics {
                         m.recipients.with_label_values(&[user, result]).inc();
@@ -583,11 +652,17 @@ impl Relay {
     pub fn drop_connection(&mut self) {
         self.kept = None;
         self.deferred.clear();
+        self.mail_owed = false;
     }
 
     /// Gives the connection back to its pool (the session has no transaction
     /// open and no reply pending), so a quiet client holds no provider slot.
     pub fn release(&mut self) {
+        if self.mail_owed {
+            // Never happens (RSET resolves it first); a MAIL left queued must
+            // not reach the pool.
+            self.drop_connection();
+        }
         if let Some((pool, c)) = self.kept.take() {
             pool.checkin(c);
         }

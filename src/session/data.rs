@@ -45,6 +45,10 @@ fn go_ahead() -> Reply {
 impl Session {
     pub(super) async fn data(&mut self) -> Next {
         let Some(txn) = self.txn.as_ref() else {
+            if self.refused_sender.is_some() {
+                // MAIL ahead, then refused by the provider: no recipient stands.
+                return self.decline(Refusal::NoValidRecipients);
+            }
             return self.refuse(Refusal::NeedMailForData);
         };
         if txn.rcpt_commands == 0 {
@@ -84,6 +88,16 @@ impl Session {
         // (its body is copied to the spool while it streams).
         if !fallback && self.relay.chunking() {
             return self.data_chunked().await;
+        }
+        // DATA ahead: every RCPT was answered and one accepted (so the client
+        // waits for each reply): our 354 now, the provider's before the body.
+        if !fallback && !Relay::pending(&self.replies) {
+            if !self.relay.data_ahead().await {
+                self.end_txn_refused(&Refusal::UpstreamLost);
+                return self.decline(Refusal::UpstreamLost);
+            }
+            self.push(go_ahead());
+            return self.start_body(Sink::Provider);
         }
         // MAIL, RCPTs and DATA go upstream together; the replies come back in order.
         if !self.relay.data(&mut self.replies) {

@@ -17,6 +17,7 @@ impl Session {
         if self.txn.is_some() {
             return self.refuse(Refusal::NestedMail);
         }
+        self.refused_sender = None;
         let id = outbox::new_id();
         let Some(user) = self.sender_identity() else {
             let r = Refusal::AuthRequired;

@@ -42,6 +42,7 @@ impl Session {
 
     /// RSET, EHLO, STARTTLS: abandons the transaction here and upstream.
     pub(super) fn reset_transaction(&mut self) {
+        self.refused_sender = None;
         if let Some(txn) = self.txn.take() {
             self.record_abandoned(&txn, None);
             self.relay.rset(&mut self.replies);

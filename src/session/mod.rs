@@ -134,6 +134,9 @@ pub struct Session {
     auth_failures: u32,
     errors: u32,
     txn: Option<Txn>,
+    /// MAIL ahead: the provider refused the sender answered 250 at once; this
+    /// is what its RCPTs hear until the next MAIL or RSET (`relay`).
+    refused_sender: Option<Reply>,
     /// A message in BDAT chunks, between chunks (its `Txn` is in its body).
     chunked: Option<bdat::Chunked>,
     relay: Relay,
@@ -167,6 +170,7 @@ impl Session {
             auth_failures: 0,
             errors: 0,
             txn: None,
+            refused_sender: None,
             chunked: None,
             relay: Relay::default(),
         };
@@ -461,9 +465,13 @@ impl Session {
             accepted,
             data,
             mail_refused,
+            sender_refused,
             to_spool,
             deferred,
         } = self.relay.resolve(&mut self.replies, &user).await;
+        if sender_refused.is_some() {
+            self.refused_sender = sender_refused;
+        }
         if ended {
             if let Some(txn) = self.txn.as_ref() {
                 // The provider refused MAIL, or the connection was lost.
@@ -481,6 +489,10 @@ impl Session {
             txn.spool_rcpts.extend(deferred);
             if to_spool && let Some(spool) = txn.route.spool_instead() {
                 txn.route = spool;
+                // The spool takes every recipient; later ones are accepted on
+                // its route, after these (the client's order is kept).
+                let put_off = std::mem::take(&mut txn.spool_rcpts);
+                txn.accepted.extend(put_off);
                 self.relay.drop_connection();
             }
         }

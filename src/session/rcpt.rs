@@ -10,6 +10,11 @@ use crate::smtp::command::RcptTo;
 impl Session {
     pub(super) async fn rcpt(&mut self, rcpt: RcptTo) -> Next {
         let Some(txn) = self.txn.as_mut() else {
+            if let Some(r) = self.refused_sender.clone() {
+                // MAIL ahead: the provider refused the sender after our 250.
+                self.push(r);
+                return Next::Continue;
+            }
             return self.refuse(Refusal::NeedMailForRcpt);
         };
         txn.rcpt_commands += 1;

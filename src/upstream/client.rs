@@ -18,6 +18,11 @@
 //! `relay`) go out in the same write as the first chunk and are answered first.
 //! After the first refusal no more chunk goes out, and the transaction is
 //! cleared with RSET once every owed reply was read.
+//!
+//! DATA ahead (`send_data_ahead`): DATA goes out as soon as the client's DATA
+//! comes, and its 354 is read only before the first body byte leaves, so the
+//! provider's round trip runs while the client sends the body. A refusal of
+//! DATA drops the body and becomes the end-of-data verdict (`end_body`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +116,11 @@ pub struct Client {
     user_permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// The body being sent in BDAT chunks, between `begin_chunks` and `end_chunks`.
     chunks: Option<Chunks>,
+    /// DATA sent ahead of the body, its reply not read yet: when it went out.
+    data_owed: Option<Instant>,
+    /// The provider refused DATA sent ahead: the body is dropped, and this is
+    /// the verdict at end-of-data.
+    data_refused: Option<Reply>,
     /// With `[cluster]`: this connection's share of the upstream's
     /// `max_connections` across replicas, held for the connection's life.
     hold: Option<crate::cluster::Hold>,
@@ -216,6 +226,8 @@ impl Client {
             traffic,
             user_permit: None,
             chunks: None,
+            data_owed: None,
+            data_refused: None,
             hold: None,
         };
         let greeting = c.read_reply_within(COMMAND_TIMEOUT).await?;
@@ -419,6 +431,9 @@ impl Client {
             }
             return Ok(());
         }
+        if self.data_refused.is_some() {
+            return Ok(());
+        }
         let mut rest = lines;
         while !rest.is_empty() {
             let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
@@ -426,16 +441,63 @@ impl Client {
             rest = &rest[end..];
         }
         if self.wbuf.len() >= WRITE_CHUNK {
+            self.await_go_ahead().await?;
+            if self.data_refused.is_some() {
+                self.wbuf.clear();
+                return Ok(());
+            }
             self.flush().await?;
         }
         Ok(())
     }
 
-    /// Ends the body with the final dot and reads the upstream's verdict.
+    /// Sends DATA now, ahead of the body; its reply is read before the first
+    /// body byte goes (`write_body`, `end_body`).
+    ///
+    /// # Errors
+    /// I/O errors toward the upstream.
+    pub async fn send_data_ahead(&mut self) -> Result<(), UpstreamError> {
+        self.queue("DATA");
+        let sent = Instant::now();
+        self.flush().await?;
+        self.data_owed = Some(sent);
+        Ok(())
+    }
+
+    /// Reads the reply to DATA sent ahead, if one is owed: a 354 lets the body
+    /// go; a 4xx or 5xx is kept as the verdict and the body is dropped.
+    async fn await_go_ahead(&mut self) -> Result<(), UpstreamError> {
+        let Some(sent) = self.data_owed.take() else {
+            return Ok(());
+        };
+        let r = self.read_reply("DATA", sent, COMMAND_TIMEOUT).await?;
+        match r.class() {
+            3 if r.code == 354 => Ok(()),
+            4 | 5 => {
+                self.data_refused = Some(r);
+                Ok(())
+            }
+            _ => Err(UpstreamError::Protocol("unexpected reply to DATA")),
+        }
+    }
+
+    /// Whether the provider refused DATA sent ahead: its transaction is still
+    /// open there, so the connection is not reused.
+    pub fn data_was_refused(&self) -> bool {
+        self.data_refused.is_some()
+    }
+
+    /// Ends the body with the final dot and reads the upstream's verdict; with
+    /// DATA sent ahead and refused, that refusal is the verdict and no dot goes.
     ///
     /// # Errors
     /// I/O errors or a timeout: the upstream did not confirm the message.
     pub async fn end_body(&mut self) -> Result<Reply, UpstreamError> {
+        self.await_go_ahead().await?;
+        if let Some(r) = self.data_refused.clone() {
+            self.wbuf.clear();
+            return Ok(r);
+        }
         self.queue(".");
         let sent = Instant::now();
         self.flush().await?;

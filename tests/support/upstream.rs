@@ -79,6 +79,9 @@ pub struct UpstreamConfig {
     /// Reply to MAIL FROM instead of 250 (e.g. "451 4.3.0 busy"). A reply starting with
     /// '2' still opens the transaction.
     pub mail_reply: Option<String>,
+    /// Reply to DATA instead of 354 (e.g. "452 4.3.1 out of storage"); the
+    /// transaction stays open.
+    pub data_reply: Option<String>,
     /// Reply to the final "." instead of 250 (e.g. "451 4.3.0 try again later" or
     /// "554 5.7.1 spam"). A reply starting with '2' still records the message.
     pub data_end_reply: Option<String>,
@@ -130,6 +133,7 @@ impl Default for UpstreamConfig {
             password: "provider-secret".to_string(),
             rcpt_replies: HashMap::new(),
             mail_reply: None,
+            data_reply: None,
             data_end_reply: None,
             drop_after_data_bytes: None,
             inject_after_greeting: None,

@@ -253,6 +253,10 @@ pub(super) async fn serve(server: &Server, tcp: TcpStream, id: usize) -> io::Res
                     conn.reply("554 5.5.1 no valid recipients");
                     continue;
                 }
+                if let Some(r) = &cfg.data_reply {
+                    conn.reply(r);
+                    continue;
+                }
                 server.shared.update(|r| r.data_commands += 1);
                 conn.reply("354 go ahead");
                 let (raw_data, data) = match conn.read_data(cfg.drop_after_data_bytes).await? {
