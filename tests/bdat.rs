@@ -235,7 +235,8 @@ async fn several_recipients_get_the_providers_replies_then_bdat() {
           RCPT TO:<nobody@example.net>\r\nRCPT TO:<two@example.net>\r\nDATA\r\n",
     )
     .await;
-    assert!(c.reply().await.starts_with("250 2.1.0 upstream fake:"));
+    // MAIL ahead: postern's own 250; the provider's verdict on it rides with the RCPTs.
+    assert_eq!(c.reply().await, "250 2.1.0 Sender OK");
     assert!(c.reply().await.starts_with("250 2.1.5 upstream fake:"));
     assert_eq!(c.reply().await, "550 5.1.1 upstream fake: no such user");
     assert!(c.reply().await.starts_with("250 2.1.5 upstream fake:"));
@@ -374,15 +375,11 @@ async fn without_chunking_the_body_goes_in_data() {
 
 #[tokio::test]
 async fn a_non_pipelining_client_gets_the_providers_replies() {
-    // MAIL, RCPT and DATA one at a time: each is answered before the next, so
-    // the RCPT reply is the provider's and the body still goes in BDAT.
+    // MAIL, RCPT and DATA one at a time: MAIL is answered at once and goes
+    // with the RCPT, whose reply is the provider's; the body still goes in BDAT.
     let (up, p) = start(chunking()).await;
     let mut c = login(&p, "scanner").await;
-    assert!(
-        c.cmd("MAIL FROM:<a@example.com>")
-            .await
-            .starts_with("250 2.1.0 upstream fake:")
-    );
+    assert_eq!(c.cmd("MAIL FROM:<a@example.com>").await, "250 2.1.0 Sender OK");
     assert!(
         c.cmd("RCPT TO:<office@example.net>")
             .await
@@ -395,5 +392,26 @@ async fn a_non_pipelining_client_gets_the_providers_replies() {
     assert_eq!(msgs[0].data, b"hi\r\n");
     assert_eq!(msgs[0].chunks, vec![4]);
     let _: Raw = c;
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn a_non_pipelining_client_hears_a_refused_sender_at_rcpt() {
+    let mut cfg = chunking();
+    cfg.mail_reply = Some("550 5.7.1 sender not registered".to_owned());
+    let (up, p) = start(cfg).await;
+    let mut c = login(&p, "scanner").await;
+    assert_eq!(c.cmd("MAIL FROM:<a@example.com>").await, "250 2.1.0 Sender OK");
+    let refused = "550 5.7.1 upstream fake: sender not registered";
+    assert_eq!(c.cmd("RCPT TO:<office@example.net>").await, refused);
+    assert_eq!(c.cmd("RCPT TO:<desk@example.net>").await, refused);
+    assert!(c.cmd("DATA").await.starts_with("554 5.5.1"));
+    assert!(up.messages().is_empty());
+    assert_eq!(up.bdat_commands(), 0);
+    let m = p.metrics_text().await;
+    assert!(
+        m.contains(r#"postern_messages_total{result="upstream_rejected",user="scanner"} 1"#),
+        "{m}"
+    );
     p.stop().await;
 }

@@ -17,15 +17,17 @@
 //! as the body's first chunk; the provider's verdict on them comes back in the
 //! end-of-data reply. So a message costs one round trip to the provider.
 //!
-//! Toward a provider that offers PIPELINING but not CHUNKING, MAIL is answered
-//! at once (*MAIL ahead*): its command stays queued and goes out with the first
-//! RCPT, whose reply carries the provider's refusal of MAIL if there was one
-//! (same code, enhanced code and text). RCPT replies stay the provider's: 250
-//! only for a recipient it accepted after accepting MAIL. And a client that
-//! waits for each reply gets its 354 at once once a recipient was accepted
-//! (*DATA ahead*): DATA goes out then and its 354 is awaited only before the
-//! body's first byte leaves (`Client::send_data_ahead`). So a device that does
-//! not pipeline pays two provider round trips a message, not four.
+//! Toward a provider that offers PIPELINING, MAIL is answered at once (*MAIL
+//! ahead*): its command stays queued and goes out with the first RCPT (or, in a
+//! deferred transaction, with the body), whose reply carries the provider's
+//! refusal of MAIL if there was one (same code, enhanced code and text). RCPT
+//! replies stay the provider's: 250 only for a recipient it accepted after
+//! accepting MAIL. Toward one without CHUNKING, a client that waits for each
+//! reply gets its 354 at once when a recipient was accepted (*DATA ahead*):
+//! DATA goes out then and its 354 is awaited only before the body's first byte
+//! leaves (`Client::send_data_ahead`). So a device that does not pipeline pays
+//! two provider round trips a message (RCPT, then the body), not four (or
+//! three with BDAT).
 
 pub mod body;
 
@@ -239,7 +241,6 @@ impl Relay {
         }
         let line = mail_command(sender, mail, &caps);
         if caps.pipelining
-            && !caps.chunking
             && let Some((_, c)) = self.kept.as_mut()
         {
             c.queue(&line);
@@ -321,6 +322,11 @@ impl Relay {
             return;
         };
         let mut labels = Vec::new();
+        if std::mem::take(&mut self.mail_owed) {
+            // MAIL ahead: queued first, so its reply comes first.
+            labels.push("MAIL");
+            self.deferred.push(Expect::MailAhead);
+        }
         let mut answered = VecDeque::with_capacity(queue.len());
         for slot in queue.drain(..) {
             let expect = match slot {

@@ -217,7 +217,10 @@ impl Session {
         let Some(txn) = self.txn.as_ref() else {
             // `drain` ended the transaction: the provider refused MAIL, or the
             // connection was lost (and it recorded which).
-            let r = if self.relay.chunking() {
+            let r = if self.refused_sender.is_some() {
+                // MAIL ahead: its RCPTs carried the refusal.
+                Refusal::NoValidRecipients
+            } else if self.relay.chunking() {
                 Refusal::NeedMailForData
             } else {
                 Refusal::UpstreamLost
