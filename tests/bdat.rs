@@ -379,7 +379,10 @@ async fn a_non_pipelining_client_gets_the_providers_replies() {
     // with the RCPT, whose reply is the provider's; the body still goes in BDAT.
     let (up, p) = start(chunking()).await;
     let mut c = login(&p, "scanner").await;
-    assert_eq!(c.cmd("MAIL FROM:<a@example.com>").await, "250 2.1.0 Sender OK");
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@example.com>").await,
+        "250 2.1.0 Sender OK"
+    );
     assert!(
         c.cmd("RCPT TO:<office@example.net>")
             .await
@@ -401,7 +404,10 @@ async fn a_non_pipelining_client_hears_a_refused_sender_at_rcpt() {
     cfg.mail_reply = Some("550 5.7.1 sender not registered".to_owned());
     let (up, p) = start(cfg).await;
     let mut c = login(&p, "scanner").await;
-    assert_eq!(c.cmd("MAIL FROM:<a@example.com>").await, "250 2.1.0 Sender OK");
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@example.com>").await,
+        "250 2.1.0 Sender OK"
+    );
     let refused = "550 5.7.1 upstream fake: sender not registered";
     assert_eq!(c.cmd("RCPT TO:<office@example.net>").await, refused);
     assert_eq!(c.cmd("RCPT TO:<desk@example.net>").await, refused);

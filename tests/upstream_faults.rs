@@ -844,7 +844,7 @@ async fn an_unverifiable_upstream_certificate_is_refused() {
 }
 
 #[tokio::test]
-async fn a_client_that_waits_for_each_reply_costs_two_provider_round_trips() {
+async fn a_client_that_waits_for_each_reply_sends_mail_with_rcpt_and_data_ahead() {
     let fake = FakeUpstream::start(UpstreamConfig::default()).await;
     let proxy = ChunkProxy::start(fake.addr).await;
     let p = postern(Up {

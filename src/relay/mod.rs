@@ -25,9 +25,10 @@
 //! accepting MAIL. Toward one without CHUNKING, a client that waits for each
 //! reply gets its 354 at once when a recipient was accepted (*DATA ahead*):
 //! DATA goes out then and its 354 is awaited only before the body's first byte
-//! leaves (`Client::send_data_ahead`). So a device that does not pipeline pays
-//! two provider round trips a message (RCPT, then the body), not four (or
-//! three with BDAT).
+//! leaves (`Client::send_data_ahead`), so that round trip runs while the
+//! client uploads the body. A device that does not pipeline so pays two
+//! provider round trips a message with BDAT (RCPT, `BDAT n LAST`), not three,
+//! and three with DATA, not four.
 
 pub mod body;
 
