@@ -209,13 +209,18 @@ fn run(path: PathBuf) -> ExitCode {
         tracing::warn!("{w}");
     }
     postern::fdlimit::raise_and_report(&config);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.server.worker_threads > 0 {
+        builder.worker_threads(config.server.worker_threads as usize);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("postern: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
+    tracing::info!(workers = runtime.metrics().num_workers(), "runtime started");
     let chosen_by = config.clone();
     runtime.block_on(async move {
         let server = match postern::Server::bind(config).await {

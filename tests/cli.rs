@@ -628,3 +628,31 @@ fn run_warns_when_the_hard_file_limit_is_below_max_connections() {
     );
     assert!(!log.contains("raised the open-file limit"), "{log}");
 }
+
+#[test]
+fn run_takes_its_worker_threads_from_the_config() {
+    for (setting, want) in [
+        ("worker_threads = 1\n", "workers=1"),
+        ("worker_threads = 3\n", "workers=3"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = minimal_config(port, dir.path()).replacen(
+            "[server]\n",
+            &format!("[server]\n{setting}"),
+            1,
+        );
+        let path = write(dir.path(), "postern.toml", &config);
+        let mut guard = spawn_run_with_file_limit(dir.path(), &path, 1024, None);
+        let child = guard.0.as_mut().unwrap();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let greeting = wait_for_greeting(addr, child, Duration::from_secs(30));
+        assert!(greeting.starts_with("220 "), "{greeting}");
+        let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("runtime started") && l.split_whitespace().any(|w| w == want)),
+            "{want}\n{log}"
+        );
+    }
+}

@@ -109,6 +109,10 @@ fn schema_defaults_match_the_code() {
         sd.auth_workers.to_string()
     );
     assert_eq!(
+        server.key("worker_threads").unwrap().default,
+        sd.worker_threads.to_string()
+    );
+    assert_eq!(
         server.key("auth_queue").unwrap().default,
         sd.auth_queue.to_string()
     );

@@ -170,6 +170,9 @@ pub struct ServerConfig {
     /// answered 454 4.7.0 without a check.
     #[serde(default = "default_auth_queue")]
     pub auth_queue: u32,
+    /// Threads that run the sessions, read at start (0: one per core).
+    #[serde(default)]
+    pub worker_threads: u32,
 }
 
 fn default_auth_queue() -> u32 {
@@ -196,6 +199,7 @@ impl Default for ServerConfig {
             auth_cache_ttl: default_auth_cache_ttl(),
             auth_workers: 0,
             auth_queue: DEFAULT_AUTH_QUEUE,
+            worker_threads: 0,
         }
     }
 }
