@@ -357,9 +357,15 @@ struct Guard(Option<Child>);
 
 /// `postern run --config <path>` in `dir`, stderr to `dir/stderr.log`; killed when dropped.
 fn spawn_run(dir: &Path, path: &Path) -> Guard {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--config", path.to_str().unwrap()]);
+    spawn_logged(cmd, dir)
+}
+
+/// Starts `cmd` in `dir` with no stdin or stdout and stderr to `dir/stderr.log`.
+fn spawn_logged(mut cmd: Command, dir: &Path) -> Guard {
     let stderr_log = std::fs::File::create(dir.join("stderr.log")).unwrap();
-    let child = Command::new(BIN)
-        .args(["run", "--config", path.to_str().unwrap()])
+    let child = cmd
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -549,25 +555,18 @@ fn sighup_reloads_users_without_dropping_connections() {
 /// `postern run` with the soft open-file limit at `soft` (and the hard one at
 /// `hard`, when given), through the shell's `ulimit`, which `exec` keeps.
 fn spawn_run_with_file_limit(dir: &Path, path: &Path, soft: u32, hard: Option<u32>) -> Guard {
-    let stderr_log = std::fs::File::create(dir.join("stderr.log")).unwrap();
     let limits = match hard {
         Some(h) => format!("ulimit -Sn {soft} && ulimit -Hn {h}"),
         None => format!("ulimit -Sn {soft}"),
     };
-    let child = Command::new("sh")
-        .args([
-            "-c",
-            &format!("{limits} && exec \"$0\" run --config \"$1\""),
-            BIN,
-            path.to_str().unwrap(),
-        ])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr_log)
-        .spawn()
-        .unwrap();
-    Guard(Some(child))
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        &format!("{limits} && exec \"$0\" run --config \"$1\""),
+        BIN,
+        path.to_str().unwrap(),
+    ]);
+    spawn_logged(cmd, dir)
 }
 
 /// "Max open files" of a process: (soft, hard), "unlimited" as `u64::MAX`.
@@ -643,7 +642,7 @@ fn run_takes_its_worker_threads_from_the_config() {
             1,
         );
         let path = write(dir.path(), "postern.toml", &config);
-        let mut guard = spawn_run_with_file_limit(dir.path(), &path, 1024, None);
+        let mut guard = spawn_run(dir.path(), &path);
         let child = guard.0.as_mut().unwrap();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let greeting = wait_for_greeting(addr, child, Duration::from_secs(30));

@@ -641,9 +641,10 @@ impl ChunkProxy {
     }
 }
 
-#[tokio::test]
-async fn mail_rcpts_and_data_go_upstream_in_one_write() {
-    let fake = FakeUpstream::start(pipelining_cfg(true)).await;
+/// A fake upstream with `cfg`, the recording proxy in front of it, and postern
+/// relaying through the proxy, its probe done.
+async fn behind_proxy(cfg: UpstreamConfig) -> (FakeUpstream, ChunkProxy, Postern) {
+    let fake = FakeUpstream::start(cfg).await;
     let proxy = ChunkProxy::start(fake.addr).await;
     let p = postern(Up {
         addr: format!("127.0.0.1:{}", proxy.port),
@@ -651,6 +652,12 @@ async fn mail_rcpts_and_data_go_upstream_in_one_write() {
     })
     .await;
     fake.wait_probe().await;
+    (fake, proxy, p)
+}
+
+#[tokio::test]
+async fn mail_rcpts_and_data_go_upstream_in_one_write() {
+    let (fake, proxy, p) = behind_proxy(pipelining_cfg(true)).await;
     pipelined_transaction(&fake, &p, AHEAD).await;
     let chunks = proxy.chunks.lock().unwrap().clone();
     let batch: &[u8] = b"MAIL FROM:<a@example.com>\r\n\
@@ -670,14 +677,7 @@ async fn mail_rcpts_and_data_go_upstream_in_one_write() {
 
 #[tokio::test]
 async fn no_pipelining_toward_an_upstream_without_pipelining() {
-    let fake = FakeUpstream::start(pipelining_cfg(false)).await;
-    let proxy = ChunkProxy::start(fake.addr).await;
-    let p = postern(Up {
-        addr: format!("127.0.0.1:{}", proxy.port),
-        ..Up::to(&fake, UpTls::None)
-    })
-    .await;
-    fake.wait_probe().await;
+    let (fake, proxy, p) = behind_proxy(pipelining_cfg(false)).await;
     pipelined_transaction(&fake, &p, "250 2.1.0 upstream provider: ok").await;
     // RFC 2920: no pipelining toward a server that does not offer it; every command
     // waited for the reply to the one before.
@@ -773,14 +773,7 @@ async fn upstream_closing_between_transactions_is_invisible_to_the_client() {
     // transaction of the same client session must go through a new connection
     // (the pool contract: a broken connection is replaced without the client noticing when no
     // byte of its transaction was accepted yet).
-    let fake = FakeUpstream::start(UpstreamConfig::default()).await;
-    let proxy = ChunkProxy::start(fake.addr).await;
-    let p = postern(Up {
-        addr: format!("127.0.0.1:{}", proxy.port),
-        ..Up::to(&fake, UpTls::None)
-    })
-    .await;
-    fake.wait_probe().await;
+    let (fake, proxy, p) = behind_proxy(UpstreamConfig::default()).await;
     let mut c = client(&p).await;
     assert_starts(&c.cmd("MAIL FROM:<a@example.com>").await, "250 ");
     assert_starts(&c.cmd("RCPT TO:<b@example.net>").await, "250 ");
@@ -845,14 +838,7 @@ async fn an_unverifiable_upstream_certificate_is_refused() {
 
 #[tokio::test]
 async fn a_client_that_waits_for_each_reply_sends_mail_with_rcpt_and_data_ahead() {
-    let fake = FakeUpstream::start(UpstreamConfig::default()).await;
-    let proxy = ChunkProxy::start(fake.addr).await;
-    let p = postern(Up {
-        addr: format!("127.0.0.1:{}", proxy.port),
-        ..Up::to(&fake, UpTls::None)
-    })
-    .await;
-    fake.wait_probe().await;
+    let (fake, proxy, p) = behind_proxy(UpstreamConfig::default()).await;
     let mut c = client(&p).await;
     // MAIL ahead: answered here, held until the RCPT, and sent with it.
     assert_eq!(c.cmd("MAIL FROM:<a@example.com>").await, AHEAD);
