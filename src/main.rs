@@ -209,11 +209,11 @@ fn run(path: PathBuf) -> ExitCode {
         tracing::warn!("{w}");
     }
     postern::fdlimit::raise_and_report(&config);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.server.worker_threads > 0 {
-        builder.worker_threads(config.server.worker_threads as usize);
-    }
-    let runtime = match builder.enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.server.runtime_workers())
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("postern: cannot start the runtime: {e}");

@@ -630,7 +630,11 @@ fn run_warns_when_the_hard_file_limit_is_below_max_connections() {
 
 #[test]
 fn run_takes_its_worker_threads_from_the_config() {
+    // Unset: one fewer than the cores, at least one.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let auto = format!("workers={}", cores.saturating_sub(1).max(1));
     for (setting, want) in [
+        ("", auto.as_str()),
         ("worker_threads = 1\n", "workers=1"),
         ("worker_threads = 3\n", "workers=3"),
     ] {

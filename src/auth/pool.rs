@@ -54,8 +54,7 @@ impl PoolSize {
     /// The configured sizes, `workers = 0` resolved against this machine.
     pub fn new(workers: u32, queue: u32) -> PoolSize {
         let workers = if workers == 0 {
-            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-            cores.saturating_sub(1).max(1)
+            crate::config::one_fewer_than(crate::config::cores())
         } else {
             workers as usize
         };

@@ -183,7 +183,7 @@ pub const TABLES: &[Table] = &[
             key("auth_cache_ttl", Kind::Duration, "10m", "\"10m\"", "a successful AUTH is remembered this long: the same user, password hash and password skip the argon2 check (failures never are); 0 = off"),
             key("auth_workers", Kind::Count, "0", "1", "password checks (argon2) run at once; 0 = one fewer than the cores, at least one"),
             key("auth_queue", Kind::Count, "64", "64", "password checks that may wait for a worker; an AUTH beyond them gets 454 4.7.0 without a check"),
-            key("worker_threads", Kind::Count, "0", "1", "threads that run the sessions and the pools, read at start (a reload keeps the running number); 0 = one per core"),
+            key("worker_threads", Kind::Count, "0", "1", "threads that run the sessions and the pools, read at start (a reload keeps the running number); 0 = one fewer than the cores, at least one"),
         ],
     },
     Table {

@@ -151,3 +151,14 @@ fn schema_defaults_match_the_code() {
         "required"
     );
 }
+
+#[test]
+fn zero_worker_threads_leave_a_core_and_keep_at_least_one() {
+    assert_eq!(one_fewer_than(1), 1);
+    assert_eq!(one_fewer_than(2), 1);
+    assert_eq!(one_fewer_than(8), 7);
+    let mut server = ServerConfig::default();
+    assert_eq!(server.runtime_workers(), one_fewer_than(cores()));
+    server.worker_threads = 3;
+    assert_eq!(server.runtime_workers(), 3);
+}
