@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
-use tokio::time::timeout;
+use tokio::time::{Instant, Sleep, timeout};
 use tokio_rustls::TlsAcceptor;
 
 use crate::net::BoxIo;
@@ -57,13 +57,33 @@ pub enum Handshake {
     NotPossible,
 }
 
-/// What a read under `timeout` says about the input.
-fn read_result(r: Result<io::Result<usize>, tokio::time::error::Elapsed>) -> io::Result<Input> {
+/// What a read says about the input.
+fn read_result(r: io::Result<usize>) -> io::Result<Input> {
     match r {
-        Ok(Ok(0)) => Ok(Input::Eof),
-        Ok(Ok(_)) => Ok(Input::More),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Ok(Input::IdleTimeout),
+        Ok(0) => Ok(Input::Eof),
+        Ok(_) => Ok(Input::More),
+        Err(e) => Err(e),
+    }
+}
+
+/// Completes once `deadline` has passed, on the connection's one timer: a
+/// `timeout` around every read put a timer into tokio's wheel and took it out
+/// again at every command, and the insert woke the runtime's driver (an
+/// `eventfd` write) whenever the wheel had nothing earlier. The timer keeps
+/// the deadline it was set to; when it fires before the wait's own deadline
+/// (the client has spoken since), it is set again, so it is moved at most
+/// once per `idle_timeout` of a busy connection.
+async fn idle_until(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant) {
+    let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    if sleep.deadline() > deadline {
+        sleep.as_mut().reset(deadline);
+    }
+    loop {
+        sleep.as_mut().await;
+        if Instant::now() >= deadline {
+            return;
+        }
+        sleep.as_mut().reset(deadline);
     }
 }
 
@@ -76,6 +96,8 @@ pub struct Connection {
     pub rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     idle_timeout: Duration,
+    /// The one timer a read waits on (see `idle_until`); made at the first wait.
+    idle: Option<Pin<Box<Sleep>>>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -88,6 +110,7 @@ impl Connection {
             rbuf: Vec::new(),
             wbuf: Vec::new(),
             idle_timeout,
+            idle: None,
             shutdown,
         }
     }
@@ -119,6 +142,7 @@ impl Connection {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(Input::Eof);
         };
+        let deadline = Instant::now() + self.idle_timeout;
         if interruptible && self.rbuf.is_empty() {
             // Between transactions with everything read consumed: the client
             // may stay silent for minutes. Hold no buffers while it does (an
@@ -140,8 +164,12 @@ impl Connection {
                 rbuf.extend_from_slice(got);
                 Poll::Ready(Ok::<usize, io::Error>(got.len()))
             });
+            // In this order: what came is read even when the timer or the
+            // stop is due too, as the `timeout` around the read did.
             return tokio::select! {
-                r = timeout(self.idle_timeout, read) => read_result(r),
+                biased;
+                r = read => read_result(r),
+                () = idle_until(&mut self.idle, deadline) => Ok(Input::IdleTimeout),
                 _ = shutdown.wait_for(|s| *s) => Ok(Input::Shutdown),
             };
         }
@@ -166,7 +194,9 @@ impl Connection {
             let _ = shutdown.wait_for(|s| *s).await;
         };
         tokio::select! {
-            r = timeout(self.idle_timeout, stream.read_buf(&mut self.rbuf)) => read_result(r),
+            biased;
+            r = stream.read_buf(&mut self.rbuf) => read_result(r),
+            () = idle_until(&mut self.idle, deadline) => Ok(Input::IdleTimeout),
             () = stopping => Ok(Input::Shutdown),
         }
     }
@@ -209,9 +239,14 @@ impl Connection {
         let _ = timeout(CLOSE_TIMEOUT, self.flush()).await;
     }
 
-    /// Shuts the stream down (TLS close_notify, then FIN).
+    /// Ends the stream: TLS says close_notify and shuts down; plain TCP is
+    /// closed as it is dropped, which sends the FIN (a `shutdown` first was a
+    /// system call more a session, and failed with ENOTCONN whenever the
+    /// client had gone already).
     pub async fn close(&mut self) {
-        if let Some(mut s) = self.stream.take() {
+        if let Some(mut s) = self.stream.take()
+            && self.tls.is_some()
+        {
             let _ = timeout(CLOSE_TIMEOUT, s.shutdown()).await;
         }
     }
