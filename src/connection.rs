@@ -275,3 +275,47 @@ impl Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// The one kept timer: a client that speaks more often than
+    /// `idle_timeout` is never cut, though the timer set at its first wait
+    /// fires while it is still busy; a silent one is cut `idle_timeout` after
+    /// its last word, not after the first wait's deadline.
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_cut_counts_from_the_last_read() {
+        let (ours, mut client) = tokio::io::duplex(1024);
+        let (_stop, stopped) = watch::channel(false);
+        let idle = Duration::from_secs(10);
+        let mut conn = Connection::new(Box::new(ours), idle, stopped);
+        let start = Instant::now();
+        for _ in 0..5 {
+            let writer = async {
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                client.write_all(b"NOOP\r\n").await.unwrap();
+            };
+            let (input, ()) = tokio::join!(conn.read_more(true, false), writer);
+            assert_eq!(input.unwrap(), Input::More);
+            conn.rbuf.clear();
+        }
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
+        let input = conn.read_more(true, false).await.unwrap();
+        assert_eq!(input, Input::IdleTimeout);
+        // Cut 10 s after the last line (at 30 s), not at a deadline set earlier.
+        assert_eq!(start.elapsed(), Duration::from_secs(40));
+        // Inside a transaction (not interruptible) the same holds.
+        let writer = async {
+            tokio::time::sleep(Duration::from_secs(9)).await;
+            client.write_all(b"DATA\r\n").await.unwrap();
+        };
+        let (input, ()) = tokio::join!(conn.read_more(false, false), writer);
+        assert_eq!(input.unwrap(), Input::More);
+        conn.rbuf.clear();
+        let input = conn.read_more(false, false).await.unwrap();
+        assert_eq!(input, Input::IdleTimeout);
+        assert_eq!(start.elapsed(), Duration::from_secs(59));
+    }
+}
