@@ -68,8 +68,8 @@ fn read_result(r: io::Result<usize>) -> io::Result<Input> {
 
 /// Completes once `deadline` has passed, on the connection's one timer: a
 /// `timeout` around every read put a timer into tokio's wheel and took it out
-/// again at every command, and the insert woke the runtime's driver (an
-/// `eventfd` write) whenever the wheel had nothing earlier. The timer keeps
+/// again at every command (and an insert earlier than every other timer
+/// wakes the runtime's driver with an `eventfd` write). The timer keeps
 /// the deadline it was set to; when it fires before the wait's own deadline
 /// (the client has spoken since), it is set again, so it is moved at most
 /// once per `idle_timeout` of a busy connection.
