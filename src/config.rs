@@ -39,7 +39,7 @@ pub use cluster::{
 pub use keys::{Key, Kind, TABLES, Table};
 pub use paths::resolve;
 pub use reference::markdown_reference;
-pub use runtime::bind_hint;
+pub use runtime::{bind_hint, cores, one_fewer_than};
 pub use spool::{Delivery, SpoolConfig, SpoolSettings};
 pub use summary::EffectiveLimits;
 pub use types::*;

@@ -279,7 +279,24 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncWriteExt, DuplexStream};
+
+    /// Waits for input while the client writes `line` after `after`.
+    async fn spoken_after(
+        conn: &mut Connection,
+        client: &mut DuplexStream,
+        after: Duration,
+        line: &[u8],
+        interruptible: bool,
+    ) -> Input {
+        let writer = async {
+            tokio::time::sleep(after).await;
+            client.write_all(line).await.unwrap();
+        };
+        let (input, ()) = tokio::join!(conn.read_more(interruptible, false), writer);
+        conn.rbuf.clear();
+        input.unwrap()
+    }
 
     /// The one kept timer: a client that speaks more often than
     /// `idle_timeout` is never cut, though the timer set at its first wait
@@ -293,13 +310,15 @@ mod tests {
         let mut conn = Connection::new(Box::new(ours), idle, stopped);
         let start = Instant::now();
         for _ in 0..5 {
-            let writer = async {
-                tokio::time::sleep(Duration::from_secs(6)).await;
-                client.write_all(b"NOOP\r\n").await.unwrap();
-            };
-            let (input, ()) = tokio::join!(conn.read_more(true, false), writer);
-            assert_eq!(input.unwrap(), Input::More);
-            conn.rbuf.clear();
+            let input = spoken_after(
+                &mut conn,
+                &mut client,
+                Duration::from_secs(6),
+                b"NOOP\r\n",
+                true,
+            )
+            .await;
+            assert_eq!(input, Input::More);
         }
         assert_eq!(start.elapsed(), Duration::from_secs(30));
         let input = conn.read_more(true, false).await.unwrap();
@@ -307,13 +326,15 @@ mod tests {
         // Cut 10 s after the last line (at 30 s), not at a deadline set earlier.
         assert_eq!(start.elapsed(), Duration::from_secs(40));
         // Inside a transaction (not interruptible) the same holds.
-        let writer = async {
-            tokio::time::sleep(Duration::from_secs(9)).await;
-            client.write_all(b"DATA\r\n").await.unwrap();
-        };
-        let (input, ()) = tokio::join!(conn.read_more(false, false), writer);
-        assert_eq!(input.unwrap(), Input::More);
-        conn.rbuf.clear();
+        let input = spoken_after(
+            &mut conn,
+            &mut client,
+            Duration::from_secs(9),
+            b"DATA\r\n",
+            false,
+        )
+        .await;
+        assert_eq!(input, Input::More);
         let input = conn.read_more(false, false).await.unwrap();
         assert_eq!(input, Input::IdleTimeout);
         assert_eq!(start.elapsed(), Duration::from_secs(59));

@@ -1,5 +1,6 @@
-//! Checks that touch the machine rather than the file: whether the outbox
-//! directories can be written, and what to do when a low port is refused.
+//! What touches the machine rather than the file: whether the outbox
+//! directories can be written, what to do when a low port is refused, and
+//! how many threads a `0` stands for on this machine's cores.
 //! Each finding names the key and its line, and the path, so "Permission
 //! denied" never comes without the directory and the key that chose it.
 
@@ -94,6 +95,28 @@ pub fn bind_hint(addr: &SocketAddr, err: &io::Error) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+impl ServerConfig {
+    /// The runtime's worker threads: `worker_threads`, or for 0 one fewer
+    /// than this machine's cores, at least one.
+    pub fn runtime_workers(&self) -> usize {
+        match self.worker_threads {
+            0 => one_fewer_than(cores()),
+            n => n as usize,
+        }
+    }
+}
+
+/// The cores this process may run on (2 when that cannot be read).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// What `0` means for `worker_threads` and `auth_workers`: a core is left to
+/// the kernel's network work and whatever else runs on the machine.
+pub fn one_fewer_than(cores: usize) -> usize {
+    cores.saturating_sub(1).max(1)
 }
 
 #[cfg(test)]

@@ -176,28 +176,6 @@ pub struct ServerConfig {
     pub worker_threads: u32,
 }
 
-impl ServerConfig {
-    /// The runtime's worker threads: `worker_threads`, or for 0 one fewer
-    /// than this machine's cores, at least one.
-    pub fn runtime_workers(&self) -> usize {
-        match self.worker_threads {
-            0 => one_fewer_than(cores()),
-            n => n as usize,
-        }
-    }
-}
-
-/// The cores this process may run on (2 when that cannot be read).
-pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-
-/// What `0` means for `worker_threads` and `auth_workers`: a core is left to
-/// the kernel's network work and whatever else runs on the machine.
-pub fn one_fewer_than(cores: usize) -> usize {
-    cores.saturating_sub(1).max(1)
-}
-
 fn default_auth_queue() -> u32 {
     DEFAULT_AUTH_QUEUE
 }
