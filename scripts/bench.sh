@@ -13,6 +13,8 @@
 #            --resume (tls scenario: every client is a returning device that offers its last TLS session)
 #            --bin PATH (run this postern binary instead of building one: before/after comparisons)
 #            --server 'KEY = VALUE; ...' (extra [server] settings for postern, `;` between them)
+#            --rounds N (plain 2 KB: N rounds of direct and postern, alternating which goes first;
+#                        the table shows the median round; default 5, 3 with --quick)
 #
 # Tools, installed from Debian when missing: postfix (smtp-source, smtp-sink,
 # and the Postfix daemons for the relay rows), sasl2-bin (the Postfix SASL
@@ -71,6 +73,7 @@ PROFILE=release
 OUT="$ROOT"
 POSTFIX_ROWS=1
 MSG_SMALL=""
+ROUNDS=""
 IDLE_N=""
 ONLY=",small,large,tls,devices,latency,flood,idle,"
 DELAY_MS=25
@@ -85,6 +88,7 @@ while (( $# > 0 )); do
         --out) OUT="$2"; shift ;;
         --no-postfix) POSTFIX_ROWS=0 ;;
         --messages) MSG_SMALL="$2"; shift ;;
+        --rounds) ROUNDS="$2"; shift ;;
         --idle) IDLE_N="$2"; shift ;;
         --only) ONLY=",$2,"; shift ;;
         --perf) PERF=1 ;;
@@ -92,15 +96,15 @@ while (( $# > 0 )); do
         --bin) PREBUILT="$2"; shift ;;
         --resume) RESUME=(--resume) ;;
         --server) SERVER_EXTRA="$2"; shift ;;
-        -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed -E 's/^# ?//'; exit 0 ;;
+        -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed -E 's/^# ?//'; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
 if (( QUICK )); then
-    MSG_SMALL="${MSG_SMALL:-500}"; MSG_LARGE=25; MSG_TLS=60; MSG_DEVICES=200; MSG_LATENCY=20; MSG_FLOOD=20; IDLE_N="${IDLE_N:-1000}"
+    MSG_SMALL="${MSG_SMALL:-500}"; ROUNDS="${ROUNDS:-3}"; MSG_LARGE=25; MSG_TLS=60; MSG_DEVICES=200; MSG_LATENCY=20; MSG_FLOOD=20; IDLE_N="${IDLE_N:-1000}"
 else
-    MSG_SMALL="${MSG_SMALL:-5000}"; MSG_LARGE=200; MSG_TLS=400; MSG_DEVICES=3000; MSG_LATENCY=100; MSG_FLOOD=100; IDLE_N="${IDLE_N:-10000}"
+    MSG_SMALL="${MSG_SMALL:-5000}"; ROUNDS="${ROUNDS:-5}"; MSG_LARGE=200; MSG_TLS=400; MSG_DEVICES=3000; MSG_LATENCY=100; MSG_FLOOD=100; IDLE_N="${IDLE_N:-10000}"
 fi
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
@@ -568,7 +572,7 @@ run_row() {
         tail -n 5 "$TMP/client.log" "$TMP/client.out" >&2 || true
     fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-        "$scenario" "$path" "$N" "$secs" "$rate" "$relay_us" "$sink_us" "$client_us" "$hwm" "$lost" >> "$RESULTS"
+        "$scenario" "$path" "$N" "$secs" "$rate" "$relay_us" "$sink_us" "$client_us" "$hwm" "$lost" >> "${ROW_OUT:-$RESULTS}"
     printf 'bench: %-16s %-8s %6d msgs %7s s %8s msg/s  relay %6s  sink %5s  client %5s us/msg  lost %d\n' \
         "$scenario" "$path" "$N" "$secs" "$rate" "$relay_us" "$sink_us" "$client_us" "$lost"
 }
@@ -592,19 +596,49 @@ devices() {
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r); sys.exit(1 if r["failed"] else 0)' "$TMP/sessions.json"
 }
 
-# plain_scenario NAME CLIENTS SIZE COUNT
+# plain_scenario NAME CLIENTS SIZE COUNT [ROUNDS]
+# With ROUNDS > 1, direct and postern share one sink (postern's pool keeps its
+# connections to it open through the direct rows) and run ROUNDS times each,
+# which of the two goes first alternating from round to round: on two shared
+# cores the same binary's ratio moves by a third between runs, and a drift in
+# the machine then falls on both paths alike. scripts/bench/rounds.py writes
+# every round to rounds.tsv and puts the median round (by ratio) in the table.
+ROUNDS_TSV="$TMP/rounds.tsv"
 plain_scenario() {
-    local name="$1" c="$2" size="$3"
-    N=20   # warm-up: first connections, page faults, the pool's first dial
-    start_sink
-    smtp_source "$c" "$size" "$SINK_PORT" >/dev/null 2>&1 || true
-    N="$4"; run_row "$name" direct "" 60 -- smtp_source "$c" "$size" "$SINK_PORT"
-    stop_sink
+    local name="$1" c="$2" size="$3" rounds="${5:-1}"
+    if (( rounds > 1 )); then
+        local r path base
+        start_sink; start_postern
+        N=20; smtp_source "$c" "$size" "$SINK_PORT" >/dev/null 2>&1 || true
+        base="$(sink_count)"
+        N=20; smtp_source "$c" "$size" "$POSTERN_PORT" >/dev/null 2>&1 || true; wait_sink $((base + 20)) 10
+        : > "$TMP/rounds.raw"
+        for r in $(seq "$rounds"); do
+            local order=(direct postern)
+            (( r % 2 == 0 )) && order=(postern direct)
+            for path in "${order[@]}"; do
+                N="$4"
+                if [[ "$path" == direct ]]; then
+                    ROW_OUT="$TMP/rounds.raw" run_row "$name" direct "" 60 -- smtp_source "$c" "$size" "$SINK_PORT"
+                else
+                    ROW_OUT="$TMP/rounds.raw" run_row "$name" postern "$POSTERN_PID" 60 -- smtp_source "$c" "$size" "$POSTERN_PORT"
+                fi
+            done
+        done
+        python3 "$ROOT/scripts/bench/rounds.py" "$TMP/rounds.raw" "$ROUNDS_TSV" >> "$RESULTS"
+        stop_postern; stop_sink
+    else
+        N=20   # warm-up: first connections, page faults, the pool's first dial
+        start_sink
+        smtp_source "$c" "$size" "$SINK_PORT" >/dev/null 2>&1 || true
+        N="$4"; run_row "$name" direct "" 60 -- smtp_source "$c" "$size" "$SINK_PORT"
+        stop_sink
 
-    start_sink; start_postern
-    N=20; smtp_source "$c" "$size" "$POSTERN_PORT" >/dev/null 2>&1 || true; wait_sink 20 10
-    N="$4"; run_row "$name" postern "$POSTERN_PID" 60 -- smtp_source "$c" "$size" "$POSTERN_PORT"
-    stop_postern; stop_sink
+        start_sink; start_postern
+        N=20; smtp_source "$c" "$size" "$POSTERN_PORT" >/dev/null 2>&1 || true; wait_sink 20 10
+        N="$4"; run_row "$name" postern "$POSTERN_PID" 60 -- smtp_source "$c" "$size" "$POSTERN_PORT"
+        stop_postern; stop_sink
+    fi
 
     if (( POSTFIX_ROWS )); then
         start_sink; start_postfix
@@ -735,7 +769,7 @@ STARTED="$(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "bench: load average before: $LOAD_BEFORE (2 cores shared with whatever else runs here)"
 
 want() { [[ "$ONLY" == *",$1,"* ]]; }
-if want small; then plain_scenario "plain 2KB x20" 20 2048 "$MSG_SMALL"; fi
+if want small; then plain_scenario "plain 2KB x20" 20 2048 "$MSG_SMALL" "$ROUNDS"; fi
 if want large; then plain_scenario "plain 1MiB x5" 5 1048576 "$MSG_LARGE"; fi
 if want tls; then tls_scenario "tls+auth 2KB x10" 10 2048 "$MSG_TLS" sessions 10 "${RESUME[@]}"; fi
 if want devices; then tls_scenario "tls+auth 2KB x10, returning devices" 10 2048 "$MSG_DEVICES" devices 20; fi
@@ -804,10 +838,15 @@ LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 mkdir -p "$OUT/docs/bench"
 cp "$RESULTS" "$OUT/docs/bench/results.tsv"   # the raw rows the report is made from
 cp "$LATENCY" "$OUT/docs/bench/latency.tsv"
+ROUNDS_ARG=()
+if [[ -s "$ROUNDS_TSV" ]]; then
+    cp "$ROUNDS_TSV" "$OUT/docs/bench/rounds.tsv"
+    ROUNDS_ARG=(--rounds "$ROUNDS_TSV")
+fi
 python3 "$ROOT/scripts/bench/report.py" "$RESULTS" "$OUT" \
     --started "$STARTED" --load-before "$LOAD_BEFORE" --load-after "$LOAD_AFTER" \
     --profile "$PROFILE" --quick "$QUICK" \
-    --idle "$IDLE_ARG" --resumed "$RESUMED_ARG" --latency "$LATENCY" "${FLOOD_ARG[@]}"
+    --idle "$IDLE_ARG" --resumed "$RESUMED_ARG" --latency "$LATENCY" "${FLOOD_ARG[@]}" "${ROUNDS_ARG[@]}"
 
 if (( failures > 0 )); then
     echo "bench: $failures run(s) failed or lost messages" >&2

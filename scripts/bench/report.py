@@ -108,6 +108,48 @@ def latency_table(lat):
     return out
 
 
+def load_rounds(path):
+    """Lines of rounds.tsv (scripts/bench/rounds.py): round, path first, direct and postern
+    msg/s, ratio, postern CPU us/msg, the sink's us/msg direct and behind postern, CPU factor,
+    and 1 on the round the table shows."""
+    out = []
+    if not path or not os.path.exists(path):
+        return out
+    with open(path) as f:
+        for line in f:
+            r, first, d, p, ratio, p_us, d_sink, p_sink, cpu, shown = line.rstrip("\n").split("\t")
+            out.append({"round": int(r), "first": first, "direct": float(d), "postern": float(p),
+                        "ratio": float(ratio), "postern_us": int(p_us), "direct_sink": int(d_sink),
+                        "postern_sink": int(p_sink), "cpu": float(cpu), "shown": shown == "1"})
+    return out
+
+
+def median(values):
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def rounds_summary(rounds):
+    """One line: the medians and ranges over the rounds, and which round the table shows."""
+    ratios = [r["ratio"] for r in rounds]
+    cpus = [r["cpu"] for r in rounds]
+    shown = next((r["round"] for r in rounds if r["shown"]), "?")
+    return (f"plain 2KB x20 over {len(rounds)} rounds (direct and postern on one sink, which goes first "
+            f"alternating): ratio to direct median {median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f}); "
+            f"postern's CPU median {median(cpus):.2f}× the sink's two halves ({min(cpus):.2f}–{max(cpus):.2f}); "
+            f"the table shows round {shown}, the median by ratio")
+
+
+def rounds_table(rounds):
+    out = [["round", "first", "direct msg/s", "postern msg/s", "ratio", "postern CPU µs/msg",
+            "sink µs/msg direct", "sink µs/msg behind postern", "postern ÷ the sink's two halves"]]
+    for r in rounds:
+        out.append([str(r["round"]), r["first"], f"{r['direct']:.0f}", f"{r['postern']:.0f}", f"{r['ratio']:.2f}×",
+                    str(r["postern_us"]), str(r["direct_sink"]), str(r["postern_sink"]), f"{r['cpu']:.2f}×"])
+    return out
+
+
 def markdown_table(t):
     lines = ["| " + " | ".join(t[0]) + " |", "|" + "|".join(" --- " for _ in t[0]) + "|"]
     for row in t[1:]:
@@ -201,6 +243,7 @@ def main():
     ap.add_argument("--resumed", default="", help="PATH:RESUMED/SESSIONS,... of the returning-devices rows")
     ap.add_argument("--latency", default="")
     ap.add_argument("--flood", default="", help="authflood.py's JSON output file")
+    ap.add_argument("--rounds", default="", help="rounds.py's rounds.tsv of the plain 2 KB scenario")
     a = ap.parse_args()
 
     rows = load(a.results)
@@ -210,6 +253,12 @@ def main():
     cpu = cpu_lines(rows)
     for line in cpu:
         print(line)
+    rounds = load_rounds(a.rounds)
+    rounds_md = ""
+    if rounds:
+        summary = rounds_summary(rounds)
+        print(summary)
+        rounds_md = summary + ":\n\n" + markdown_table(rounds_table(rounds)) + "\n\n"
     idle_md = ""
     if a.idle:
         n, before, after, hwm, asked, limit = (int(x) for x in a.idle.split(","))
@@ -313,6 +362,8 @@ run; the absolute numbers are this machine's (2 cores, shared: load average
     if cpu:
         md += "CPU per message against the sink doing both halves of postern's work:\n\n"
         md += "".join(f"- {line}\n" for line in cpu) + "\n"
+    if rounds_md:
+        md += rounds_md
     if lat_md:
         md += lat_md
     if flood_md:
