@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use prometheus::Registry;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -30,6 +30,27 @@ const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How long a start waits for the shared Redis before serving without it.
 const CLUSTER_CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Connections a listener holds that were not accepted yet. The standard
+/// library's `bind` takes 128; a burst of devices at the top of the hour, or
+/// a flood, overflows that before the accept loop is scheduled. The kernel
+/// caps it at `net.core.somaxconn`.
+const BACKLOG: u32 = 1024;
+
+/// A listening socket on `addr`, as `TcpListener::bind` makes one (with
+/// `SO_REUSEADDR`), with `TCP_NODELAY` set on it: Linux copies it to every
+/// connection accepted there, so a session does not pay a `setsockopt`.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.set_nodelay(true)?;
+    sock.bind(addr)?;
+    sock.listen(BACKLOG)
+}
 
 /// A server whose sockets are bound, ready to `run`.
 pub struct Server {
@@ -63,13 +84,11 @@ impl Server {
         let mut listeners = Vec::new();
         for l in &listener_configs {
             let addr = *l.addr.get_ref();
-            let sock = TcpListener::bind(addr)
-                .await
-                .map_err(|source| Error::Bind {
-                    what: format!("listener {}", l.name.get_ref()),
-                    addr,
-                    source,
-                })?;
+            let sock = listen(addr).map_err(|source| Error::Bind {
+                what: format!("listener {}", l.name.get_ref()),
+                addr,
+                source,
+            })?;
             let local = sock.local_addr().map_err(|source| Error::Bind {
                 what: format!("listener {}", l.name.get_ref()),
                 addr,
@@ -275,6 +294,9 @@ impl Sessions {
         tcp: TcpStream,
         peer: SocketAddr,
     ) {
+        // Linux sets TCP_NODELAY on an accepted connection from its listener
+        // (see `listen`); elsewhere it is set here.
+        #[cfg(not(target_os = "linux"))]
         let _ = tcp.set_nodelay(true);
         let (max, max_per_ip) = {
             let policy = shared.policy();
@@ -405,4 +427,20 @@ async fn refuse(mut tcp: TcpStream, why: &str) {
         .write_all(format!("421 4.7.0 {why}\r\n").as_bytes())
         .await;
     let _ = tcp.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listen;
+
+    /// `start` sets no TCP_NODELAY on Linux: the listener's must reach every
+    /// accepted connection, or each reply would wait for the last one's ACK.
+    #[tokio::test]
+    async fn accepted_connections_come_without_nagle() {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
 }
