@@ -25,6 +25,7 @@ use pool::{CheckPool, PoolSize};
 
 pub use crate::addr::canonical_ip;
 use crate::config::{Config, Limits, UpstreamConfig, UserConfig};
+use crate::password::unmatchable_hash;
 pub use crate::password::{PasswordHash, hash_password};
 use crate::policy::SenderPattern;
 
@@ -54,16 +55,16 @@ pub struct Users {
     pool: Arc<CheckPool>,
 }
 
-/// The hash unknown users are checked against: one per process, made with
-/// the parameters `postern hash-password` uses, so an unknown name costs what
-/// a known one does.
+/// The hash unknown users are checked against: one per process, with the
+/// parameters `postern hash-password` uses, so an unknown name costs what a
+/// known one does (`password::unmatchable_hash`: no password matches it).
 static DUMMY: std::sync::OnceLock<PasswordHash> = std::sync::OnceLock::new();
 
 fn dummy() -> Result<&'static PasswordHash, String> {
     if let Some(d) = DUMMY.get() {
         return Ok(d);
     }
-    let made = PasswordHash::Argon2(hash_password("postern-dummy-password-for-unknown-users")?);
+    let made = PasswordHash::Argon2(unmatchable_hash()?);
     Ok(DUMMY.get_or_init(|| made))
 }
 

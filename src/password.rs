@@ -111,9 +111,60 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| format!("hashing failed: {e}"))
 }
 
+/// An argon2id hash that no password matches, with the parameters
+/// `hash_password` uses: what an unknown user is checked against. Its salt
+/// and output are random bytes rather than argon2's work (one password in
+/// 2^256 would match it), so making it costs no argon2 run and no 19 MiB at
+/// start, and checking against it costs what checking a real hash does.
+///
+/// # Errors
+/// Only if the system random source fails.
+pub fn unmatchable_hash() -> Result<String, String> {
+    use base64::Engine as _;
+    let params = Params::default();
+    let mut salt = [0u8; 16];
+    let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    getrandom::fill(&mut salt)
+        .and_then(|()| getrandom::fill(&mut output))
+        .map_err(|e| format!("random: {e}"))?;
+    let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
+    Ok(format!(
+        "$argon2id$v=19$m={},t={},p={}${}${}",
+        params.m_cost(),
+        params.t_cost(),
+        params.p_cost(),
+        b64.encode(salt),
+        b64.encode(output)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The parameters, salt and output lengths of a `PHC` string.
+    fn shape(h: &str) -> (String, usize, usize) {
+        let parsed = phc::PasswordHash::new(h).unwrap();
+        let params = h.rsplitn(3, '$').nth(2).unwrap().to_owned();
+        let salt = parsed.salt.unwrap().len();
+        (params, salt, parsed.hash.unwrap().len())
+    }
+
+    #[test]
+    fn the_unmatchable_hash_has_a_real_hashs_parameters_and_matches_nothing() {
+        let real = hash_password("s3cret").unwrap();
+        let dummy = unmatchable_hash().unwrap();
+        assert_eq!(shape(&dummy), shape(&real), "{dummy} against {real}");
+        assert_ne!(
+            dummy,
+            unmatchable_hash().unwrap(),
+            "a fresh salt and output each time"
+        );
+        let parsed = PasswordHash::parse(&dummy).unwrap();
+        for pw in ["", "s3cret", "postern-dummy-password-for-unknown-users"] {
+            assert!(!parsed.verify(pw), "{pw:?}");
+        }
+    }
 
     #[test]
     fn argon2_round_trip_and_parse() {
