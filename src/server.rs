@@ -368,7 +368,14 @@ async fn connection(shared: Arc<Shared>, info: ListenerInfo, accepted: Accepted)
                 refused("proxy_source");
                 return;
             }
-            match crate::proxy::read_header(&mut tcp).await {
+            // The header is read until its own timeout or the end of a
+            // shutdown's grace, which cuts it as it cuts the sessions.
+            let header = tokio::select! {
+                biased;
+                h = crate::proxy::read_header(&mut tcp) => h,
+                _ = cut.wait_for(|c| *c) => return,
+            };
+            match header {
                 Ok(Some(client)) => client,
                 Ok(None) => peer,
                 Err(e) => {

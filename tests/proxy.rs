@@ -121,3 +121,34 @@ async fn no_header_or_an_untrusted_source_is_closed_unanswered() {
     );
     p.stop().await;
 }
+
+/// A connection still owing its header when a shutdown's grace ends is
+/// closed with the sessions, not left to the header's own 5 s timeout (which
+/// would close it as a bad header, long after postern said it had stopped).
+#[tokio::test]
+async fn the_end_of_a_shutdowns_grace_closes_a_connection_owing_its_header() {
+    let log = support::observe::Capture::default();
+    let _guard = log.install(postern::config::LogFormat::Text);
+    let p = spawn_postern(&format!(
+        r#"
+[server]
+shutdown_grace = "0s"
+[[listener]]
+name = "lb"
+addr = "127.0.0.1:0"
+auth = "optional"
+proxy_protocol = true
+proxy_from = ["127.0.0.1/32"]
+{outbox}
+"#,
+        outbox = outbox_toml()
+    ))
+    .await;
+    let mut c = Raw::connect(p.addr("lb")).await;
+    c.send(b"PROXY TCP4 192.168.").await;
+    p.stop().await;
+    assert!(c.closed().await);
+    let text = log.text();
+    assert!(text.contains("shutdown grace expired"), "{text}");
+    assert!(!text.contains("bad PROXY header"), "{text}");
+}
