@@ -60,6 +60,29 @@ pub struct Pool {
     limits: Limits,
     /// With `[cluster]`: `max_connections` shared with the other replicas.
     shared: OnceLock<Arc<crate::cluster::SharedCap>>,
+    gauges: Gauges,
+}
+
+/// The pool's metric series, looked up once: `with_label_values` hashes its
+/// labels at each call, and a message's checkout and checkin made five.
+struct Gauges {
+    idle: prometheus::IntGauge,
+    in_use: prometheus::IntGauge,
+    waiters: prometheus::IntGauge,
+    wait: prometheus::Histogram,
+}
+
+impl Gauges {
+    fn of(dial: &Dial) -> Gauges {
+        let m = &dial.metrics;
+        let name = [&*dial.name];
+        Gauges {
+            idle: m.upstream_connections_idle.with_label_values(&name),
+            in_use: m.upstream_pool_in_use.with_label_values(&name),
+            waiters: m.upstream_pool_waiters.with_label_values(&name),
+            wait: m.upstream_pool_wait_duration.with_label_values(&name),
+        }
+    }
 }
 
 /// The pool settings every account of an upstream shares.
@@ -152,11 +175,8 @@ pub struct Slot {
 }
 
 impl Slot {
-    fn new(permit: OwnedSemaphorePermit, dial: &Dial) -> Slot {
-        let in_use = dial
-            .metrics
-            .upstream_pool_in_use
-            .with_label_values(&[&dial.name]);
+    fn new(permit: OwnedSemaphorePermit, in_use: &prometheus::IntGauge) -> Slot {
+        let in_use = in_use.clone();
         in_use.inc();
         Slot {
             _permit: permit,
@@ -184,6 +204,7 @@ impl Pool {
             .with_label_values(&[&dial.name])
             .set(i64::from(max.max(1)));
         Pool {
+            gauges: Gauges::of(&dial),
             dial,
             enabled,
             wait,
@@ -210,6 +231,7 @@ impl Pool {
             .with_label_values(&[&dial.name])
             .set(i64::from(group.max));
         let pool = Arc::new(Pool {
+            gauges: Gauges::of(&dial),
             dial,
             enabled: s.enabled,
             wait: s.wait,
@@ -306,11 +328,8 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn idle_gauge(&self) -> prometheus::IntGauge {
-        self.dial
-            .metrics
-            .upstream_connections_idle
-            .with_label_values(&[&self.dial.name])
+    fn idle_gauge(&self) -> &prometheus::IntGauge {
+        &self.gauges.idle
     }
 
     /// Records what the upstream offered, for the EHLO postern gives its clients.

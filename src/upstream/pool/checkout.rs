@@ -167,19 +167,15 @@ impl Pool {
 
     /// Waits up to `pool_wait` for a slot, counted as a waiter and timed.
     async fn acquire(&self) -> Result<Slot, UpstreamError> {
-        let m = &self.dial.metrics;
-        let name = &*self.dial.name;
-        let waiters = m.upstream_pool_waiters.with_label_values(&[name]);
+        let waiters = self.gauges.waiters.clone();
         waiters.inc();
         let waiting = Waiting(waiters);
         let started = Instant::now();
         let got = tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await;
         drop(waiting);
-        m.upstream_pool_wait_duration
-            .with_label_values(&[name])
-            .observe(started.elapsed().as_secs_f64());
+        self.gauges.wait.observe(started.elapsed().as_secs_f64());
         match got {
-            Ok(Ok(p)) => Ok(Slot::new(p, &self.dial)),
+            Ok(Ok(p)) => Ok(Slot::new(p, &self.gauges.in_use)),
             _ => Err(UpstreamError::PoolTimeout),
         }
     }
@@ -235,7 +231,7 @@ impl Pool {
             return Ok(c);
         }
         let slot = match self.permits.clone().try_acquire_owned() {
-            Ok(p) => Slot::new(p, &self.dial),
+            Ok(p) => Slot::new(p, &self.gauges.in_use),
             Err(_) => {
                 group.evict_one(self);
                 self.acquire().await?

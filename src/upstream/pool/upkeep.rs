@@ -75,7 +75,7 @@ impl Pool {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             return Ok(false);
         };
-        let _slot = Slot::new(permit, &self.dial);
+        let _slot = Slot::new(permit, &self.gauges.in_use);
         // An idle connection holds no slot but is open at the provider: close
         // one to make room, so idle + in use + the probe stay within the cap.
         // (In an account group idle connections hold their slots already.)
