@@ -5,12 +5,8 @@
 //! `smtp::line`, parsed by `smtp::command`), the rest of an over-long line
 //! being skipped, a SASL continuation line, the message body (`smtp::data`),
 //! or the octets of a BDAT chunk (`smtp::bdat`).
-//! Each verb has its handler in a file of its own. Replies are queued in order
-//! (`relay::Queue`): a reply postern decides itself is ready at once, a reply
-//! that comes from the upstream is read when the queue is resolved. The queue is
-//! resolved and written out when the client's input is exhausted, before
-//! waiting for more (RFC 2920 §3.1), so pipelined commands are answered in one
-//! write, in order, and their upstream counterparts go out in one write too.
+//! Each verb has its handler in a file of its own; the reply queue, resolved
+//! and written out, is in `replies`.
 //! Everything toward the upstream goes through `relay::Relay`.
 
 mod auth;
@@ -21,6 +17,7 @@ mod mail;
 mod misc;
 mod rcpt;
 mod record;
+mod replies;
 mod shared;
 mod starttls;
 
@@ -32,7 +29,7 @@ use crate::config::{AuthMode, TlsMode};
 use crate::connection::{Connection, Handshake, Input};
 use crate::net::BoxIo;
 use crate::refusal::Refusal;
-use crate::relay::{Queue, Relay, Resolution, Route, Slot};
+use crate::relay::{Queue, Relay, Route, Slot};
 use crate::secret::SecretString;
 use crate::smtp::command::{self, Command, MailFrom};
 use crate::smtp::line::{self, Scan};
@@ -431,10 +428,6 @@ impl Session {
         Next::Continue
     }
 
-    fn push(&mut self, reply: Reply) {
-        self.replies.push_back(Slot::Ready(reply));
-    }
-
     /// The user this session sends as: authenticated, or trusted by network on an
     /// `auth = "optional"` listener.
     fn sender_identity(&self) -> Option<Arc<User>> {
@@ -451,69 +444,6 @@ impl Session {
     fn user_label(&self) -> Arc<str> {
         self.sender_identity()
             .map_or_else(|| Arc::from("-"), |u| u.name.clone())
-    }
-
-    /// Sends what is queued upstream and resolves the reply queue, applying
-    /// what it learned to the open transaction.
-    async fn drain(&mut self) -> Option<Reply> {
-        if !Relay::pending(&self.replies) {
-            return None;
-        }
-        let user = self.user_label();
-        let Resolution {
-            ended,
-            accepted,
-            data,
-            mail_refused,
-            sender_refused,
-            to_spool,
-            deferred,
-        } = self.relay.resolve(&mut self.replies, &user).await;
-        if sender_refused.is_some() {
-            self.refused_sender = sender_refused;
-        }
-        if ended {
-            if let Some(txn) = self.txn.as_ref() {
-                // The provider refused MAIL, or the connection was lost.
-                let (result, reply) = match &mail_refused {
-                    Some(r) => (
-                        crate::refusal::upstream_result(r),
-                        crate::relay::from_upstream(&txn.upstream.name, r),
-                    ),
-                    None => ("upstream_failed", Refusal::UpstreamLost.reply()),
-                };
-                self.end_txn(result, &reply);
-            }
-        } else if let Some(txn) = self.txn.as_mut() {
-            txn.accepted.extend(accepted);
-            txn.spool_rcpts.extend(deferred);
-            if to_spool && let Some(spool) = txn.route.spool_instead() {
-                txn.route = spool;
-                // The spool takes every recipient; later ones are accepted on
-                // its route, after these (the client's order is kept).
-                let put_off = std::mem::take(&mut txn.spool_rcpts);
-                txn.accepted.extend(put_off);
-                self.relay.drop_connection();
-            }
-        }
-        data
-    }
-
-    /// Encodes the queued replies and writes them.
-    async fn write_out(&mut self) -> std::io::Result<()> {
-        self.encode_replies();
-        self.conn.flush().await
-    }
-
-    /// Moves the queued replies into the connection's write buffer.
-    fn encode_replies(&mut self) {
-        for slot in std::mem::take(&mut self.replies) {
-            match slot {
-                Slot::Ready(r) => self.conn.send(&r),
-                // `drain` resolves these first; never leave a command unanswered.
-                Slot::Upstream(_) => self.conn.send(&Refusal::Internal.reply()),
-            }
-        }
     }
 
     /// Takes the connection through a TLS handshake. False when it failed (connection closed).
