@@ -1,6 +1,7 @@
 //! The upstream half of a session: where a transaction's mail goes (`Route`),
 //! the connection kept across the session's transactions, the upstream
-//! replies still to be read, and the message body's way out (`body`).
+//! replies still to be read, and the message body's way out (`body`); the
+//! command lines and the replies' wording are in `wire`.
 //!
 //! Upstream commands are queued, not awaited: the session's reply queue holds
 //! a `Slot::Upstream` for each, and `resolve` sends what is queued in one write
@@ -32,15 +33,18 @@
 
 pub mod body;
 mod resolve;
+mod wire;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 pub use body::Sink;
+use wire::sender_ok;
+pub use wire::{from_upstream, mail_command, rcpt_command, recipient_queued};
 
 use crate::config::Delivery;
 use crate::refusal::Refusal;
-use crate::smtp::command::{Body as BodyType, MailFrom, RcptTo, Ret};
+use crate::smtp::command::{MailFrom, RcptTo};
 use crate::smtp::reply::Reply;
 use crate::spool::Spool;
 use crate::upstream::client::Client;
@@ -464,67 +468,4 @@ impl Relay {
             pool.checkin(c);
         }
     }
-}
-
-fn sender_ok() -> Reply {
-    Reply::new(250, "2.1.0", "Sender OK")
-}
-
-pub fn recipient_queued() -> Reply {
-    Reply::new(250, "2.1.5", "Recipient OK (queued for delivery)")
-}
-
-/// An upstream reply as the client sees it: code and enhanced code kept (a
-/// class-only code added where the upstream gave none), text marked as the provider's.
-pub fn from_upstream(upstream: &str, reply: &Reply) -> Reply {
-    let mut r = reply.prefixed(&format!("upstream {upstream}: "));
-    if r.enhanced.is_none() {
-        r.enhanced = Some(format!("{}.0.0", reply.class()));
-    }
-    r
-}
-
-/// `MAIL FROM:<sender>` with the parameters the upstream understands. Built from
-/// parsed fields only; the client's AUTH= parameter is never passed on.
-pub fn mail_command(sender: &str, mail: &MailFrom, caps: &Capabilities) -> String {
-    let mut line = format!("MAIL FROM:<{sender}>");
-    let p = &mail.params;
-    if let (Some(size), Some(_)) = (p.size, caps.size) {
-        line.push_str(&format!(" SIZE={size}"));
-    }
-    if caps.eightbitmime {
-        match p.body {
-            Some(BodyType::EightBitMime) => line.push_str(" BODY=8BITMIME"),
-            Some(BodyType::SevenBit) => line.push_str(" BODY=7BIT"),
-            None => {}
-        }
-    }
-    if p.smtputf8 && caps.smtputf8 {
-        line.push_str(" SMTPUTF8");
-    }
-    if caps.dsn {
-        match p.ret {
-            Some(Ret::Full) => line.push_str(" RET=FULL"),
-            Some(Ret::Hdrs) => line.push_str(" RET=HDRS"),
-            None => {}
-        }
-        if let Some(envid) = &p.envid {
-            line.push_str(&format!(" ENVID={envid}"));
-        }
-    }
-    line
-}
-
-/// `RCPT TO:<path>` with DSN parameters when the upstream has DSN.
-pub fn rcpt_command(rcpt: &RcptTo, caps: &Capabilities) -> String {
-    let mut line = format!("RCPT TO:<{}>", rcpt.path);
-    if caps.dsn {
-        if let Some(n) = &rcpt.params.notify {
-            line.push_str(&format!(" NOTIFY={n}"));
-        }
-        if let Some(o) = &rcpt.params.orcpt {
-            line.push_str(&format!(" ORCPT={o}"));
-        }
-    }
-    line
 }
